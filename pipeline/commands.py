@@ -1,0 +1,151 @@
+"""Subcommands of `panst3r-splat`, thin wrappers from CLI options to the stage functions.
+
+Each function's docstring is its `--help` text; options follow ../README.md's command table (the public
+contract). Stages that are not built yet raise `NotImplementedYet` rather than pretending.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+from panst3r_splat.pipeline.errors import NotImplementedYet
+
+MergeName = Literal["qubo", "standard_v2", "standard_v1"]
+DeviceName = Literal["auto", "cpu", "cuda"]
+
+
+def demo(*, out: Path = Path("demo_out"), device: DeviceName = "auto", views: int = 8, oracle: bool = False) -> None:
+    """The main job on the built-in defaults: synthetic scene -> predict -> merge -> fit -> render -> eval.
+
+    Args:
+        out: output folder (scene, predictions, fitted splats, renders, scores).
+        device: where to run the model and the splats.
+        views: number of input views.
+        oracle: also fit from ground truth as a reference.
+    """
+    raise NotImplementedYet("demo", "the stages it chains are being built")
+
+
+def synth(*, out: Path, seed: int = 0, train_views: int = 12, test_views: int = 6, width: int = 192,
+          height: int = 144, num_objects: int = 6, images_only: bool = False) -> None:
+    """Write a synthetic indoor scene in the Panoptic Lifting layout (exact ground truth).
+
+    Args:
+        out: scene folder to write.
+        seed: scene seed (same seed and options give byte-identical files).
+        train_views: number of training (input) views.
+        test_views: number of held-out novel test views.
+        width: image width in pixels.
+        height: image height in pixels.
+        num_objects: number of furniture objects (things and stuff props).
+        images_only: write only a plain folder of images (the unposed input a user has).
+    """
+    raise NotImplementedYet("synth", "scene generator")
+
+
+def predict(*, images: Path, out: Path, checkpoint: Optional[Path] = None, classes: Optional[Path] = None,
+            size: str = "default", keyframes: str = "auto", merge: Optional[MergeName] = None,
+            split: str = "train", device: DeviceName = "auto") -> None:
+    """PanSt3R forward pass + multi-view mask merging on a folder of unposed images.
+
+    Args:
+        images: a folder of images, a video file, or a Panoptic Lifting scene (its color/ frames of --split).
+        out: predictions folder to write.
+        checkpoint: model checkpoint (official .pth or our .safetensors); default: the built-in model.
+        classes: class-set .npz (class_names, class_embeddings); default: the checkpoint's own.
+        size: 'default' (the checkpoint's training size), an integer long side such as 512, or 'native'.
+        keyframes: 'auto' (all up to 50, else 50), 'all', or a number K.
+        merge: merging method; default: the checkpoint's postprocess_default (else qubo).
+        split: split of a Panoptic Lifting scene to read.
+        device: where to run the model.
+    """
+    raise NotImplementedYet("predict", "PanSt3R model")
+
+
+def merge(*, predictions: Path, merge: MergeName = "qubo", out: Optional[Path] = None) -> None:
+    """Re-merge an existing predictions folder without re-running the model.
+
+    Args:
+        predictions: predictions folder written by `predict`.
+        merge: merging method.
+        out: write a new predictions folder here instead of updating in place.
+    """
+    raise NotImplementedYet("merge", "mask merging")
+
+
+def fit(*, out: Path, predictions: Optional[Path] = None, dataset: Optional[Path] = None, oracle: bool = False,
+        steps: int = 1500, device: DeviceName = "auto", seed: int = 0) -> None:
+    """Fit a labelled 3DGS scene from predictions (or, with --oracle, from a dataset's ground truth).
+
+    Args:
+        out: fitted scene folder to write.
+        predictions: predictions folder written by `predict`.
+        dataset: Panoptic Lifting scene (with --oracle).
+        oracle: use ground-truth cameras, depth and labels of --dataset.
+        steps: optimisation steps.
+        device: where to train.
+        seed: random seed.
+    """
+    raise NotImplementedYet("fit", "3DGS fitting")
+
+
+def render(*, scene: Path, out: Path, cameras: str = "orbit", device: DeviceName = "auto") -> None:
+    """Render RGB and panoptic labels of a fitted scene.
+
+    Args:
+        scene: fitted scene folder (or an ns-train output folder).
+        out: output folder.
+        cameras: 'orbit', 'train' or 'dataset:PANLI_SCENE[:SPLIT]'.
+        device: where to render.
+    """
+    raise NotImplementedYet("render", "rendering")
+
+
+def evaluate(*, gt: Path, pred: Path, split: str = "test", json: Optional[Path] = None,
+             clean: bool = False) -> None:
+    """Score predictions against a Panoptic Lifting scene: PQ^scene, SQ, RQ, mIoU, per-view PQ.
+
+    Args:
+        gt: Panoptic Lifting scene with rs_semantics/ and rs_instance/.
+        pred: folder with pred_semantics/ and pred_surrogateid/.
+        split: split of the scene to score.
+        json: also write the scores to this JSON file.
+        clean: treat predicted class 0 as void (the reference protocol scores it as a class).
+    """
+    raise NotImplementedYet("eval", "evaluator")
+
+
+def view(path: Path, /, *, host: str = "127.0.0.1", port: int = 8080) -> None:
+    """Browse a fitted scene, a predictions folder or an ns-train output in the browser (viser).
+
+    Args:
+        path: SCENE, predictions folder or ns-train output folder.
+        host: interface to bind (localhost by default).
+        port: port to serve on.
+    """
+    raise NotImplementedYet("view", "viewer")
+
+
+def export(*, scene: Path, out: Path, per_instance: Optional[Path] = None) -> None:
+    """Export the labelled Gaussians as a standard 3DGS PLY (plus semantic_id, instance_id).
+
+    Args:
+        scene: fitted scene folder.
+        out: PLY file to write.
+        per_instance: also write one PLY per instance into this folder.
+    """
+    raise NotImplementedYet("export", "PLY export")
+
+
+def train_model(*, preset: str = "tiny", out: Path = Path("train_out/model.safetensors"), resume: bool = False,
+                device: DeviceName = "auto") -> None:
+    """Train a small PanSt3R on synthetic scenes.
+
+    Args:
+        preset: training preset name (configs/).
+        out: checkpoint to write (the resume file sits next to it).
+        resume: continue from the resume file.
+        device: where to train.
+    """
+    raise NotImplementedYet("train-model", "training loop")

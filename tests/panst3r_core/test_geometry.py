@@ -249,3 +249,22 @@ def test_fused_point_cloud_threshold():
     assert cols.dtype == torch.uint8
     np.testing.assert_array_equal(points.numpy(), pts[keep].numpy())
     assert geo.fused_point_cloud(pts, colors, conf, threshold=100.0)[0].shape == (0, 3)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_geometry_on_cuda_matches_cpu():
+    rng = np.random.default_rng(14)
+    scenes = [_scene(rng, focal=f) for f in (14.0, 22.0)]
+    local = torch.from_numpy(np.stack([s[2] for s in scenes])).float()
+    world = torch.from_numpy(np.stack([s[3] for s in scenes])).float()
+    conf = torch.from_numpy(rng.uniform(1.0, 5.0, size=local.shape[:-1])).float()
+    K_cpu, T_cpu = geo.camera_from_pointmaps(world, local, conf)
+    K_gpu, T_gpu = geo.camera_from_pointmaps(world.to("cuda"), local.to("cuda"), conf.to("cuda"))
+    assert K_gpu.device.type == T_gpu.device.type == "cuda"
+    torch.testing.assert_close(K_gpu.cpu(), K_cpu, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(T_gpu.cpu(), T_cpu, rtol=1e-5, atol=1e-5)
+    fit = geo.umeyama_sim3(world.to("cuda").reshape(-1, 3)[:50], 2.0 * world.to("cuda").reshape(-1, 3)[:50] + 1.0)
+    assert float(fit.s) == pytest.approx(2.0, rel=1e-5) and fit.R.device.type == "cuda"
+    points, colors = geo.fused_point_cloud(world.to("cuda"), local.to("cuda"), conf.to("cuda"))
+    assert points.device.type == "cuda" and len(points) == int((conf >= 3.0).sum())

@@ -93,6 +93,39 @@ def test_resize_matches_reference_twin():
         np.testing.assert_allclose(fast, slow, atol=1e-5)
 
 
+def _torchvision_transforms():
+    try:
+        import torchvision.transforms as tvf
+    except (ImportError, RuntimeError) as err:  # a CUDA torchvision next to a CPU torch may refuse to import
+        pytest.skip(f"torchvision unavailable: {err}")
+    return tvf
+
+
+def test_resize_equals_official_torchvision_ops():
+    """The official get_resize_function, written with torchvision ops, gives bit-identical pixels."""
+    tvf = _torchvision_transforms()
+    rng = np.random.default_rng(4)
+    for h, w in [(480, 640), (1000, 1000), (1080, 1920), (2016, 1512), (333, 517), (51, 64), (700, 300)]:
+        image = torch.from_numpy(rng.uniform(-1, 1, size=(3, h, w)).astype(np.float32))
+        plan = im.plan_resize(h, w, 512)
+        ours = im.apply_resize(image, plan)
+        buckets = im.bucket_resolutions(512)
+        if (max(h, w), min(h, w)) in buckets.values():
+            ref = image
+        else:  # must3r/tools/image.py get_resize_function
+            th, tw = im.select_resolution(h, w, buckets)
+            ratio, target = w / h, tw / th
+            if abs(ratio - target) < np.finfo(np.float32).eps:
+                ch, cw = h, w
+            elif ratio < target:
+                ch, cw = int(w / target), w
+            else:
+                ch, cw = h, int(h * target)
+            ref = tvf.Compose([tvf.CenterCrop([ch, cw]), tvf.Resize(size=[th, tw])])(image)
+        assert ours.shape == ref.shape
+        assert torch.equal(ours, ref), (h, w)
+
+
 def test_to_orig_maps_model_pixels_onto_what_they_show():
     """A horizontal + vertical coordinate ramp survives the linear filter: model pixel (u, v) shows the original
     coordinates to_orig @ (u, v, 1), away from the borders (where the filter is clamped)."""
@@ -199,6 +232,7 @@ def test_explicit_file_list_keeps_order(tmp_path):
 
 
 def test_video_frames_sampled_evenly(tmp_path):
+    pytest.importorskip("imageio_ffmpeg")  # a declared dependency; absent only in bare environments
     import imageio.v2 as iio
 
     path = tmp_path / "clip.mp4"

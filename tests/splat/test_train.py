@@ -1,0 +1,154 @@
+"""Training: the loss goes down, runs are reproducible and resumable, densification keeps labels aligned."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from panst3r_splat.splat.gaussians import GaussianScene, rgb_to_sh_dc
+from panst3r_splat.splat.train import (
+    TrainConfig, estimate_scene_scale, se3_exp, segment_colour_table, ssim, ssim_map, train_scene, view_order,
+)
+from _splat_toy import toy_cameras, toy_scene, toy_targets
+
+FAST = TrainConfig(steps=8, densify=False, progress=False, checkpoint_every=100)
+# Densify on every second step with a threshold every visible Gaussian passes, so clones, splits and pruning happen.
+DENSE = dataclasses.replace(FAST, densify=True, refine_start_iter=2, refine_every=2, refine_stop_iter=5,
+                            grow_grad2d=1e-9, grow_scale3d=0.05, prune_opa=0.3, scene_scale=1.0)
+
+
+def _assert_scenes_equal(a: GaussianScene, b: GaussianScene) -> None:
+    for key, value in a.tensors().items():
+        assert torch.equal(value, getattr(b, key)), key
+
+
+def test_ssim_matches_torchmetrics_and_is_one_on_identical_images() -> None:
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 20, 24, 3, generator=g)
+    y = (x + 0.1 * torch.randn(2, 20, 24, 3, generator=g)).clamp(0, 1)
+    # torchmetrics pads by reflection; its map away from the 5-pixel border is the valid-region map.
+    _, ref = structural_similarity_index_measure(y.permute(0, 3, 1, 2), x.permute(0, 3, 1, 2), data_range=1.0,
+                                                 return_full_image=True, reduction="none")
+    assert torch.allclose(ssim_map(y, x), ref[..., 5:-5, 5:-5], atol=1e-5)
+    assert torch.allclose(ssim(y, x), ssim_map(y, x).mean())
+    assert torch.allclose(ssim(x, x), torch.tensor(1.0))
+
+
+def test_se3_exp_is_rigid_and_inverts_with_negation() -> None:
+    xi = torch.tensor([[0.1, -0.2, 0.3, 1.0, 2.0, -0.5]])
+    T = se3_exp(xi)
+    R = T[0, :3, :3]
+    assert torch.allclose(R @ R.T, torch.eye(3), atol=1e-6)
+    assert torch.allclose(T @ se3_exp(-xi), torch.eye(4), atol=1e-6)
+
+
+def test_view_order_covers_every_view_each_epoch() -> None:
+    for epoch in range(3):
+        assert sorted(view_order(7, epoch, 5).tolist()) == list(range(5))
+    assert view_order(7, 0, 5).tolist() == view_order(7, 0, 5).tolist()
+
+
+def test_segment_colour_table_void_is_index_zero() -> None:
+    maps = torch.tensor([[[5, 9], [9, 5]]])
+    index, colours = segment_colour_table(maps, seed=0)
+    assert index.min() >= 1 and len(colours) == 3  # void gets index 0 even when absent
+    assert index[0, 0, 0] == index[0, 1, 1] != index[0, 0, 1]
+    again, colours2 = segment_colour_table(maps, seed=0)
+    assert torch.equal(colours, colours2)
+
+
+def test_scene_scale_uses_points_when_cameras_coincide() -> None:
+    means = torch.randn(200, 3, generator=torch.Generator().manual_seed(0)) * 2
+    assert estimate_scene_scale(means, torch.zeros(3, 3)) > 1.0
+
+
+def test_training_reduces_the_loss() -> None:
+    cameras = toy_cameras()
+    images, segments = toy_targets(cameras)
+    result = train_scene(toy_scene(), cameras, images, segments, dataclasses.replace(FAST, steps=20, sh0_lr=0.05), "cpu")
+    assert result.steps_done == 20 and len(result.losses) == 20
+    first = sum(result.losses[:3]) / 3
+    last = sum(result.losses[-3:]) / 3
+    assert last < 0.8 * first
+
+
+def test_same_seed_same_result_other_seed_differs() -> None:
+    cameras = toy_cameras()
+    images, segments = toy_targets(cameras)
+    a = train_scene(toy_scene(), cameras, images, segments, DENSE, "cpu")
+    b = train_scene(toy_scene(), cameras, images, segments, DENSE, "cpu")
+    _assert_scenes_equal(a.scene, b.scene)
+    assert a.losses == b.losses
+    c = train_scene(toy_scene(), cameras, images, segments, dataclasses.replace(DENSE, seed=1, steps=5), "cpu")
+    assert a.losses[:5] != c.losses
+
+
+def test_training_does_not_touch_the_global_rng() -> None:
+    cameras = toy_cameras()
+    images, _ = toy_targets(cameras)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    train_scene(toy_scene(), cameras, images, None, dataclasses.replace(DENSE, steps=5), "cpu")
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
+    cameras = toy_cameras()
+    images, segments = toy_targets(cameras)
+    config = dataclasses.replace(DENSE, camera_refine=True, checkpoint_every=2)
+    full = train_scene(toy_scene(), cameras, images, segments, config, "cpu")
+    ckpt = tmp_path / "train.ckpt"
+    part = train_scene(toy_scene(), cameras, images, segments, config, "cpu", checkpoint=ckpt, stop_at=4)
+    assert part.steps_done == 4 and ckpt.exists()
+    assert not list(tmp_path.glob(".*tmp*"))  # the atomic write left no temporary file
+    resumed = train_scene(toy_scene(), cameras, images, segments, config, "cpu", checkpoint=ckpt)
+    assert resumed.steps_done == config.steps
+    assert resumed.losses == full.losses
+    _assert_scenes_equal(resumed.scene, full.scene)
+    assert torch.equal(resumed.cameras.T_world_cam, full.cameras.T_world_cam)
+    assert torch.equal(full.cameras.T_world_cam[0], cameras.T_world_cam[0])  # camera 0 fixes the frame
+    assert not torch.equal(full.cameras.T_world_cam[1], cameras.T_world_cam[1])
+
+
+def test_resume_refuses_other_settings(tmp_path: Path) -> None:
+    cameras = toy_cameras()
+    images, _ = toy_targets(cameras)
+    ckpt = tmp_path / "train.ckpt"
+    train_scene(toy_scene(), cameras, images, None, FAST, "cpu", checkpoint=ckpt, stop_at=2)
+    with pytest.raises(ValueError, match="ssim_lambda"):
+        train_scene(toy_scene(), cameras, images, None, dataclasses.replace(FAST, ssim_lambda=0.5), "cpu",
+                    checkpoint=ckpt)
+
+
+def test_densification_keeps_labels_aligned() -> None:
+    cameras = toy_cameras()
+    images, segments = toy_targets(cameras)
+    scene = toy_scene()
+    n = len(scene)
+    # Tag every Gaussian: a unique segment id, a confidence and a frozen colour that all encode its index.
+    ids = torch.arange(n) * 1000 + 7
+    tags = torch.linspace(0.05, 0.95, n)
+    sh = scene.sh.clone()
+    sh[:, 0] = rgb_to_sh_dc(tags[:, None].expand(n, 3))
+    scene = scene.replace(sh=sh).with_labels(ids, tags)
+    config = dataclasses.replace(DENSE, sh0_lr=0.0)
+    result = train_scene(scene, cameras, images, segments, config, "cpu").scene
+    assert len(result) != n  # densification ran
+    row = (result.segment_ids - 7) // 1000
+    assert bool(((result.segment_ids - 7) % 1000 == 0).all()) and int(row.min()) >= 0 and int(row.max()) < n
+    assert torch.equal(result.label_conf, tags[row])
+    assert torch.allclose(result.sh[:, 0], sh[row, 0])
+    assert result.segment_ids.dtype == torch.int64
+
+
+def test_rejects_images_of_the_wrong_size() -> None:
+    cameras = toy_cameras()
+    images, _ = toy_targets(cameras)
+    with pytest.raises(ValueError, match="images of shape"):
+        train_scene(toy_scene(), cameras, images[:, :10], None, FAST, "cpu")

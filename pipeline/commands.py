@@ -103,8 +103,10 @@ def render(*, scene: Path, out: Path, cameras: str = "orbit", device: DeviceName
 
 
 def evaluate(*, gt: Path, pred: Path, split: str = "test", json: Optional[Path] = None,
-             clean: bool = False) -> None:
+             clean: bool = False, size: str = "512") -> None:
     """Score predictions against a Panoptic Lifting scene: PQ^scene, SQ, RQ, mIoU, per-view PQ.
+
+    The default reproduces Panoptic Lifting's evaluation code exactly (the numbers papers report).
 
     Args:
         gt: Panoptic Lifting scene with rs_semantics/ and rs_instance/.
@@ -112,8 +114,30 @@ def evaluate(*, gt: Path, pred: Path, split: str = "test", json: Optional[Path] 
         split: split of the scene to score.
         json: also write the scores to this JSON file.
         clean: treat predicted class 0 as void (the reference protocol scores it as a class).
+        size: resize every label map to this square side with nearest neighbour ('512', the reference), or 'native'.
     """
-    raise NotImplementedYet("eval", "evaluator")
+    import json as json_module
+    import sys
+
+    from panst3r_splat.pipeline.errors import UserError
+    from panst3r_splat.pipeline.evaluation import Protocol, evaluate_folders, format_table, report_to_json
+
+    if size == "native":
+        side = None
+    elif size.isdigit() and int(size) > 0:
+        side = int(size)
+    else:
+        raise UserError(f"--size must be a positive integer (e.g. 512) or 'native', got {size!r}")
+    protocol = Protocol.CLEAN if clean else Protocol.REFERENCE
+    report = evaluate_folders(gt, pred, split=split, size=side, protocol=protocol)
+    sys.stdout.write(format_table(report))
+    if json is not None:
+        try:
+            json.parent.mkdir(parents=True, exist_ok=True)
+            json.write_text(json_module.dumps(report_to_json(report), indent=2) + "\n")
+        except OSError as err:
+            raise UserError(f"cannot write {json} ({err.strerror}); choose a writable path for --json") from None
+        sys.stdout.write(f"scores written to {json}\n")
 
 
 def view(path: Path, /, *, host: str = "127.0.0.1", port: int = 8080) -> None:

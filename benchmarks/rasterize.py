@@ -1,0 +1,135 @@
+"""Time the rasteriser and label lifting on CPU; prints one table per measurement.
+
+    python benchmarks/rasterize.py            # full table (about a minute on 2 cores)
+    python benchmarks/rasterize.py --quick    # the 128x96, 5k-Gaussian training step only
+
+The scene imitates a 3DGS initialisation in a room: Gaussians on the walls, floor and boxes of a 4 x 3 x 4 room,
+scales from the distance to their 3 nearest neighbours (as 3DGS initialises them), opacities uniform in
+[0.1, 0.9], seen by cameras inside the room looking at its walls. Times are medians over repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+
+import torch
+
+from panst3r_splat.splat.lifting import LiftOptions, lift_segments
+from panst3r_splat.splat.rasterize import rasterize
+
+
+def room_scene(n: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """`n` Gaussians on the walls, floor and two boxes of a room corner seen from the front (y down, z forward)."""
+    g = torch.Generator().manual_seed(seed)
+    u = torch.rand(n, 2, generator=g)
+    surface = torch.randint(0, 5, (n,), generator=g)
+    pts = torch.empty(n, 3)
+    planes = [  # (origin, axis u, axis v): back wall, left wall, floor, two box fronts
+        ([-2.2, -1.6, 4.0], [4.4, 0, 0], [0, 3.2, 0]),
+        ([-2.2, -1.6, 1.5], [0, 0, 2.5], [0, 3.2, 0]),
+        ([-2.2, 1.6, 1.5], [4.4, 0, 0], [0, 0, 2.5]),
+        ([-1.0, 0.4, 2.6], [0.9, 0, 0], [0, 1.2, 0]),
+        ([0.5, -0.2, 3.0], [1.0, 0, 0], [0, 1.8, 0]),
+    ]
+    for i, (o, a, b) in enumerate(planes):
+        sel = surface == i
+        pts[sel] = torch.tensor(o) + u[sel, :1] * torch.tensor(a) + u[sel, 1:] * torch.tensor(b)
+    knn = torch.cdist(pts, pts).topk(4, largest=False).values[:, 1:]
+    scale = knn.mean(-1).clamp(min=1e-3)
+    return {
+        "means": pts,
+        "quats": torch.nn.functional.normalize(torch.randn(n, 4, generator=g), dim=-1),
+        "scales": scale[:, None].repeat(1, 3),
+        "opacities": torch.rand(n, generator=g) * 0.8 + 0.1,
+        "colors": torch.rand(n, 3, generator=g),
+    }
+
+
+def orbit_cameras(n_views: int, width: int, height: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """T_cam_world and K of cameras on a +-20 degree arc around the room centre, looking at it (70 degree FOV)."""
+    centre = torch.tensor([0.0, 0.0, 2.8])
+    viewmats = []
+    for i in range(n_views):
+        a = math.radians(-20 + 40 * i / max(n_views - 1, 1))
+        R_world_cam = torch.tensor([[math.cos(a), 0.0, math.sin(a)], [0.0, 1.0, 0.0], [-math.sin(a), 0.0, math.cos(a)]])
+        position = centre - R_world_cam[:, 2] * 2.8
+        T = torch.eye(4)
+        T[:3, :3] = R_world_cam.T
+        T[:3, 3] = -R_world_cam.T @ position
+        viewmats.append(T)
+    f = 0.5 * width / math.tan(math.radians(35))
+    K = torch.tensor([[f, 0, (width - 1) / 2], [0, f, (height - 1) / 2], [0, 0, 1.0]])
+    return torch.stack(viewmats), K[None].repeat(n_views, 1, 1)
+
+
+def time_it(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def train_step_time(scene: dict, viewmats: torch.Tensor, Ks: torch.Tensor, width: int, height: int, repeats: int) -> float:
+    """Forward + backward of an L1 loss through one RGB render of every given camera (one call)."""
+    params = {k: v.clone().requires_grad_() for k, v in scene.items()}
+    target = torch.rand(viewmats.shape[0], height, width, 3)
+
+    def step() -> None:
+        render, _, info = rasterize(params["means"], params["quats"], params["scales"], params["opacities"],
+                                    params["colors"], viewmats, Ks, width, height, backend="torch")
+        info["means2d"].retain_grad()
+        (render - target).abs().mean().backward()
+        for p in params.values():
+            p.grad = None
+
+    return time_it(step, repeats)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="only the 128x96, 5k-Gaussian single-view step")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+
+    sizes = [(128, 96)] if args.quick else [(128, 96), (256, 192)]
+    counts = [5000] if args.quick else [1000, 5000, 20000]
+    print("\nsingle-view training step (forward + backward), seconds")
+    print(f"{'gaussians':>10} " + " ".join(f"{w}x{h:<6}" for w, h in sizes))
+    for n in counts:
+        scene = room_scene(n)
+        row = []
+        for w, h in sizes:
+            viewmats, Ks = orbit_cameras(1, w, h)
+            row.append(train_step_time(scene, viewmats, Ks, w, h, args.repeats))
+        print(f"{n:>10} " + " ".join(f"{t:<10.4f}" for t in row))
+    if args.quick:
+        return
+
+    n, (w, h), n_views = 5000, (128, 96), 16
+    scene = room_scene(n)
+    viewmats, Ks = orbit_cameras(n_views, w, h)
+    for n_segments in (20, 200):
+        labels = _block_labels(n_views, h, w, n_segments)
+        t_rgb = sum(train_step_time(scene, viewmats[i : i + 1], Ks[i : i + 1], w, h, 3) for i in range(n_views))
+        t_lift = time_it(lambda: lift_segments(scene["means"], scene["quats"], scene["scales"], scene["opacities"],
+                                               viewmats, Ks, labels, LiftOptions(backend="torch")), 3)
+        print(f"\nlifting {n_segments} segments, {n_views} views {w}x{h}, {n} Gaussians: {t_lift:.3f} s; "
+              f"forward+backward RGB over the same views {t_rgb:.3f} s; ratio {t_lift / t_rgb:.2f}")
+
+
+def _block_labels(n_views: int, height: int, width: int, n_segments: int) -> torch.Tensor:
+    """Label maps made of 8x8-pixel blocks with random segment ids in 0..n_segments (0 = void)."""
+    g = torch.Generator().manual_seed(1)
+    coarse = torch.randint(0, n_segments + 1, (n_views, math.ceil(height / 8), math.ceil(width / 8)), generator=g)
+    return coarse.repeat_interleave(8, 1).repeat_interleave(8, 2)[:, :height, :width]
+
+
+if __name__ == "__main__":
+    main()

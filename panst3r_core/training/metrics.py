@@ -92,7 +92,8 @@ def relative_pose_errors(
     """Per view pair ``i < j``: rotation error, identity-rotation baseline and translation-direction error (deg).
 
     Relative pose of camera j in camera i: ``R_ij = R_i^T R_j``, ``t_ij = R_i^T (c_j - c_i)``; both are invariant to
-    the choice of world frame and (the direction) to its scale, so no alignment is needed.
+    the choice of world frame and (the direction) to its scale, so no alignment is needed. A pair whose predicted
+    centres coincide has no direction and scores about 90 degrees.
     """
     i, j = torch.triu_indices(R_pred.shape[0], R_pred.shape[0], offset=1, device=R_pred.device)
     rel_pred = R_pred[i].transpose(-1, -2) @ R_pred[j]

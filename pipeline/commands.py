@@ -28,20 +28,51 @@ def demo(*, out: Path = Path("demo_out"), device: DeviceName = "auto", views: in
 
 
 def synth(*, out: Path, seed: int = 0, train_views: int = 12, test_views: int = 6, width: int = 192,
-          height: int = 144, num_objects: int = 6, images_only: bool = False) -> None:
+          height: int = 144, num_objects: int = 6, images_only: bool = False, overwrite: bool = False,
+          camera_path: Literal["orbit", "sweep", "mixed"] = "orbit") -> None:
     """Write a synthetic indoor scene in the Panoptic Lifting layout (exact ground truth).
+
+    Seeds from 1000000 up are the held-out evaluation range (never used for training data).
 
     Args:
         out: scene folder to write.
-        seed: scene seed (same seed and options give byte-identical files).
+        seed: scene seed; same seed and options give byte-identical files (view options do not change the room).
         train_views: number of training (input) views.
         test_views: number of held-out novel test views.
         width: image width in pixels.
         height: image height in pixels.
-        num_objects: number of furniture objects (things and stuff props).
-        images_only: write only a plain folder of images (the unposed input a user has).
+        num_objects: furniture pieces on the floor (props on surfaces and doors/windows come extra).
+        images_only: write only the training views' images as OUT/<frame>.png (the unposed input a user has).
+        overwrite: replace a scene already in --out.
+        camera_path: orbit (ring looking inwards), sweep (along a wall, looking across) or mixed (by seed).
     """
-    raise NotImplementedYet("synth", "scene generator")
+    import logging
+    import time
+
+    from panst3r_splat.pipeline.errors import UserError
+    from panst3r_splat.pipeline.synth import SynthConfig, generate_scene, write_images, write_scene
+
+    if seed < 0:
+        raise UserError(f"--seed must be >= 0, got {seed}")
+    if num_objects < 0:
+        raise UserError(f"--num-objects must be >= 0, got {num_objects}")
+    try:
+        config = SynthConfig(train_views=train_views, test_views=test_views, width=width, height=height,
+                             num_objects=(num_objects, num_objects), path=camera_path)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    start = time.perf_counter()
+    scene = generate_scene(config, seed)
+    if images_only:
+        write_images(scene, out, overwrite=overwrite)
+        what = f"{train_views} images"
+    else:
+        write_scene(scene, out, overwrite=overwrite)
+        things = len([i for i in scene.description["instances"] if i["visible"]])
+        what = (f"{config.num_views} views ({train_views} train, {test_views} test), "
+                f"{things} object instances")
+    logging.getLogger(__name__).info("synth: seed %d, %s at %dx%d in %.1f s -> %s", seed, what, width, height,
+                                     time.perf_counter() - start, out)
 
 
 def predict(*, images: Path, out: Path, checkpoint: Optional[Path] = None, classes: Optional[Path] = None,

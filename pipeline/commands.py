@@ -194,13 +194,33 @@ def export(*, scene: Path, out: Path, per_instance: Optional[Path] = None) -> No
 
 
 def train_model(*, preset: str = "tiny", out: Path = Path("train_out/model.safetensors"), resume: bool = False,
-                device: DeviceName = "auto") -> None:
-    """Train a small PanSt3R on synthetic scenes.
+                device: DeviceName = "auto", max_steps: Optional[int] = None,
+                max_minutes: Optional[float] = None, init_from: Optional[Path] = None) -> None:
+    """Train a small PanSt3R on synthetic scenes (resumable; see README "Our own model").
 
     Args:
-        preset: training preset name (configs/).
-        out: checkpoint to write (the resume file sits next to it).
-        resume: continue from the resume file.
+        preset: training preset name (configs/training.py: tiny for CPU, gpu for a CUDA machine, smoke).
+        out: model checkpoint to write (.safetensors); the resume file and CSV logs sit next to it.
+        resume: continue from the resume file next to --out, in the same data order.
         device: where to train.
+        max_steps: stop after this many steps of this run (checkpointed; continue with --resume).
+        max_minutes: stop after this much wall time (checkpointed; continue with --resume).
+        init_from: start from the weights (and step) of a saved model with a fresh optimiser.
     """
-    raise NotImplementedYet("train-model", "training loop")
+    from panst3r_splat.configs.training import get_preset
+    from panst3r_splat.pipeline.devices import resolve_device
+    from panst3r_splat.pipeline.errors import UserError
+    from panst3r_splat.pipeline.training.loop import train_model as run
+
+    try:
+        recipe = get_preset(preset)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    if out.suffix != ".safetensors":
+        raise UserError(f"--out must end in .safetensors, got {out}")
+    if resume and not out.with_suffix(".resume.pt").exists():
+        raise UserError(f"--resume: no resume file {out.with_suffix('.resume.pt')}; run once without --resume")
+    if not resume and out.with_suffix(".resume.pt").exists():
+        raise UserError(f"{out.with_suffix('.resume.pt')} exists: continue it with --resume, or choose another --out")
+    run(recipe, out, resume=resume, device=resolve_device(device), max_steps=max_steps, max_minutes=max_minutes,
+        init_from=init_from)

@@ -1,0 +1,183 @@
+"""`panst3r-splat train-model`: train our own PanSt3R on synthetic scenes, resumably.
+
+Files next to `--out` (e.g. `model.safetensors`):
+- `model.safetensors`: the model (fp16 weights + architecture + class set as metadata), rewritten at every checkpoint;
+- `model.resume.pt`: weights, optimiser state, step and RNG states, loadable with `torch.load(weights_only=True)`;
+  `--resume` continues from it with the same data order (sample index = step * batch);
+- `model.log.csv`: one row per `log_every` steps (losses, learning rate, seconds); `model.eval.csv`: held-out
+  metrics every `eval_every` steps.
+Both checkpoint files are written to a temporary name and renamed, so an interruption never leaves a broken file.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from panst3r_splat.configs.model_presets import MODEL_PRESETS
+from panst3r_splat.configs.training import TrainPreset
+from panst3r_splat.core.checkpoint import load_own_checkpoint, save_checkpoint
+from panst3r_splat.core.model.panst3r import PanSt3R
+from panst3r_splat.core.predictions import builtin_class_set
+from panst3r_splat.core.training.losses import MaskOutputs, ScenePrediction
+from panst3r_splat.pipeline.training.data import ContinuingSampler, SyntheticScenes, collate
+from panst3r_splat.pipeline.training.evaluate import evaluate_held_out
+from panst3r_splat.pipeline.training.targets import targets_to
+
+log = logging.getLogger(__name__)
+
+
+def learning_rate(step: int, preset: TrainPreset) -> float:
+    """Linear warm-up, then half-cosine to `min_lr` at `preset.steps` (PanSt3R's schedule, per step)."""
+    if step < preset.warmup_steps:
+        return preset.lr * (step + 1) / preset.warmup_steps
+    progress = min(1.0, (step - preset.warmup_steps) / max(1, preset.steps - preset.warmup_steps))
+    return preset.min_lr + (preset.lr - preset.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or name.endswith(("token", "embed", "_embed.weight", "biases")) else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def scene_predictions(output, batch_size: int) -> list[ScenePrediction]:
+    """Split a batched `TrainingOutput` into the per-scene inputs of the criterion."""
+    pan = output.panoptic
+    preds = []
+    for b in range(batch_size):
+        aux = tuple(MaskOutputs(a.class_logits[b], a.mask_logits[b]) for a in pan.aux)
+        preds.append(ScenePrediction(MaskOutputs(pan.class_logits[b], pan.mask_logits[b]), aux, output.pointmaps_raw[b]))
+    return preds
+
+
+def _resume_path(out: Path) -> Path:
+    return out.with_suffix(".resume.pt")
+
+
+def _atomic_torch_save(obj: dict, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _append_csv(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def train_model(preset: TrainPreset, out: Path, *, resume: bool, device: torch.device, max_steps: int | None = None,
+                max_minutes: float | None = None, init_from: Path | None = None) -> Path:
+    """Train (or continue training) and return the model checkpoint path.
+
+    Args:
+        preset: the recipe.
+        out: model checkpoint path (`.safetensors`); the resume file and logs sit next to it.
+        resume: continue from `out.resume.pt` (error if it does not exist).
+        device: where to train.
+        max_steps: stop after this many steps of this call (default: until `preset.steps`).
+        max_minutes: stop (with a checkpoint) after this much wall time.
+        init_from: start from the weights and step of a saved model (`.safetensors`) with a fresh optimiser, when
+            only the model file of an earlier run is at hand (not bit-for-bit; `resume` is).
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(preset.seed)
+    model = PanSt3R(MODEL_PRESETS[preset.model]()).to(device)
+    optimizer = torch.optim.AdamW(_param_groups(model, preset.weight_decay), lr=preset.lr, betas=preset.betas)
+    step = 0
+    generator = torch.Generator().manual_seed(preset.seed)
+    if resume:
+        state_path = _resume_path(out)
+        if not state_path.exists():
+            raise FileNotFoundError(f"no resume file {state_path}; start without --resume")
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step = int(state["step"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        log.info("resumed at step %d", step)
+    elif init_from is not None:
+        loaded = load_own_checkpoint(init_from)
+        model.load_state_dict(loaded.model.state_dict())
+        step = int(loaded.metadata.get("train_step", 0))
+        generator.manual_seed(preset.seed + step)
+        log.info("initialised from %s at step %d (fresh optimiser)", init_from, step)
+    class_set = builtin_class_set(model.config.mask_transformer.lang_dim)
+    class_emb = torch.from_numpy(class_set.class_embeddings).to(device)
+    stop = preset.steps if max_steps is None else min(preset.steps, step + max_steps)
+    dataset = SyntheticScenes(preset.data)
+    loader = DataLoader(dataset, batch_size=preset.batch_size, sampler=ContinuingSampler(step * preset.batch_size,
+                        stop * preset.batch_size), num_workers=preset.num_workers, collate_fn=collate,
+                        persistent_workers=False, prefetch_factor=4 if preset.num_workers else None)
+    log_path, eval_path = out.with_suffix(".log.csv"), out.with_suffix(".eval.csv")
+    started = time.time()
+    running: dict[str, float] = {}
+    model.train()
+
+    def checkpoint() -> None:
+        _atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                            "generator": generator.get_state(), "torch_rng": torch.get_rng_state()},
+                           _resume_path(out))
+        tmp = out.with_name(out.name + ".tmp")
+        save_checkpoint(tmp, model, class_names=class_set.class_names, class_embeddings=class_emb,
+                        dtype=torch.float16, metadata={"train_step": str(step), "train_model": preset.model})
+        os.replace(tmp, out)
+
+    progress = tqdm(total=stop - step, desc="train-model", unit="step", dynamic_ncols=True)
+    for batch in loader:
+        lr = learning_rate(step, preset)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        images = torch.stack([s.images for s in batch]).to(device, non_blocking=True)
+        targets = [targets_to(s.targets, device) for s in batch]
+        output = model(images, class_emb)
+        result = preset.criterion(scene_predictions(output, len(batch)), targets, generator=generator)
+        optimizer.zero_grad(set_to_none=True)
+        result.total.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), preset.grad_clip)
+        optimizer.step()
+        step += 1
+        progress.update(1)
+        for name, value in result.terms.items():
+            running[name] = running.get(name, 0.0) + float(value.detach())
+        running["grad_norm"] = running.get("grad_norm", 0.0) + float(grad_norm)
+        if step % preset.log_every == 0:
+            row = {"step": step, "lr": lr, "minutes": (time.time() - started) / 60}
+            row.update({k: v / preset.log_every for k, v in sorted(running.items()) if "aux" not in k})
+            _append_csv(log_path, row)
+            progress.set_postfix(loss=f"{row['loss_total']:.3f}")
+            running = {}
+        if step % preset.eval_every == 0 or step == stop:
+            model.eval()
+            metrics = evaluate_held_out(model, preset.data, class_emb, preset.eval_scenes)
+            model.train()
+            _append_csv(eval_path, {"step": step, **metrics})
+            log.info("step %d held-out: %s", step, ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
+        timed_out = max_minutes is not None and (time.time() - started) / 60 > max_minutes
+        if step % preset.checkpoint_every == 0 or step == stop or timed_out:
+            checkpoint()
+        if timed_out:
+            log.info("stopping after %.1f minutes at step %d (resume with --resume)", max_minutes, step)
+            break
+    progress.close()
+    if step % preset.checkpoint_every:
+        checkpoint()
+    return out

@@ -198,8 +198,13 @@ def load_own_checkpoint(path: str | Path) -> LoadedCheckpoint:
 
 
 def build_and_load(config: PanSt3RConfig, state_dict: dict[str, Tensor], source: str) -> PanSt3R:
-    """Build the model and load ``state_dict`` strictly; mismatches raise one :class:`CheckpointError` line."""
-    model = PanSt3R(config)
+    """Build the model and load ``state_dict`` strictly; mismatches raise one :class:`CheckpointError` line.
+
+    The model is built on the meta device (no random initialisation of hundreds of millions of weights that the
+    checkpoint overwrites anyway), then materialised on the CPU and filled; it has no buffers outside its state_dict.
+    """
+    with torch.device("meta"):
+        model = PanSt3R(config)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
@@ -219,7 +224,8 @@ def build_and_load(config: PanSt3RConfig, state_dict: dict[str, Tensor], source:
         raise CheckpointError(
             f"{source}: weights do not fit the architecture its config describes: " + "; ".join(problems)
         )
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state_dict.items()}, strict=True)
+    model = model.to_empty(device="cpu")
+    model.load_state_dict({k: v.to(torch.float32) for k, v in state_dict.items()}, strict=True)
     return model.eval()
 
 
@@ -246,11 +252,17 @@ def _torch_load_restricted(path: Path) -> Any:
             return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
-            f"refused to load {path}: it contains Python objects other than tensors and argparse.Namespace "
-            f"({_one_line(err)}); only trusted checkpoints in the official format can be read"
+            f"refused to load {path}: it holds content other than tensors and argparse.Namespace "
+            f"({_unpickling_reason(err)}); nothing from it was run, use a genuine official or panst3r-splat checkpoint"
         ) from err
     except (RuntimeError, EOFError, OSError, ValueError, AttributeError, TypeError) as err:
         raise CheckpointError(f"cannot read {path} as a torch checkpoint ({_one_line(err)})") from err
+
+
+def _unpickling_reason(err: BaseException) -> str:
+    """The line of torch's restricted-unpickler message that names the refused content."""
+    lines = [ln.strip() for ln in str(err).splitlines() if "nsupported" in ln and "weights_only" not in ln]
+    return _one_line(ValueError(lines[0])) if lines else "unsupported pickle content"
 
 
 def _is_safetensors(path: Path) -> bool:

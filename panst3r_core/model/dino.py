@@ -188,8 +188,6 @@ class DinoV2Encoder(nn.Module):
         super().__init__()
         self.config = config
         self.dinov2 = Dinov2Model(config)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, imgs: Float[Tensor, "V 3 H W"]) -> Float[Tensor, "V T D"]:
         """Tokens of images normalised to [-1, 1], one per MUSt3R patch.
@@ -198,7 +196,9 @@ class DinoV2Encoder(nn.Module):
         official wrapper then feeds DINOv2 the transposed image, so the tokens are row-major over the transposed
         grid (reproduced because the official heads were trained on that order).
         """
-        x = (imgs * 0.5 + 0.5 - self.mean.to(imgs.dtype)) / self.std.to(imgs.dtype)
+        mean = torch.tensor(IMAGENET_MEAN, device=imgs.device, dtype=imgs.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=imgs.device, dtype=imgs.dtype).view(1, 3, 1, 1)
+        x = (imgs * 0.5 + 0.5 - mean) / std
         stride, patch = self.config.output_stride, self.config.patch_size
         H, W = imgs.shape[-2:]
         x = F.interpolate(x, size=(H // stride * patch, W // stride * patch), mode="bilinear", align_corners=False)

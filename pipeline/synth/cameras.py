@@ -101,7 +101,7 @@ def _sweep(world: World, rng: np.random.Generator, cfg: SynthConfig):
     look = rng.uniform(0.35, 0.6) * depth
     base_h = rng.uniform(*cfg.camera_height)
     target_h = rng.uniform(0.5, 0.9)
-    swing = rng.uniform(0.2, 0.5) * length
+    swing = rng.uniform(-0.5, 0.5) * length  # > 0: views converge on the far side; < 0: they pan along
 
     def at(s: float, radius_scale: float, dh: float, jitter: np.ndarray) -> _PathPoint:
         along = (s - 0.5) * span

@@ -13,6 +13,7 @@ from panst3r_splat.pipeline.synth.textures import albedo, shade
 
 VOID_COLOR = np.array([20, 20, 24], dtype=np.uint8)
 """Colour of pixels that see nothing (only possible in rooms without a ceiling)."""
+CHUNK_RAYS = 1 << 14
 
 
 @dataclass(frozen=True)
@@ -52,20 +53,36 @@ def cast_views(world: World, K: np.ndarray, T_world_cam: np.ndarray, height: int
     return origins, dirs, t, ids
 
 
-def render_views(world: World, K: Float64[np.ndarray, "3 3"], T_world_cam: Float64[np.ndarray, "V 4 4"], height: int,
-                 width: int) -> RenderedViews:
-    """Colour, depth and labels of every view (all views' rays are cast together, which keeps numpy busy)."""
-    n_views = T_world_cam.shape[0]
-    origins, dirs, t, ids = cast_views(world, K, T_world_cam, height, width)
-    hit = ids != MISS
+def _shade_rays(world: World, origins: np.ndarray, dirs: np.ndarray, t: np.ndarray, ids: np.ndarray) -> np.ndarray:
     colors = np.broadcast_to(VOID_COLOR, (ids.shape[0], 3)).copy()
-    idx = np.flatnonzero(hit)
+    idx = np.flatnonzero(ids != MISS)
     points = origins[idx] + t[idx, None] * dirs[idx]
     hit_ids = ids[idx]
     normals = surface_normals(points, hit_ids, world.primitives, world.room)
     local = local_coordinates(points, hit_ids, world.primitives)
     base = albedo(local, world.material_ids[hit_ids], world.materials, world.noise_table)
     colors[idx] = shade(base, points, normals, dirs[idx], world.lighting)
+    return colors
+
+
+def render_views(world: World, K: Float64[np.ndarray, "3 3"], T_world_cam: Float64[np.ndarray, "V 4 4"], height: int,
+                 width: int) -> RenderedViews:
+    """Colour, depth and labels of every view.
+
+    Rays of all views are processed together in chunks of about `CHUNK_RAYS`: large enough that numpy's per-call
+    overhead vanishes, small enough that the working arrays stay in the CPU caches (whole-scene arrays are slower).
+    """
+    n_views = T_world_cam.shape[0]
+    origins, dirs = pixel_rays(K, T_world_cam, height, width)
+    n = origins.shape[0]
+    t = np.empty(n)
+    ids = np.empty(n, dtype=np.int32)
+    colors = np.empty((n, 3), dtype=np.uint8)
+    for start in range(0, n, CHUNK_RAYS):
+        sl = slice(start, min(start + CHUNK_RAYS, n))
+        t[sl], ids[sl] = cast_rays(origins[sl], dirs[sl], world.primitives, world.room)
+        colors[sl] = _shade_rays(world, origins[sl], dirs[sl], t[sl], ids[sl])
+    hit = ids != MISS
     shape = (n_views, height, width)
     safe = np.where(hit, ids, 0)
     return RenderedViews(

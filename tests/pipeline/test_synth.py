@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import types
+import typing
 from pathlib import Path
 
 import numpy as np
 import pytest
+from jaxtyping import AbstractArray, jaxtyped
 
-from panst3r_splat.core.class_table import CLASS_BY_ID, THING_IDS
+from panst3r_splat.core.class_table import CLASS_BY_ID, CLASS_BY_NAME, THING_IDS
 from panst3r_splat.pipeline import commands
 from panst3r_splat.pipeline.errors import UserError
 from panst3r_splat.pipeline.panoptic_lifting import read_panoptic_lifting
@@ -23,7 +27,7 @@ from panst3r_splat.pipeline.synth import (
 )
 from panst3r_splat.pipeline.synth.cameras import intrinsics, look_at
 from panst3r_splat.pipeline.synth.geometry import BOX, CYLINDER, ELLIPSOID, Primitives, Room, _cast_rays, cast_rays
-from panst3r_splat.pipeline.synth.render import pixel_rays
+from panst3r_splat.pipeline.synth.render import pixel_rays, render_views
 
 SMALL = SynthConfig(train_views=4, test_views=2, width=64, height=48, num_objects=(6, 6))
 
@@ -254,3 +258,41 @@ def test_look_at_is_opencv() -> None:
     np.testing.assert_allclose(T[:3, 2], [0, 1, 0], atol=1e-12)  # z forward
     np.testing.assert_allclose(T[:3, 1], [0, 0, -1], atol=1e-12)  # y down (world z is up)
     np.testing.assert_allclose(T[:3, 0], [1, 0, 0], atol=1e-12)  # x right
+
+
+@jaxtyped(typechecker=None)
+def _annotation_mismatches(obj) -> list[str]:
+    """Fields of a dataclass whose arrays do not match their jaxtyping annotation (dims shared across fields)."""
+    hints = typing.get_type_hints(type(obj))
+    bad = []
+    for f in dataclasses.fields(obj):
+        hint, value = hints[f.name], getattr(obj, f.name)
+        union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+        options = typing.get_args(hint) if union else (hint,)
+        arrays = [h for h in options if isinstance(h, type) and issubclass(h, AbstractArray)]
+        if arrays and not (value is None and type(None) in options) and not any(isinstance(value, h) for h in arrays):
+            bad.append(f"{type(obj).__name__}.{f.name}: {getattr(value, 'dtype', None)} {getattr(value, 'shape', None)}")
+    return bad
+
+
+def test_arrays_match_their_annotations(scene, written: Path) -> None:
+    world = scene.world
+    views = render_views(world, scene.K, scene.T_world_cam[:2], 8, 10)
+    objects = [scene, world, world.primitives, world.materials, world.lighting, world.room, views,
+               read_panoptic_lifting(written)]
+    assert [m for o in objects for m in _annotation_mismatches(o)] == []
+
+
+@pytest.mark.parametrize("seed", [20, 21, 22, 23, HELD_OUT_SEED_START])
+def test_cameras_stand_free_and_see_the_room(seed: int) -> None:
+    """No camera inside furniture or outside the room; every view sees mostly valid content, some furniture."""
+    cfg = SynthConfig(width=32, height=24, path="mixed")
+    s = generate_scene(cfg, seed)
+    world = s.world
+    for v, T in enumerate(s.T_world_cam):
+        pos = T[:3, 3]
+        assert np.all(pos > world.room.lo) and np.all(pos < world.room.hi)
+        assert not np.any(np.all((pos > world.object_lo) & (pos < world.object_hi), axis=1))
+        assert (s.depth[v] > 0).mean() > 0.75
+    shell = [CLASS_BY_NAME[n].id for n in ("wall", "floor", "ceiling")]
+    assert (~np.isin(s.semantics, shell)).mean() > 0.03, "the views look at furniture"

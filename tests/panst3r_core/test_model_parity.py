@@ -180,3 +180,56 @@ def test_all_keyframe_inference_equals_training_forward(
     out = model.forward_inference(list(imgs), class_embeddings, InferenceOptions(progress=False))
     torch.testing.assert_close(out.stacked_pointmaps_raw(), training_out.pointmaps_raw[0], atol=1e-5, rtol=0)
     torch.testing.assert_close(out.stacked_mask_logits(), training_out.panoptic.mask_logits[0], atol=1e-4, rtol=0)
+
+
+# -- CUDA -----------------------------------------------------------------------------------------------------------
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.fixture()
+def exact_cuda_matmuls():
+    """TF32 would cost about three decimal digits; parity is checked in true float32."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+@pytest.mark.cuda
+@cuda
+def test_cuda_parity(
+    exact_cuda_matmuls, imgs: torch.Tensor, class_embeddings: torch.Tensor, expected: dict
+) -> None:
+    """Device comes from the inputs: the same model on CUDA reproduces the official CPU outputs."""
+    model = _load_fixture_model().to("cuda")
+    with torch.no_grad():
+        out = model(imgs[None].cuda(), class_embeddings.cuda())
+    assert out.pointmaps_raw.device.type == "cuda"
+    assert_close(out.pointmaps_raw.cpu(), expected["train_pointmaps_raw"], ATOL, "cuda pointmaps")
+    assert_close(out.panoptic.class_logits.cpu(), expected["train_pred_logits"], ATOL, "cuda class logits")
+    assert_close(out.panoptic.mask_logits.cpu(), expected["train_pred_masks"], ATOL_MASK, "cuda mask logits")
+    inf = model.forward_inference(
+        [im.cuda() for im in imgs], class_embeddings.cuda(),
+        InferenceOptions(keyframes=LinspaceKeyframes(2), progress=False, output_device=torch.device("cpu")),
+    )
+    assert inf.pointmaps_raw[0].device.type == "cpu"
+    assert_close(inf.stacked_pointmaps_raw(), expected["infer_kf2_pointmaps_raw"], ATOL, "cuda kf2 pointmaps")
+    assert_close(inf.stacked_mask_logits(), expected["infer_kf2_pred_masks"], ATOL_MASK, "cuda kf2 masks")
+
+
+@pytest.mark.cuda
+@cuda
+def test_cuda_autocast_inference(imgs: torch.Tensor, class_embeddings: torch.Tensor, expected: dict) -> None:
+    """bfloat16 autocast of MUSt3R and DINOv2 stays close to float32 (heads run in float32)."""
+    model = _load_fixture_model().to("cuda")
+    inf = model.forward_inference(
+        [im.cuda() for im in imgs], class_embeddings.cuda(),
+        InferenceOptions(progress=False, autocast_dtype=torch.bfloat16),
+    )
+    pm = inf.stacked_pointmaps_raw().float().cpu()
+    assert pm.dtype == torch.float32 and torch.isfinite(pm).all()
+    ref = torch.from_numpy(expected["infer_allkf_pointmaps_raw"])
+    assert (pm - ref).abs().max() < 0.1
+    assert inf.class_logits.dtype == torch.float32

@@ -45,6 +45,8 @@ class SynthConfig:
     """Range of the ambient light level."""
     light_strength: tuple[float, float] = (0.4, 0.8)
     """Range of the directional and point light intensities."""
+    shadows: bool = True
+    """Cast shadows of objects (one shadow ray per light and pixel, about a third more render time)."""
     ceiling_probability: float = 1.0
     """Chance that the room has a ceiling; without one, rays leaving upwards are void (class 0, depth 0)."""
     fov_deg: tuple[float, float] = (58.0, 72.0)

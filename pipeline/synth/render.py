@@ -9,7 +9,7 @@ from jaxtyping import Float64, Int32, UInt8, UInt16
 
 from panst3r_splat.pipeline.synth.geometry import MISS, cast_rays, local_coordinates, surface_normals
 from panst3r_splat.pipeline.synth.layout import World
-from panst3r_splat.pipeline.synth.textures import albedo, shade
+from panst3r_splat.pipeline.synth.textures import albedo, facing_viewer, shade
 
 VOID_COLOR = np.array([20, 20, 24], dtype=np.uint8)
 """Colour of pixels that see nothing (only possible in rooms without a ceiling)."""
@@ -53,24 +53,49 @@ def cast_views(world: World, K: np.ndarray, T_world_cam: np.ndarray, height: int
     return origins, dirs, t, ids
 
 
-def _shade_rays(world: World, origins: np.ndarray, dirs: np.ndarray, t: np.ndarray, ids: np.ndarray) -> np.ndarray:
+SHADOW_OFFSET = 1e-4
+"""Shadow rays start this far (metres) off the surface, so they never hit the surface they leave."""
+
+
+def light_visibility(world: World, points: Float64[np.ndarray, "N 3"],
+                     normals: Float64[np.ndarray, "N 3"]) -> tuple[Float64[np.ndarray, "N"], Float64[np.ndarray, "N"]]:
+    """1 where the sun / the lamp reaches a surface point, 0 where a piece of furniture is in the way.
+
+    The 'sun' is a directional fill light: the room's own walls do not block it, only objects do.
+    """
+    prims = world.primitives
+    origins = points + SHADOW_OFFSET * normals
+    _, sun_ids = cast_rays(origins, np.broadcast_to(world.lighting.sun_direction, points.shape), prims, world.room)
+    t_lamp, lamp_ids = cast_rays(origins, world.lighting.lamp_position - origins, prims, world.room)
+    sun_blocked = (sun_ids >= 0) & (sun_ids < prims.count)
+    lamp_blocked = (lamp_ids >= 0) & (lamp_ids < prims.count) & (t_lamp < 1.0)
+    return 1.0 - sun_blocked, 1.0 - lamp_blocked
+
+
+def _shade_rays(world: World, origins: np.ndarray, dirs: np.ndarray, t: np.ndarray, ids: np.ndarray,
+                shadows: bool) -> np.ndarray:
     colors = np.broadcast_to(VOID_COLOR, (ids.shape[0], 3)).copy()
     idx = np.flatnonzero(ids != MISS)
     points = origins[idx] + t[idx, None] * dirs[idx]
     hit_ids = ids[idx]
-    normals = surface_normals(points, hit_ids, world.primitives, world.room)
+    normals = facing_viewer(surface_normals(points, hit_ids, world.primitives, world.room), dirs[idx])
     local = local_coordinates(points, hit_ids, world.primitives)
     base = albedo(local, world.material_ids[hit_ids], world.materials, world.noise_table)
-    colors[idx] = shade(base, points, normals, dirs[idx], world.lighting)
+    if shadows:
+        sun_visible, lamp_visible = light_visibility(world, points, normals)
+    else:
+        sun_visible = lamp_visible = np.ones(idx.shape[0])
+    colors[idx] = shade(base, points, normals, world.lighting, sun_visible, lamp_visible)
     return colors
 
 
 def render_views(world: World, K: Float64[np.ndarray, "3 3"], T_world_cam: Float64[np.ndarray, "V 4 4"], height: int,
-                 width: int) -> RenderedViews:
+                 width: int, *, shadows: bool = True) -> RenderedViews:
     """Colour, depth and labels of every view.
 
     Rays of all views are processed together in chunks of about `CHUNK_RAYS`: large enough that numpy's per-call
     overhead vanishes, small enough that the working arrays stay in the CPU caches (whole-scene arrays are slower).
+    `shadows` casts one shadow ray per light and pixel (objects shadow the floor, walls and each other).
     """
     n_views = T_world_cam.shape[0]
     origins, dirs = pixel_rays(K, T_world_cam, height, width)
@@ -81,7 +106,7 @@ def render_views(world: World, K: Float64[np.ndarray, "3 3"], T_world_cam: Float
     for start in range(0, n, CHUNK_RAYS):
         sl = slice(start, min(start + CHUNK_RAYS, n))
         t[sl], ids[sl] = cast_rays(origins[sl], dirs[sl], world.primitives, world.room)
-        colors[sl] = _shade_rays(world, origins[sl], dirs[sl], t[sl], ids[sl])
+        colors[sl] = _shade_rays(world, origins[sl], dirs[sl], t[sl], ids[sl], shadows)
     hit = ids != MISS
     shape = (n_views, height, width)
     safe = np.where(hit, ids, 0)

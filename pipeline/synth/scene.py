@@ -97,7 +97,7 @@ def generate_scene(config: SynthConfig, seed: int) -> SynthScene:
         raise ValueError(f"seed must be >= 0, got {seed}")
     world = build_world(config, np.random.default_rng([seed, _STREAM_LAYOUT]))
     rig = sample_cameras(world, config, np.random.default_rng([seed, _STREAM_CAMERAS]))
-    views = render_views(world, rig.K, rig.T_world_cam, config.height, config.width)
+    views = render_views(world, rig.K, rig.T_world_cam, config.height, config.width, shadows=config.shadows)
     names = tuple(f"{i:04d}" for i in range(config.num_views))
     splits = {"train": tuple(n for n, t in zip(names, rig.is_test) if not t),
               "test": tuple(n for n, t in zip(names, rig.is_test) if t)}

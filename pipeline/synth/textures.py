@@ -147,19 +147,23 @@ def albedo(local_points: Float64[np.ndarray, "N 3"], material_ids: Int32[np.ndar
     return np.clip(out * (1.0 + materials.detail[material_ids, None] * detail[:, None]), 0.0, 1.0)
 
 
-def shade(albedos: Float64[np.ndarray, "N 3"], points: Float64[np.ndarray, "N 3"], normals: Float64[np.ndarray, "N 3"],
-          view_dirs: Float64[np.ndarray, "N 3"], lighting: Lighting) -> UInt8[np.ndarray, "N 3"]:
-    """Lambert shading, returned as sRGB-ish uint8 (gamma 2.2).
+def facing_viewer(normals: Float64[np.ndarray, "N 3"], view_dirs: Float64[np.ndarray, "N 3"]) -> Float64[np.ndarray, "N 3"]:
+    """Normals flipped to the side the ray came from (thin parts then look the same from both sides)."""
+    return np.where((np.einsum("ni,ni->n", normals, view_dirs) > 0)[:, None], -normals, normals)
 
-    Normals are flipped towards the viewer so thin parts look the same from both sides; the light terms depend on
-    the point and its normal only, never on the viewer, so colours agree across views.
+
+def shade(albedos: Float64[np.ndarray, "N 3"], points: Float64[np.ndarray, "N 3"], normals: Float64[np.ndarray, "N 3"],
+          lighting: Lighting, sun_visible: Float64[np.ndarray, "N"],
+          lamp_visible: Float64[np.ndarray, "N"]) -> UInt8[np.ndarray, "N 3"]:
+    """Lambert shading with the given light visibilities (0 = in shadow), as sRGB-ish uint8 (gamma 2.2).
+
+    Every term depends on the surface point only, never on the viewer, so colours agree across views.
     """
-    n = np.where((np.einsum("ni,ni->n", normals, view_dirs) > 0)[:, None], -normals, normals)
-    sun = np.maximum(0.0, n @ lighting.sun_direction) * lighting.sun_intensity
+    sun = np.maximum(0.0, normals @ lighting.sun_direction) * lighting.sun_intensity * sun_visible
     to_lamp = lighting.lamp_position - points
     dist = np.linalg.norm(to_lamp, axis=1)
-    lamp = np.maximum(0.0, np.einsum("ni,ni->n", n, to_lamp) / np.maximum(dist, 1e-6))
-    lamp = lamp * lighting.lamp_intensity / (1.0 + (dist / lighting.lamp_falloff) ** 2)
+    lamp = np.maximum(0.0, np.einsum("ni,ni->n", normals, to_lamp) / np.maximum(dist, 1e-6))
+    lamp = lamp * lighting.lamp_intensity / (1.0 + (dist / lighting.lamp_falloff) ** 2) * lamp_visible
     light = (lighting.ambient + sun + lamp)[:, None] * lighting.tint
     linear = np.clip(albedos * light, 0.0, 1.0)
     return np.round(255.0 * linear ** (1 / 2.2)).astype(np.uint8)

@@ -296,3 +296,12 @@ def test_cameras_stand_free_and_see_the_room(seed: int) -> None:
         assert (s.depth[v] > 0).mean() > 0.75
     shell = [CLASS_BY_NAME[n].id for n in ("wall", "floor", "ceiling")]
     assert (~np.isin(s.semantics, shell)).mean() > 0.03, "the views look at furniture"
+
+
+def test_shadows_only_darken(scene) -> None:
+    """Shadows remove light: every pixel is at most as bright as without them, and some are darker."""
+    lit = render_views(scene.world, scene.K, scene.T_world_cam[:2], 24, 32, shadows=False)
+    shadowed = render_views(scene.world, scene.K, scene.T_world_cam[:2], 24, 32, shadows=True)
+    assert np.all(shadowed.images <= lit.images)
+    assert (shadowed.images < lit.images).any(axis=-1).mean() > 0.01
+    np.testing.assert_array_equal(shadowed.semantics, lit.semantics)

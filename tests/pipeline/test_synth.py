@@ -27,7 +27,7 @@ from panst3r_splat.pipeline.synth import (
 )
 from panst3r_splat.pipeline.synth.cameras import intrinsics, look_at
 from panst3r_splat.pipeline.synth.geometry import BOX, CYLINDER, ELLIPSOID, Primitives, Room, _cast_rays, cast_rays
-from panst3r_splat.pipeline.synth.render import pixel_rays, render_views
+from panst3r_splat.pipeline.synth.render import VOID_COLOR, pixel_rays, render_views
 
 SMALL = SynthConfig(train_views=4, test_views=2, width=64, height=48, num_objects=(6, 6))
 
@@ -305,3 +305,15 @@ def test_shadows_only_darken(scene) -> None:
     assert np.all(shadowed.images <= lit.images)
     assert (shadowed.images < lit.images).any(axis=-1).mean() > 0.01
     np.testing.assert_array_equal(shadowed.semantics, lit.semantics)
+
+
+def test_room_without_ceiling_has_void_above() -> None:
+    s = generate_scene(SynthConfig(train_views=3, test_views=1, width=32, height=24, ceiling_probability=0.0), seed=4)
+    assert not s.world.room.has_ceiling
+    up = look_at(np.array([0.0, 0.0, 1.5]), np.array([0.0, 0.3, 4.0]))
+    views = render_views(s.world, s.K, up[None], 24, 32)
+    void = views.depth == 0
+    assert void.mean() > 0.5
+    np.testing.assert_array_equal(void, views.semantics == 0)
+    assert np.all(views.instances[void] == 0) and np.all(views.images[void] == VOID_COLOR)
+    assert not np.isin(s.semantics, [CLASS_BY_NAME["ceiling"].id]).any()

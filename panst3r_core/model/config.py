@@ -318,7 +318,7 @@ def official_v2_config() -> PanSt3RConfig:
 
 
 def small_config(*, lang_dim_encoder: TextEncoderName = "siglip") -> PanSt3RConfig:
-    """A small model of our own (about 9 M parameters), trainable on a CPU; orientation-consistent (no
+    """A small model of our own (about 12 M parameters), trainable on a CPU; orientation-consistent (no
     ``landscape_only`` quirks)."""
     enc = EncoderConfig(embed_dim=192, depth=6, num_heads=3)
     dec = DecoderConfig(enc_embed_dim=192, embed_dim=192, depth=4, num_heads=3, landscape_only=False)

@@ -197,9 +197,6 @@ class _MinMaxScaler(nn.Module):
         return min_max_scale(x)
 
 
-Upscaler = PixelShuffleUpscaler | LoftUpUpscaler
-
-
 def run_upscaler(
     upscaler: nn.Module,
     tokens: Float[Tensor, "V T Din"],

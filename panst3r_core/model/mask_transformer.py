@@ -45,7 +45,7 @@ class MaskTransformerOutput:
     final: QueryPrediction
     """After the last layer."""
     aux: tuple[QueryPrediction, ...]
-    """From the initial queries and after every layer but the last (``aux_outputs``)."""
+    """From the initial queries and after every layer but the last (``aux_outputs``); empty without ``with_aux``."""
     queries: Float[Tensor, "Q B D"]
     """Query states after the last layer, before ``decoder_norm`` (``out_queries``), detached."""
 
@@ -210,6 +210,7 @@ class MaskTransformer(nn.Module):
         mask_features: Sequence[Tensor],
         portrait: Sequence[bool],
         class_embeddings: Float[Tensor, "K L"],
+        with_aux: bool = True,
     ) -> MaskTransformerOutput:
         """Decode the queries jointly over all views.
 
@@ -218,6 +219,8 @@ class MaskTransformer(nn.Module):
             mask_features: per view ``(B, Cm, H2, W2)`` stride-2 features (storage orientation).
             portrait: per view, whether the image is taller than wide.
             class_embeddings: ``(K, lang_dim)`` text embeddings (normalised here).
+            with_aux: keep the deep-supervision predictions (training); inference drops them, which bounds memory
+                to one prediction over all views.
         """
         src, pos = self._keys(frame_tokens, portrait)
         grids = [tuple(t.shape[-2:]) for t in frame_tokens]
@@ -225,12 +228,14 @@ class MaskTransformer(nn.Module):
         query_pos = self.query_embed.weight.unsqueeze(1).repeat(1, B, 1)
         output = self.query_feat.weight.unsqueeze(1).repeat(1, B, 1)
         pred = self.predict(output, mask_features, class_embeddings)
-        predictions = [pred]
+        aux: list[QueryPrediction] = []
         for layer in range(self.config.dec_layers):
             attn_mask = self._attention_mask(pred.mask_logits, grids)
+            if with_aux:
+                aux.append(pred)
+            del pred
             output = self.cross_attn_layers[layer](output, src, attn_mask, pos, query_pos)
             output = self.self_attn_layers[layer](output, query_pos)
             output = self.ffn_layers[layer](output)
             pred = self.predict(output, mask_features, class_embeddings)
-            predictions.append(pred)
-        return MaskTransformerOutput(final=predictions[-1], aux=tuple(predictions[:-1]), queries=output.detach())
+        return MaskTransformerOutput(final=pred, aux=tuple(aux), queries=output.detach())

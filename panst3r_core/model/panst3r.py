@@ -120,6 +120,21 @@ class PanSt3R(nn.Module):
         self.dino_encoder = DinoV2Encoder(config.dino)
         self.panoptic_decoder = PanopticDecoder(config)
 
+    def set_trainable(
+        self, *, must3r_encoder: bool = False, must3r_decoder: bool = False, dino: bool = False, head: bool = True
+    ) -> None:
+        """Choose which components get gradients (official training: MUSt3R and DINOv2 frozen, head trained).
+
+        Frozen components run under ``torch.no_grad`` in :meth:`forward`, so they store no activations.
+        """
+        for module, flag in (
+            (self.must3r_encoder, must3r_encoder),
+            (self.must3r_decoder, must3r_decoder),
+            (self.dino_encoder, dino),
+            (self.panoptic_decoder, head),
+        ):
+            module.requires_grad_(flag)
+
     # -- stages ---------------------------------------------------------------------------------------------------
 
     def encode(self, imgs: Float[Tensor, "V 3 H W"]) -> tuple[Float[Tensor, "V T De"], Int[Tensor, "V T 2"]]:
@@ -166,13 +181,17 @@ class PanSt3R(nn.Module):
         B, V, _, H, W = imgs.shape
         check_image_size(H, W, self.config.patch_size)
         flat = imgs.reshape(B * V, *imgs.shape[2:])
-        x_enc, pos = self.encode(flat)
+        with _grad_if_trainable(self.must3r_encoder):
+            x_enc, pos = self.encode(flat)
         T = x_enc.shape[1]
         x_enc_b, pos_b = x_enc.reshape(B, V, T, -1), pos.reshape(B, V, T, 2)
-        memory = self.build_memory([x_enc_b[:, i] for i in range(V)], [pos_b[:, i] for i in range(V)])
-        kv = self.must3r_decoder.memory_kv(memory)
-        pointmaps, y_dec = self.must3r_decoder.render(x_enc_b, pos_b, kv, (H, W))
-        f16, mask_f = self.panoptic_features(flat, x_enc, pos, y_dec.reshape(B * V, T, -1))
+        with _grad_if_trainable(self.must3r_decoder):
+            memory = self.build_memory([x_enc_b[:, i] for i in range(V)], [pos_b[:, i] for i in range(V)])
+            kv = self.must3r_decoder.memory_kv(memory)
+            pointmaps, y_dec = self.must3r_decoder.render(x_enc_b, pos_b, kv, (H, W))
+        with _grad_if_trainable(self.dino_encoder):
+            x_dino = self.dino_encoder(flat)
+        f16, mask_f = self.panoptic_decoder.view_features(x_enc, y_dec.reshape(B * V, T, -1), x_dino, pos, flat)
         f16 = f16.reshape(B, V, *f16.shape[1:])
         mask_f = mask_f.reshape(B, V, *mask_f.shape[1:])
         out = self.panoptic_decoder.mask_transformer(
@@ -231,6 +250,7 @@ class PanSt3R(nn.Module):
             [mask_feats[i] for i in keyframes],
             [_is_portrait(images[i]) for i in keyframes],
             class_embeddings.to(device),
+            with_aux=False,
         )
         for i, m in zip(keyframes, decoded.final.mask_logits):
             masks[i] = _to_image_orientation(m[0], images[i]).to(out_device)
@@ -300,6 +320,12 @@ class PanSt3R(nn.Module):
             else:
                 batches.append([i])
         return tqdm(batches, desc=desc, disable=not opts.progress or not batches, leave=False)
+
+
+def _grad_if_trainable(module: nn.Module):
+    """No autograd graph through a component whose parameters are all frozen (official ``requires_grad`` flags)."""
+    trainable = any(p.requires_grad for p in module.parameters())
+    return nullcontext() if trainable else torch.no_grad()
 
 
 def _check_keyframes(keyframes: list[int], num_views: int) -> None:

@@ -140,6 +140,18 @@ def test_training_forward_has_gradients(model: PanSt3R, imgs: torch.Tensor, clas
     model.zero_grad(set_to_none=True)
 
 
+def test_frozen_backbones_get_no_gradients(imgs: torch.Tensor, class_embeddings: torch.Tensor) -> None:
+    """Official training setting: MUSt3R and DINOv2 frozen, only the head learns."""
+    model = _load_fixture_model()
+    model.set_trainable(must3r_encoder=False, must3r_decoder=False, dino=False, head=True)
+    out = model(imgs[None, :2], class_embeddings)
+    out.panoptic.mask_logits.square().mean().backward()
+    assert all(p.grad is None for p in model.must3r_encoder.parameters())
+    assert all(p.grad is None for p in model.dino_encoder.parameters())
+    assert model.panoptic_decoder.mask_transformer.query_feat.weight.grad is not None
+    assert not out.pointmaps_raw.requires_grad
+
+
 # -- inference paths ------------------------------------------------------------------------------------------------
 
 

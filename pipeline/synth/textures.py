@@ -9,6 +9,8 @@ value-noise detail from decimetres down to about a centimetre, so surfaces are t
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,6 +84,22 @@ def value_noise(points: Float64[np.ndarray, "N 3"], table: Float32[np.ndarray, "
             rows.append(v0 + wx * (v1 - v0))
         planes.append(rows[0] + wy * (rows[1] - rows[0]))
     return planes[0] + wz * (planes[1] - planes[0])
+
+
+def _value_noise(points: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Reference twin of `value_noise`: one point at a time, in Python integers and floats."""
+    mask = table.shape[0] - 1
+    out = []
+    for point in points:
+        cell = [math.floor(v) for v in point]
+        w = [(v - c) * (v - c) * (3 - 2 * (v - c)) for v, c in zip(point, cell)]
+        total = 0.0
+        for corner in itertools.product((0, 1), repeat=3):
+            x, y, z = (c + d for c, d in zip(cell, corner))
+            weight = math.prod(wi if d else 1 - wi for wi, d in zip(w, corner))
+            total += weight * float(table[((x * int(_HASH[0])) ^ (y * int(_HASH[1])) ^ (z * int(_HASH[2]))) & mask])
+        out.append(total)
+    return np.array(out)
 
 
 def fbm(points: Float64[np.ndarray, "N 3"], table: Float32[np.ndarray, "T"], base_scale: float, octaves: int,

@@ -317,3 +317,15 @@ def test_room_without_ceiling_has_void_above() -> None:
     np.testing.assert_array_equal(void, views.semantics == 0)
     assert np.all(views.instances[void] == 0) and np.all(views.images[void] == VOID_COLOR)
     assert not np.isin(s.semantics, [CLASS_BY_NAME["ceiling"].id]).any()
+
+
+def test_value_noise_matches_reference() -> None:
+    from panst3r_splat.pipeline.synth.textures import NOISE_TABLE_SIZE, _value_noise, value_noise
+
+    rng = np.random.default_rng(2)
+    table = rng.uniform(-1, 1, NOISE_TABLE_SIZE).astype(np.float32)
+    points = rng.uniform(-50, 50, size=(200, 3))
+    points[:5] = np.round(points[:5])  # lattice points take the table value exactly
+    fast = value_noise(points, table)
+    np.testing.assert_allclose(fast, _value_noise(points, table), atol=2e-6)  # float32 fast path
+    assert np.all(np.abs(fast) <= 1.0)

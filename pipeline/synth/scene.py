@@ -102,6 +102,8 @@ def generate_scene(config: SynthConfig, seed: int) -> SynthScene:
     splits = {"train": tuple(n for n, t in zip(names, rig.is_test) if not t),
               "test": tuple(n for n, t in zip(names, rig.is_test) if t)}
     present = np.unique(views.instances)
+    log.debug("synth seed %d: %d objects, %d instances visible, %s path", seed, len(world.objects),
+              int((present > 0).sum()), rig.path)
     return SynthScene(seed=seed, config=config, frame_names=names, splits=splits, images=views.images,
                       depth=views.depth.astype(np.float32), K=rig.K, T_world_cam=rig.T_world_cam,
                       semantics=views.semantics, instances=views.instances, is_test=rig.is_test,

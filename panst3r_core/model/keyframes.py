@@ -29,7 +29,7 @@ class KeyframePolicy(Protocol):
 
     def select(self, descriptors: Float[Tensor, "V D"]) -> list[int]:
         """Keyframe indices in memory order."""
-        ...
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)

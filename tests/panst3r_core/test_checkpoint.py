@@ -85,6 +85,12 @@ def test_official_fixture_loads_with_its_architecture() -> None:
     assert cfg.upscaler.fp_dim == (48, 32, 24, 16)
     assert cfg.postprocess_default == "qubo" and loaded.metadata["postprocess_default"] == "qubo"
     assert sum(p.numel() for p in loaded.model.parameters()) == 974209
+    params = list(loaded.model.parameters())
+    assert all(p.device.type == "cpu" and p.dtype == torch.float32 and p.requires_grad for p in params)
+    with torch.no_grad():  # weights are private copies (the read-only fixture file is memory-mapped copy-on-write)
+        params[0].add_(1.0)
+    assert not torch.equal(params[0], load_checkpoint(FIXTURE / "checkpoint.pth").model.state_dict()[
+        "must3r_encoder.patch_embed.proj.weight"])
 
 
 @needs_fixture

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Shaped
 from torch import Tensor
 
 from panst3r_splat.core.merging.types import QuboConfig
@@ -54,16 +54,14 @@ class QuboSolution:
     """True when the exact solver decided every query (no annealing was needed)."""
 
 
-def qubo_energy(
-    x: Float[Tensor, "*batch Q"] | Bool[Tensor, "*batch Q"], A: Float[Tensor, "Q Q"], lambda_reg: float
-) -> Float[Tensor, "*batch"]:
-    """Energy of one or many selections, in float64."""
+def qubo_energy(x: Shaped[Tensor, "*batch Q"], A: Float[Tensor, "Q Q"], lambda_reg: float) -> Float[Tensor, "*batch"]:
+    """Energy of one or many 0/1 selections (bool, integer or float), in float64."""
     xf = x.to(device=A.device, dtype=torch.float64)
     Af = A.to(torch.float64)
     return ((xf @ Af) * xf).sum(-1) + lambda_reg * xf.mean(-1)
 
 
-def _qubo_energy(x: Bool[Tensor, " Q"], A: Float[Tensor, "Q Q"], lambda_reg: float) -> float:
+def _qubo_energy(x: Shaped[Tensor, " Q"], A: Float[Tensor, "Q Q"], lambda_reg: float) -> float:
     """Reference twin of ``qubo_energy``: the definition, one term at a time."""
     bits = [int(v) for v in x.tolist()]
     a = A.tolist()
@@ -268,12 +266,14 @@ def _local_search(M: np.ndarray, b: np.ndarray, config: QuboConfig, seed: int) -
 def solve_qubo(A: Float[Tensor, "Q Q"], *, config: QuboConfig = QuboConfig(), seed: int = 0) -> QuboSolution:
     """Minimise ``x^T A x + lambda_reg * mean(x)``: exact when few queries are undecided, else annealing + polish.
 
-    Deterministic given ``seed`` (numpy PCG64). ``A`` must be symmetric (``qubo_weights`` returns it so).
+    Deterministic given ``seed`` (numpy PCG64). A non-symmetric ``A`` is replaced by ``(A + A^T) / 2``, which has
+    the same energy everywhere.
     """
     if A.ndim != 2 or A.shape[0] != A.shape[1]:
         raise ValueError(f"A must be a square [Q, Q] matrix, got shape {tuple(A.shape)}")
     Q = A.shape[0]
     M = A.detach().to("cpu", torch.float64).numpy()
+    M = (M + M.T) / 2.0  # same energy for any square A; the incremental updates assume symmetry
     b = np.full(Q, config.lambda_reg / max(Q, 1))
     fixed = _persistency(M, b) if Q else np.zeros(0, dtype=np.int64)
     M_red, b_red, _ = _reduce(M, b, fixed)

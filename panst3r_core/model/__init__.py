@@ -33,7 +33,7 @@ from panst3r_splat.core.model.outputs import (
     TrainingOutput,
     activate_pointmaps,
 )
-from panst3r_splat.core.model.panst3r import InferenceOptions, PanSt3R
+from panst3r_splat.core.model.panst3r import InferenceOptions, PanSt3R, PortraitHandling
 
 __all__ = [
     "AllKeyframes",
@@ -53,6 +53,7 @@ __all__ = [
     "PanSt3RConfig",
     "PanopticOutput",
     "PixelShuffleConfig",
+    "PortraitHandling",
     "TrainingOutput",
     "activate_pointmaps",
     "config_from_dict",

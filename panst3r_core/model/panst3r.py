@@ -17,6 +17,8 @@ orientation: for portrait views under ``landscape_only`` the transposed storage 
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import logging
 from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
@@ -77,6 +79,23 @@ class PanopticDecoder(nn.Module):
             return run_upscaler(self.upscaler, tokens, imgs.float(), tuple(imgs.shape[-2:]), self.landscape_only)
 
 
+class PortraitHandling(enum.Enum):
+    """How :meth:`PanSt3R.forward_inference` treats portrait (taller than wide) views."""
+
+    AS_TRAINED = "as_trained"
+    """Feed them as the model's ``landscape_only`` flags say: for official checkpoints exactly what the official
+    inference does (see :mod:`panst3r_splat.core.model.config`), for our own models the image as is."""
+    ROTATE = "rotate"
+    """Rotate them 90 degrees to landscape before the model and rotate the results back: the model only ever sees
+    landscape views (what the official checkpoints were trained on). The rotation is a rigid motion of the camera
+    about its optical axis, so points are rotated back too and scenes mixing orientations stay consistent."""
+
+
+#: Camera rotation of a view rotated with ``torch.rot90(img, 1, dims=(-2, -1))``: ``p_cam = R p_rotated_cam``
+#: (OpenCV axes, principal point at the image centre; derived in ``unrotate_view``).
+R_CAM_ROTATED = torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+
+
 @dataclass(frozen=True)
 class InferenceOptions:
     """How :meth:`PanSt3R.forward_inference` runs."""
@@ -95,6 +114,8 @@ class InferenceOptions:
     """Keyframes fed together when the memory is created (official 2)."""
     memory_step: int = 1
     """Keyframes fed together afterwards (official 1)."""
+    portrait: PortraitHandling = PortraitHandling.AS_TRAINED
+    """Treatment of portrait views."""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -215,13 +236,30 @@ class PanSt3R(nn.Module):
             images: per view ``(3, H_v, W_v)`` in [-1, 1]; sides multiples of the patch size. Device and dtype of
                 the computation come from the first image.
             class_embeddings: ``(K, lang_dim)`` text embeddings of the class names.
-            options: keyframes, batching, autocast, output device, progress.
+            options: keyframes, batching, autocast, output device, progress, portrait handling.
         """
         opts = options or InferenceOptions()
         if len(images) == 0:
             raise ValueError("forward_inference needs at least one image")
         for img in images:
             check_image_size(int(img.shape[-2]), int(img.shape[-1]), self.config.patch_size)
+        if opts.portrait is PortraitHandling.AS_TRAINED:
+            return self._forward_inference(images, class_embeddings, opts)
+        rotated = [_is_portrait(img) for img in images]
+        fed = [torch.rot90(img, 1, dims=(-2, -1)) if r else img for img, r in zip(images, rotated)]
+        out = self._forward_inference(fed, class_embeddings, opts)
+        world_rotated = rotated[out.keyframes[0]]
+        views = [
+            unrotate_view(pm, m, world_rotated) if r else (_rotate_world(pm) if world_rotated else pm, m)
+            for pm, m, r in zip(out.pointmaps_raw, out.mask_logits, rotated)
+        ]
+        return dataclasses.replace(
+            out, pointmaps_raw=tuple(v[0] for v in views), mask_logits=tuple(v[1] for v in views)
+        )
+
+    def _forward_inference(
+        self, images: Sequence[Tensor], class_embeddings: Tensor, opts: InferenceOptions
+    ) -> InferenceOutput:
         device = images[0].device
         out_device = opts.output_device or device
         cache = self._encode_all(images, opts, device, out_device)
@@ -322,6 +360,29 @@ class PanSt3R(nn.Module):
         return tqdm(batches, desc=desc, disable=not opts.progress or not batches, leave=False)
 
 
+def unrotate_view(
+    pointmaps_raw: Float[Tensor, "W H 7"], mask_logits: Float[Tensor, "Q W2 H2"], world_rotated: bool
+) -> tuple[Float[Tensor, "H W 7"], Float[Tensor, "Q H2 W2"]]:
+    """Results of a view fed as ``rot90(img, 1)`` back in the view's own pixels and camera frame.
+
+    Pixel (u', v') of the rotated image is pixel (u, v) = (W - 1 - v', u') of the original, so with the principal
+    point at the centre the rotated camera sees x' = y, y' = -x: ``p = R p'`` with ``R = R_CAM_ROTATED``. Local
+    points are rotated back; global points too when the world frame (keyframe #0) was itself a rotated view. The
+    NORM_EXP activation preserves norms, so rotating the raw channels rotates the activated points.
+    """
+    pm = torch.rot90(pointmaps_raw, -1, dims=(0, 1))
+    R = R_CAM_ROTATED.to(pm)
+    local = pm[..., 3:6] @ R.T
+    glob = pm[..., 0:3] @ R.T if world_rotated else pm[..., 0:3]
+    return torch.cat([glob, local, pm[..., 6:]], dim=-1), torch.rot90(mask_logits, -1, dims=(-2, -1))
+
+
+def _rotate_world(pointmaps_raw: Tensor) -> Tensor:
+    """Global points of an unrotated view when the world frame is a rotated keyframe's camera."""
+    glob = pointmaps_raw[..., 0:3] @ R_CAM_ROTATED.to(pointmaps_raw).T
+    return torch.cat([glob, pointmaps_raw[..., 3:]], dim=-1)
+
+
 def _grad_if_trainable(module: nn.Module):
     """No autograd graph through a component whose parameters are all frozen (official ``requires_grad`` flags)."""
     trainable = any(p.requires_grad for p in module.parameters())
@@ -362,4 +423,4 @@ def _panoptic_in_image_orientation(p: PanopticOutput, H: int, W: int) -> Panopti
     )
 
 
-__all__ = ["InferenceOptions", "MaskTransformerOutput", "PanSt3R", "PanopticDecoder"]
+__all__ = ["InferenceOptions", "MaskTransformerOutput", "PanSt3R", "PanopticDecoder", "PortraitHandling", "unrotate_view"]

@@ -179,3 +179,59 @@ def test_official_landscape_only_portrait_outputs_in_image_orientation() -> None
         out = model(imgs, _classes())
     assert out.pointmaps_raw.shape == (1, 2, 64, 48, 7)
     assert out.panoptic.mask_logits.shape == (1, 2, 6, 32, 24)
+
+
+# -- portrait handling by rotation ------------------------------------------------------------------------------------
+
+
+def _pinhole_raw(h: int, w: int, f: float, depth: float) -> torch.Tensor:
+    """Raw pointmap whose activated local points are a pinhole camera's (principal point at the centre)."""
+    v, u = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    pts = torch.stack([(u - (w - 1) / 2) / f, (v - (h - 1) / 2) / f, torch.ones_like(u)], -1) * depth
+    norm = pts.norm(dim=-1, keepdim=True)
+    raw = pts / norm * torch.log1p(norm)  # inverse of NORM_EXP
+    return torch.cat([raw, raw, torch.zeros(h, w, 1, dtype=torch.float64)], -1)
+
+
+def test_unrotate_view_gives_the_portrait_cameras_pinhole_points() -> None:
+    """A correct pinhole pointmap of the rotated (landscape) camera maps to the correct pinhole pointmap of the
+    portrait camera: checks the array rotation and the camera rotation R together."""
+    from panst3r_splat.core.model import activate_pointmaps
+    from panst3r_splat.core.model.panst3r import unrotate_view
+
+    H, W, f = 6, 4, 3.0
+    rotated = _pinhole_raw(W, H, f, 2.0)  # the view fed as rot90: W rows, H columns
+    pm, masks = unrotate_view(rotated, torch.arange(2 * 3 * 2.0).reshape(2, 3, 2), world_rotated=True)
+    assert pm.shape == (H, W, 7) and masks.shape == (2, 2, 3)
+    _, local, _ = activate_pointmaps(pm)
+    _, expected, _ = activate_pointmaps(_pinhole_raw(H, W, f, 2.0))
+    torch.testing.assert_close(local, expected.float(), atol=1e-5, rtol=1e-5)
+
+
+def test_rotate_mode_is_identity_on_landscape_scenes(model: PanSt3R) -> None:
+    from panst3r_splat.core.model import PortraitHandling
+
+    views = list(_images(3, 32, 48, seed=4))
+    opts = dict(keyframes=LinspaceKeyframes(2), progress=False)
+    a = model.forward_inference(views, _classes(), InferenceOptions(**opts))
+    b = model.forward_inference(views, _classes(), InferenceOptions(portrait=PortraitHandling.ROTATE, **opts))
+    assert torch.equal(a.stacked_pointmaps_raw(), b.stacked_pointmaps_raw())
+    assert torch.equal(a.stacked_mask_logits(), b.stacked_mask_logits())
+
+
+def test_rotate_mode_feeds_the_model_landscape_views(model: PanSt3R) -> None:
+    """Portrait views made by rotating landscape ones clockwise give the landscape results, rotated back."""
+    from panst3r_splat.core.model import PortraitHandling
+    from panst3r_splat.core.model.panst3r import unrotate_view
+
+    landscape = list(_images(2, 32, 48, seed=6))
+    portrait = [torch.rot90(v, -1, dims=(-2, -1)) for v in landscape]
+    ref = model.forward_inference(landscape, _classes(), InferenceOptions(progress=False))
+    out = model.forward_inference(
+        portrait, _classes(), InferenceOptions(progress=False, portrait=PortraitHandling.ROTATE)
+    )
+    for i in range(2):
+        pm, masks = unrotate_view(ref.pointmaps_raw[i], ref.mask_logits[i], world_rotated=True)
+        torch.testing.assert_close(out.pointmaps_raw[i], pm)
+        torch.testing.assert_close(out.mask_logits[i], masks)
+    torch.testing.assert_close(out.class_logits, ref.class_logits)

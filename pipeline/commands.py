@@ -76,38 +76,67 @@ def synth(*, out: Path, seed: int = 0, train_views: int = 12, test_views: int = 
 
 
 def predict(*, images: Path, out: Path, checkpoint: Optional[Path] = None, classes: Optional[Path] = None,
-            size: str = "default", keyframes: str = "auto", merge: Optional[MergeName] = None,
-            split: str = "train", device: DeviceName = "auto") -> None:
+            size: str = "default", keyframes: str = "auto",
+            keyframe_selection: Literal["linspace", "farthest"] = "linspace", merge: Optional[MergeName] = None,
+            split: str = "train", device: DeviceName = "auto", batch_size: int = 1, max_video_frames: int = 100,
+            seed: int = 0) -> None:
     """PanSt3R forward pass + multi-view mask merging on a folder of unposed images.
+
+    Writes OUT/predictions.npz, segments.json, points.ply and the pred_semantics/ + pred_surrogateid/ label PNGs
+    at the input images' original resolution (see README "Predictions folder").
 
     Args:
         images: a folder of images, a video file, or a Panoptic Lifting scene (its color/ frames of --split).
-        out: predictions folder to write.
+        out: predictions folder to write (an existing one is replaced).
         checkpoint: model checkpoint (official .pth or our .safetensors); default: the built-in model.
         classes: class-set .npz (class_names, class_embeddings); default: the checkpoint's own.
         size: 'default' (the checkpoint's training size), an integer long side such as 512, or 'native'.
         keyframes: 'auto' (all up to 50, else 50), 'all', or a number K.
+        keyframe_selection: how K keyframes are chosen: 'linspace' over the input order (official; videos,
+            ordered captures) or 'farthest' (farthest-point sampling on image descriptors; unordered photo sets).
         merge: merging method; default: the checkpoint's postprocess_default (else qubo).
         split: split of a Panoptic Lifting scene to read.
         device: where to run the model.
+        batch_size: views per encoder/render call (1 as the official demo; larger is faster on a GPU).
+        max_video_frames: frames sampled evenly from a video input.
+        seed: seed of the QUBO solver (results are deterministic given it).
     """
-    raise NotImplementedYet("predict", "PanSt3R model")
+    from panst3r_splat.pipeline.devices import resolve_device
+    from panst3r_splat.pipeline.predict import PredictOptions, run_predict
+
+    options = PredictOptions(checkpoint=checkpoint, classes=classes, size=size, keyframes=keyframes,
+                             keyframe_selection=keyframe_selection, merge=merge, split=split,
+                             device=resolve_device(device), batch_size=batch_size,
+                             max_video_frames=max_video_frames, seed=seed)
+    run_predict(images, out, options)
 
 
-def merge(*, predictions: Path, merge: MergeName = "qubo", out: Optional[Path] = None) -> None:
+def merge(*, predictions: Path, merge: MergeName = "qubo", out: Optional[Path] = None,
+          device: DeviceName = "auto", seed: int = 0) -> None:
     """Re-merge an existing predictions folder without re-running the model.
+
+    Rewrites panoptic (in predictions.npz), segments.json and the label PNGs, atomically.
 
     Args:
         predictions: predictions folder written by `predict`.
         merge: merging method.
         out: write a new predictions folder here instead of updating in place.
+        device: where to merge.
+        seed: seed of the QUBO solver.
     """
-    raise NotImplementedYet("merge", "mask merging")
+    from panst3r_splat.pipeline.devices import resolve_device
+    from panst3r_splat.pipeline.merge import run_merge
+
+    run_merge(predictions, merge, out, device=resolve_device(device), seed=seed)
 
 
 def fit(*, out: Path, predictions: Optional[Path] = None, dataset: Optional[Path] = None, oracle: bool = False,
-        steps: int = 1500, device: DeviceName = "auto", seed: int = 0) -> None:
+        steps: int = 1500, device: DeviceName = "auto", seed: int = 0, budget: int = 20000, sh_degree: int = 1,
+        conf_threshold: float = 3.0, split: str = "train", ignore_void: bool = False, overwrite: bool = False,
+        stop_after: Optional[int] = None) -> None:
     """Fit a labelled 3DGS scene from predictions (or, with --oracle, from a dataset's ground truth).
+
+    An interrupted fit resumes from the checkpoint beside --out (.OUT.train.ckpt) when run again.
 
     Args:
         out: fitted scene folder to write.
@@ -117,20 +146,72 @@ def fit(*, out: Path, predictions: Optional[Path] = None, dataset: Optional[Path
         steps: optimisation steps.
         device: where to train.
         seed: random seed.
+        budget: initial number of Gaussians (the point cloud is voxel-downsampled to it).
+        sh_degree: spherical-harmonic degree of the colours (0..3).
+        conf_threshold: predicted points with a lower confidence are not used to initialise the Gaussians.
+        split: split of --dataset whose frames are the input views (--oracle).
+        ignore_void: lifting: unlabelled pixels do not vote (holes in the masks are filled from other views).
+        overwrite: replace a fitted scene already in --out.
+        stop_after: stop after this many steps (checkpointed) without writing the scene; run again to continue.
     """
-    raise NotImplementedYet("fit", "3DGS fitting")
+    import dataclasses
+
+    from panst3r_splat.pipeline.devices import resolve_device
+    from panst3r_splat.pipeline.errors import UserError
+    from panst3r_splat.pipeline.fit import (
+        FitOptions, check_output_folder, fit_scene, inputs_from_dataset, inputs_from_predictions,
+    )
+    from panst3r_splat.splat.train import TrainConfig
+
+    if (predictions is None) == (dataset is None):
+        raise UserError("give exactly one of --predictions PRED or --dataset PANLI_SCENE --oracle")
+    if dataset is not None and not oracle:
+        raise UserError("--dataset fits from ground truth and needs --oracle; to fit from predictions, run "
+                        "`panst3r-splat predict --images SCENE` and pass --predictions")
+    if oracle and dataset is None:
+        raise UserError("--oracle needs --dataset PANLI_SCENE")
+    if steps < 1 or budget < 1:
+        raise UserError(f"--steps and --budget must be positive, got {steps} and {budget}")
+    if not 0 <= sh_degree <= 3:
+        raise UserError(f"--sh-degree must be in 0..3, got {sh_degree}")
+    if stop_after is not None and stop_after < 1:
+        raise UserError(f"--stop-after must be positive, got {stop_after}")
+    check_output_folder(out, overwrite)
+    torch_device = resolve_device(device)
+    if dataset is not None:
+        inputs = inputs_from_dataset(dataset, split=split, seed=seed)
+    else:
+        inputs = inputs_from_predictions(predictions, conf_threshold=conf_threshold)
+    train = dataclasses.replace(TrainConfig(), steps=steps, seed=seed)
+    options = FitOptions(train=train, budget=budget, sh_degree=sh_degree, ignore_void=ignore_void,
+                         stop_after=stop_after)
+    fit_scene(inputs, out, options, torch_device)
 
 
-def render(*, scene: Path, out: Path, cameras: str = "orbit", device: DeviceName = "auto") -> None:
+def render(*, scene: Path, out: Path, cameras: str = "orbit", device: DeviceName = "auto",
+           orbit_frames: int = 120, min_alpha: float = 0.5, video: bool = True, fps: int = 24) -> None:
     """Render RGB and panoptic labels of a fitted scene.
 
+    Writes rgb/, semantic/, instance/, panoptic/, overlay/ (colour PNGs), pred_semantics/ + pred_surrogateid/
+    (the evaluation format), legend.json, render.json and, for an orbit, video.mp4.
+
     Args:
-        scene: fitted scene folder (or an ns-train output folder).
+        scene: fitted scene folder.
         out: output folder.
-        cameras: 'orbit', 'train' or 'dataset:PANLI_SCENE[:SPLIT]'.
+        cameras: 'orbit', 'train' or 'dataset:PANLI_SCENE[:SPLIT]' (default split test; the scene is aligned to
+            the dataset frame through the cameras of its input views).
         device: where to render.
+        orbit_frames: number of views of the orbit.
+        min_alpha: pixels whose accumulated alpha is below this render as void.
+        video: write video.mp4 for the orbit.
+        fps: frame rate of video.mp4.
     """
-    raise NotImplementedYet("render", "rendering")
+    from panst3r_splat.pipeline.devices import resolve_device
+    from panst3r_splat.pipeline.render import RenderOptions, parse_cameras, render_scene
+
+    spec = parse_cameras(cameras, orbit_frames=orbit_frames)
+    options = RenderOptions(min_alpha=min_alpha, video=video, fps=fps)
+    render_scene(scene, out, spec, options, device=resolve_device(device))
 
 
 def evaluate(*, gt: Path, pred: Path, split: str = "test", json: Optional[Path] = None,
@@ -190,7 +271,9 @@ def export(*, scene: Path, out: Path, per_instance: Optional[Path] = None) -> No
         out: PLY file to write.
         per_instance: also write one PLY per instance into this folder.
     """
-    raise NotImplementedYet("export", "PLY export")
+    from panst3r_splat.pipeline.export import export_scene
+
+    export_scene(scene, out, per_instance=per_instance)
 
 
 def train_model(*, preset: str = "tiny", out: Path = Path("train_out/model.safetensors"), resume: bool = False,

@@ -35,7 +35,13 @@ from panst3r_splat.core.model.config import (
     PixelShuffleConfig,
 )
 
-FIXTURE = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "official_tiny_v1"
+#: The parity fixture; PANST3R_PARITY_FIXTURE points elsewhere (e.g. a copy on another machine).
+FIXTURE = Path(
+    os.environ.get(
+        "PANST3R_PARITY_FIXTURE",
+        Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "official_tiny_v1",
+    )
+)
 needs_fixture = pytest.mark.skipif(not (FIXTURE / "checkpoint.pth").exists(), reason="parity fixture not available")
 
 

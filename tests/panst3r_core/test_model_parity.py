@@ -7,6 +7,7 @@ pointmaps, confidences and class logits, 1e-3 for mask logits (attention masks f
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,13 @@ import torch
 
 from panst3r_splat.core.model import InferenceOptions, LinspaceKeyframes, PanSt3R, activate_pointmaps
 
-FIXTURE = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "official_tiny_v1"
+#: The parity fixture; PANST3R_PARITY_FIXTURE points elsewhere (e.g. a copy on another machine).
+FIXTURE = Path(
+    os.environ.get(
+        "PANST3R_PARITY_FIXTURE",
+        Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "official_tiny_v1",
+    )
+)
 pytestmark = pytest.mark.skipif(not (FIXTURE / "checkpoint.pth").exists(), reason="parity fixture not available")
 
 ATOL = 1e-4

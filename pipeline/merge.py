@@ -83,7 +83,8 @@ def run_merge(predictions: Path, name: str, out: Path | None = None, *,
     """Re-merge the predictions folder ``predictions`` and write it back (or to ``out``)."""
     predictions = Path(predictions)
     if not predictions.is_dir():
-        raise UserError(f"--predictions {predictions} is not a folder; give a folder written by `panst3r-splat predict`")
+        raise UserError(f"--predictions {predictions} is not a folder; give a folder written by "
+                        "`panst3r-splat predict`")
     try:
         pred = load_predictions(predictions)
     except ValueError as err:

@@ -28,12 +28,14 @@ from typing import Literal
 
 import numpy as np
 import torch
+from jaxtyping import Float
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from panst3r_splat.core import class_table
 from panst3r_splat.core.checkpoint import FORMAT_NAME, CheckpointError, LoadedCheckpoint, load_checkpoint
 from panst3r_splat.core.geometry import PrincipalPoint, camera_from_pointmaps
-from panst3r_splat.core.images import NATIVE, LoadedImages, bucket_resolutions, load_images
+from panst3r_splat.core.images import IMAGE_EXTENSIONS, NATIVE, LoadedImages, bucket_resolutions, load_images
 from panst3r_splat.core.merging import MERGE_NAMES
 from panst3r_splat.core.model import (
     AllKeyframes,
@@ -241,6 +243,11 @@ def resolve_inputs(images: Path, split: str) -> Path | list[Path]:
         raise UserError(f"--images {images} does not exist: give a folder of images, a video, or a Panoptic Lifting "
                         "scene folder")
     if not is_panoptic_lifting_scene(images):
+        if images.is_dir() and (images / "color").is_dir() and not any(
+            p.suffix.lower() in IMAGE_EXTENSIONS for p in images.iterdir()
+        ):
+            raise UserError(f"{images} has a color/ folder but no splits.json: add splits.json to read it as a "
+                            f"Panoptic Lifting scene, or pass --images {images / 'color'}")
         return images
     from panst3r_splat.pipeline.panoptic_lifting import list_frames, read_splits
 
@@ -319,8 +326,13 @@ def infer(loaded: LoadedCheckpoint, images: LoadedImages, class_set: ClassSet, p
                            class_logits=out.class_logits, queries=out.queries, keyframes=keyframes)
 
 
-def estimate_cameras(pts3d: torch.Tensor, pts3d_local: torch.Tensor, conf: torch.Tensor, mode: PrincipalPoint,
-                     device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def estimate_cameras(
+    pts3d: Float[Tensor, "V H W 3"],
+    pts3d_local: Float[Tensor, "V H W 3"],
+    conf: Float[Tensor, "V H W"],
+    mode: PrincipalPoint,
+    device: torch.device,
+) -> tuple[Float[Tensor, "V 3 3"], Float[Tensor, "V 4 4"]]:
     """``K`` and ``T_world_cam`` of every view, a chunk of views at a time on ``device`` (returned on the CPU)."""
     Ks, poses = [], []
     starts = range(0, pts3d.shape[0], CAMERA_CHUNK_VIEWS)

@@ -42,8 +42,9 @@ from panst3r_splat.pipeline.errors import UserError
 from panst3r_splat.pipeline.predict import checkpoint_class_set, keyframe_policy
 
 REPO = Path(__file__).resolve().parents[2]
+_FIXTURE_NAME = Path("fixtures") / "official_tiny_v1"
 FIXTURE = next(
-    (p for p in (REPO.parent / "shared" / "fixtures" / "official_tiny_v1", Path("/work/shared/fixtures/official_tiny_v1"))
+    (p for p in (REPO.parent / "shared" / _FIXTURE_NAME, Path("/work/shared") / _FIXTURE_NAME)
      if (p / "checkpoint.pth").is_file()),
     None,
 )
@@ -444,3 +445,29 @@ def test_parity_through_the_command(fixture_photos: Path, tmp_path: Path, keyfra
     np.testing.assert_allclose(got["K"][:, :2, 2], np.broadcast_to([32.0, 24.0], (3, 2)))
     if tag == "allkf":  # the checkpoint's postprocess_default is qubo: the fixture's merged id maps
         assert _same_up_to_renumbering(got["panoptic"], ref["pp_qubo_pan"])
+
+
+@needs_fixture
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_predict_on_cuda_matches_the_cpu(fixture_photos: Path, tmp_path: Path) -> None:
+    """CUDA path (bfloat16 autocast of the backbones): same folder, outputs close to the official CPU numbers."""
+    assert FIXTURE is not None
+    commands.predict(images=fixture_photos, out=tmp_path / "p", checkpoint=FIXTURE / "checkpoint.pth",
+                     classes=FIXTURE / "inputs.npz", size="native", keyframes="all", device="cuda")
+    got = _check_contract(tmp_path / "p", V=3, H=48, W=64, Q=8, K=5)
+    ref = np.load(FIXTURE / "outputs.npz")
+    for key, ref_key in (("pts3d", "infer_allkf_pts3d"), ("conf", "infer_allkf_conf"),
+                         ("mask_logits", "infer_allkf_pred_masks")):
+        assert np.isfinite(got[key]).all(), key
+        # bfloat16 keeps about 3 significant digits: compare errors with the values' typical size.
+        err = np.median(np.abs(got[key] - ref[ref_key]))
+        assert err <= 0.05 * np.median(np.abs(ref[ref_key])), f"{key}: median |diff| {err:.3g}"
+
+
+def test_scene_folder_without_splits_is_explained(capsys: pytest.CaptureFixture[str], own_checkpoint: Path,
+                                                  photos: Path, tmp_path: Path) -> None:
+    shutil.copytree(photos, tmp_path / "scene" / "color")
+    line = _cli_error(capsys, ["predict", "--images", str(tmp_path / "scene"), "--out", str(tmp_path / "p"),
+                               "--checkpoint", str(own_checkpoint)])
+    assert "splits.json" in line

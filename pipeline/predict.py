@@ -349,13 +349,13 @@ def run_predict(images: Path, out: Path, options: PredictOptions) -> PredictResu
     """The whole stage; see the module docstring. Bad input raises `UserError` (one line)."""
     start = time.perf_counter()
     check_out_folder(Path(out))
+    if options.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {options.batch_size}")
     source = resolve_inputs(Path(images), options.split)
     loaded = load_model(options.checkpoint)
     class_set = resolve_class_set(loaded, options.classes)
     merge_name = resolve_merge(options.merge, loaded)
     size = resolve_size(options.size, loaded)
-    if options.batch_size < 1:
-        raise UserError(f"--batch-size must be at least 1, got {options.batch_size}")
     imgs = read_inputs(source, size, loaded.config.patch_size, options.max_video_frames)
     policy = keyframe_policy(options.keyframes, options.keyframe_selection, max(len(imgs), 2))
     t_model = time.perf_counter()

@@ -35,7 +35,7 @@ from panst3r_splat.core.model.dino import DinoV2Encoder
 from panst3r_splat.core.model.encoder import MUSt3REncoder, check_image_size
 from panst3r_splat.core.model.heads import InputMixer, LoftUpUpscaler, PixelShuffleUpscaler, run_upscaler
 from panst3r_splat.core.model.keyframes import KeyframePolicy, default_keyframe_policy, memory_schedule
-from panst3r_splat.core.model.mask_transformer import MaskTransformer, MaskTransformerOutput
+from panst3r_splat.core.model.mask_transformer import MaskTransformer
 from panst3r_splat.core.model.outputs import (
     AuxPrediction,
     InferenceOutput,
@@ -267,6 +267,8 @@ class PanSt3R(nn.Module):
         policy = opts.keyframes or default_keyframe_policy(len(images))
         keyframes = policy.select(descriptors)
         _check_keyframes(keyframes, len(images))
+        logger.info("%d keyframes of %d views (%s), world frame = view %d", len(keyframes), len(images),
+                    type(policy).__name__, keyframes[0])
         amp = _autocast(device, opts.autocast_dtype)
         with amp:
             memory = self.build_memory(
@@ -423,4 +425,4 @@ def _panoptic_in_image_orientation(p: PanopticOutput, H: int, W: int) -> Panopti
     )
 
 
-__all__ = ["InferenceOptions", "MaskTransformerOutput", "PanSt3R", "PanopticDecoder", "PortraitHandling", "unrotate_view"]
+__all__ = ["InferenceOptions", "PanSt3R", "PanopticDecoder", "PortraitHandling", "unrotate_view"]

@@ -252,15 +252,42 @@ def evaluate(*, gt: Path, pred: Path, split: str = "test", json: Optional[Path] 
         sys.stdout.write(f"scores written to {json}\n")
 
 
-def view(path: Path, /, *, host: str = "127.0.0.1", port: int = 8080) -> None:
-    """Browse a fitted scene, a predictions folder or an ns-train output in the browser (viser).
+def view(path: Path, /, *, host: str = "127.0.0.1", port: int = 8080,
+         mode: Literal["rgb", "semantic", "instance", "panoptic", "depth"] = "rgb", device: DeviceName = "auto",
+         preview_size: int = 0, still_size: int = 0) -> None:
+    """Browse a fitted scene or a predictions folder in the browser (viser); Ctrl-C stops it.
+
+    A scene is rendered on this machine with the project's rasteriser from the browser's camera (small while the
+    camera moves, sharp once it stops); a predictions folder is shown as its fused point cloud.
 
     Args:
-        path: SCENE, predictions folder or ns-train output folder.
-        host: interface to bind (localhost by default).
+        path: SCENE or predictions folder (ns-train outputs are not supported yet).
+        host: interface to bind (localhost by default; any other exposes the viewer to the network).
         port: port to serve on.
+        mode: render mode to start in.
+        device: where to render a scene.
+        preview_size: longer side of the renders while the camera moves (0: 192 on CPU, 480 on CUDA).
+        still_size: longer side of the render once the camera stops (0: 640 on CPU, 1280 on CUDA).
     """
-    raise NotImplementedYet("view", "viewer")
+    import sys
+
+    from panst3r_splat.pipeline.devices import resolve_device
+    from panst3r_splat.pipeline.errors import UserError
+    from panst3r_splat.pipeline.viewer.app import ViewerOptions, serve
+    from panst3r_splat.pipeline.viewer.state import RenderMode
+
+    for name, value in (("--preview-size", preview_size), ("--still-size", still_size)):
+        if value < 0:
+            raise UserError(f"{name} must be >= 0 (0 picks a default), got {value}")
+    options = ViewerOptions(host=host, port=port, mode=RenderMode(mode), device=resolve_device(device),
+                            preview_size=preview_size, still_size=still_size)
+
+    def ready(url: str) -> None:
+        sys.stdout.write(f"panst3r-splat view: serving {path} at {url} (Ctrl-C to stop)\n")
+        sys.stdout.flush()
+
+    serve(path, options, ready=ready)
+    sys.stdout.write("panst3r-splat view: stopped\n")
 
 
 def export(*, scene: Path, out: Path, per_instance: Optional[Path] = None) -> None:

@@ -207,6 +207,7 @@ def main() -> None:
     for num_views in args.views:
         logger.info("measuring %d views ...", num_views)
         rows.append(run_views(num_views, args, device))
+        logger.info("%s", json.dumps(rows[-1]))
     e2e = {r["views"]: r["end_to_end_ours"]["seconds_per_view"] for r in rows}
     print(f"machine: {machine}")
     print(format_table(rows))

@@ -87,9 +87,9 @@ class QuboConfig:
     exact_max_queries: int = 24
     """Solve exactly (exhaustive, meet in the middle) when at most this many queries stay undecided after the
     exact persistency reduction; otherwise anneal."""
-    num_restarts: int = 64
+    num_restarts: int = 32
     """Annealing chains, run side by side (the official code runs 20 one after the other)."""
-    num_steps: int = 1_000
+    num_steps: int = 500
     """Single-flip proposals per chain. The official 10,000 is not needed here: annealing only seeds the local
     searches that follow."""
     t_start: float = 0.1
@@ -98,9 +98,9 @@ class QuboConfig:
     """Final annealing temperature (official T_end); the schedule is geometric."""
     num_pair_polish: int = 8
     """The best this many distinct annealed states go on to pair flips and iterated local search."""
-    ils_rounds: int = 50
+    ils_rounds: int = 30
     """Rounds of iterated local search (kick, descend, keep if lower)."""
-    ils_perturbations: int = 8
+    ils_perturbations: int = 64
     """Kicked copies of each state per round."""
-    ils_flips: int = 4
+    ils_flips: int = 6
     """Random bits flipped by one kick."""

@@ -11,9 +11,9 @@ already consistent across views, the one-hot labels can be lifted directly; no m
 No custom kernel is needed (`docs/peers_eval_data.md` section 1): render zero-valued colours with one channel per
 segment and backpropagate the one-hot label image through the render: `d(sum render * onehot) / d colors[i, s]`
 is exactly `sum_{p labelled s} w_i(p)`. The same code runs on gsplat (CUDA) and on the torch rasteriser (CPU).
-Memory stays bounded by rendering chunks of views and, per chunk, only the segments present in those views, a
-bounded number of channels at a time; per-Gaussian sums are kept sparse ((Gaussian, segment) pairs), so thousands
-of segments and hundreds of views fit.
+Memory stays bounded by rendering chunks of views, each view with its own channels for only the segments it shows
+(per-camera colours), a bounded number of channels at a time; per-Gaussian sums are kept sparse ((Gaussian,
+segment) pairs), so thousands of segments and hundreds of views fit.
 
 Void (segment id 0) is decided by `include_void`: by default it is a segment of its own, so a Gaussian seen
 mostly through unlabelled pixels stays void and renders as void, and what the 2D masks left unlabelled stays
@@ -38,7 +38,7 @@ from panst3r_splat.splat.rasterize_torch import _rasterize_dense
 logger = logging.getLogger(__name__)
 
 PIXEL_CHANNEL_BUDGET = 1 << 24
-"""Largest views x pixels x channels block rendered at once (64 MiB per float32 image of that size)."""
+"""Largest views x pixels x channels (and views x Gaussians x channels) block at once (64 MiB in float32)."""
 
 
 @dataclass(frozen=True)
@@ -59,10 +59,11 @@ class LiftOptions:
 
     include_void: bool = True
     """Void pixels (id 0) vote for segment 0; False ignores them (see the module docstring)."""
-    channels_per_chunk: int = 128
-    """Segments rendered in one call (gsplat renders channels in groups of 32 internally)."""
+    channels_per_chunk: int = 64
+    """Segments per view rendered in one call (gsplat renders channels in groups of 32 internally)."""
     views_per_chunk: int | None = None
-    """Views rendered in one call; None picks as many as `PIXEL_CHANNEL_BUDGET` allows."""
+    """Views rendered in one call; None picks as many as `PIXEL_CHANNEL_BUDGET` allows for both the label
+    images (views x pixels x channels) and the per-camera colours (views x Gaussians x channels)."""
     near_plane: float = 0.01
     far_plane: float = 1e10
     eps2d: float = 0.3
@@ -104,19 +105,35 @@ def lift_segments(
         counted &= labels != 0
 
     acc = _PairSums(n_labels=S)
-    view_chunk = options.views_per_chunk or max(1, PIXEL_CHANNEL_BUDGET // (H * W * options.channels_per_chunk))
-    starts = range(0, V, view_chunk)
-    for v0 in tqdm(starts, desc="lifting labels", disable=not options.progress):
+    view_chunk = options.views_per_chunk or max(
+        1, PIXEL_CHANNEL_BUDGET // (max(H * W, N) * options.channels_per_chunk)
+    )
+    for v0 in tqdm(range(0, V, view_chunk), desc="lifting labels", disable=not options.progress):
         views = slice(v0, min(v0 + view_chunk, V))
-        present = torch.unique(compact[views])
-        present = present[counted[present]]
-        for c0 in range(0, len(present), options.channels_per_chunk):
-            channel_labels = present[c0 : c0 + options.channels_per_chunk]  # [D] compact ids
-            weights = _weights_by_gradient(geometry, viewmats[views], Ks[views], compact[views], channel_labels,
-                                           S, W, H, options)  # [N, D]
-            g, d = torch.nonzero(weights > 0, as_tuple=True)
-            acc.add(g, channel_labels[d], weights[g, d])
+        table = _present_labels(compact[views], counted)  # [V', L] compact ids per view, -1 padded
+        for c0 in range(0, table.shape[1], options.channels_per_chunk):
+            channels = table[:, c0 : c0 + options.channels_per_chunk]  # [V', D]
+            weights = _weights_by_gradient(geometry, viewmats[views], Ks[views], compact[views], channels, S, W, H,
+                                           options)  # [V', N, D]
+            v, g, d = torch.nonzero(weights > 0, as_tuple=True)
+            acc.add(g, channels[v, d], weights[v, g, d])
     return acc.select(labels, N)
+
+
+def _present_labels(compact: Tensor, counted: Tensor) -> Tensor:
+    """[V', L]: the counted labels (compact ids, ascending) present in each view, padded with -1.
+
+    Each view renders only its own labels (per-camera colour channels), so the channels per render are the
+    labels of the busiest view, not all labels of the chunk of views.
+    """
+    n_views, n_labels = compact.shape[0], counted.shape[0]
+    present = torch.zeros(n_views, n_labels, dtype=torch.bool, device=compact.device)
+    present.scatter_(1, compact.reshape(n_views, -1), True)
+    present &= counted[None]
+    table = torch.full((n_views, int(present.sum(1).max())), -1, dtype=torch.long, device=compact.device)
+    v, s = torch.nonzero(present, as_tuple=True)
+    table[v, (present.cumsum(1) - 1)[v, s]] = s
+    return table
 
 
 def _weights_by_gradient(
@@ -124,23 +141,24 @@ def _weights_by_gradient(
     viewmats: Tensor,
     Ks: Tensor,
     compact: Tensor,
-    channel_labels: Tensor,
+    channels: Tensor,
     n_labels: int,
     width: int,
     height: int,
     options: LiftOptions,
 ) -> Tensor:
-    """[N, D] sum over the views' pixels labelled `channel_labels[d]` of each Gaussian's blending weight.
+    """[V', N, D]: per view v, the sum over its pixels labelled `channels[v, d]` of each Gaussian's weight.
 
-    Renders D zero-valued channels and pulls the one-hot label image back through the render: the gradient of
-    `sum(render * onehot)` with respect to `colors[i, d]` is that sum of weights.
+    Renders D zero-valued channels per camera and pulls the one-hot label images back through the render: the
+    gradient of `sum(render * onehot)` with respect to `colors[v, i, d]` is exactly that sum of weights.
     """
     means, quats, scales, opacities = geometry
-    D = len(channel_labels)
-    colors = torch.zeros(means.shape[0], D, device=means.device, dtype=means.dtype, requires_grad=True)
-    lookup = torch.full((n_labels,), -1, dtype=torch.long, device=means.device)
-    lookup[channel_labels] = torch.arange(D, device=means.device)
-    channel = lookup[compact]  # [V', H, W], -1 for labels not in this chunk
+    n_views, D = channels.shape
+    colors = torch.zeros(n_views, means.shape[0], D, device=means.device, dtype=means.dtype, requires_grad=True)
+    lookup = torch.full((n_views, n_labels), -1, dtype=torch.long, device=means.device)
+    v, d = torch.nonzero(channels >= 0, as_tuple=True)
+    lookup[v, channels[v, d]] = d
+    channel = lookup.gather(1, compact.reshape(n_views, -1)).reshape(compact.shape)  # [V', H, W], -1: not here
     onehot = F.one_hot(channel.clamp(min=0), D).to(means.dtype) * (channel >= 0)[..., None]
     with torch.enable_grad():
         render, _, _ = rasterize(
@@ -170,7 +188,8 @@ class _PairSums:
             self._merge()
 
     def _merge(self) -> None:
-        if len(self.keys) <= 1:
+        """Sum the weights of equal keys (also within one `add`: several views add the same pairs)."""
+        if not self.keys:
             return
         keys, inverse = torch.unique(torch.cat(self.keys), return_inverse=True)
         weights = torch.cat(self.weights)

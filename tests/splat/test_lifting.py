@@ -37,17 +37,21 @@ def _geometry(s: dict) -> tuple:
 @pytest.mark.parametrize("include_void", [True, False])
 def test_gradient_lifting_matches_per_pixel_twin(include_void: bool) -> None:
     s = _scene()
-    # Tiny chunks: every view and every segment is rendered on its own, so the chunking is exercised too.
-    fast = lift_segments(*_geometry(s), s["maps"],
-                         LiftOptions(include_void=include_void, channels_per_chunk=2, views_per_chunk=1))
     slow = _lift_per_pixel(*_geometry(s), s["maps"], include_void=include_void)
+    # All views in one render, and tiny chunks (one view, two segments per render).
+    for options in (LiftOptions(include_void=include_void),
+                    LiftOptions(include_void=include_void, channels_per_chunk=2, views_per_chunk=1)):
+        _check_same(lift_segments(*_geometry(s), s["maps"], options), slow)
+    if not include_void:
+        assert bool((slow.segment_ids[slow.total_weight > 0] != 0).all())
+
+
+def _check_same(fast, slow) -> None:
     assert float((slow.total_weight > 0).float().mean()) > 0.5
     assert torch.equal(fast.segment_ids, slow.segment_ids)
     # float64 sums in a different order: rounding only.
     torch.testing.assert_close(fast.confidence, slow.confidence, rtol=0, atol=1e-12)
     torch.testing.assert_close(fast.total_weight, slow.total_weight, rtol=1e-12, atol=1e-12)
-    if not include_void:
-        assert bool((fast.segment_ids[fast.total_weight > 0] != 0).all())
 
 
 def test_chunk_sizes_do_not_change_the_result() -> None:
@@ -61,14 +65,16 @@ def test_chunk_sizes_do_not_change_the_result() -> None:
 def test_pair_sums_hand_computed() -> None:
     """Duplicates add up, ties go to the smaller segment id, unseen Gaussians are void with confidence 0."""
     labels = torch.tensor([0, 5, 9])
-    acc = _PairSums(n_labels=3, merge_every=2)  # merges on the second add
-    acc.add(torch.tensor([0, 0, 1]), torch.tensor([1, 2, 2]), torch.tensor([1.0, 2.0, 0.5]))
-    acc.add(torch.tensor([0, 1, 1]), torch.tensor([1, 1, 0]), torch.tensor([1.0, 0.5, 0.25]))
-    out = acc.select(labels, n_gaussians=3)
-    # Gaussian 0: segment 5 -> 2.0, segment 9 -> 2.0 (tie -> 5); Gaussian 1: 9 -> 0.5, 5 -> 0.5, 0 -> 0.25 (tie -> 5).
-    assert out.segment_ids.tolist() == [5, 5, 0]
-    torch.testing.assert_close(out.total_weight, torch.tensor([4.0, 1.25, 0.0]))
-    torch.testing.assert_close(out.confidence, torch.tensor([0.5, 0.4, 0.0]))
+    for merge_every in (2, 100):  # merged on the second add, or only when selecting
+        acc = _PairSums(n_labels=3, merge_every=merge_every)
+        acc.add(torch.tensor([0, 0, 1, 1]), torch.tensor([1, 2, 2, 2]), torch.tensor([0.5, 2.0, 0.25, 0.25]))
+        acc.add(torch.tensor([0, 1, 1, 0]), torch.tensor([1, 1, 0, 1]), torch.tensor([1.0, 0.5, 0.25, 0.5]))
+        out = acc.select(labels, n_gaussians=3)
+        # Gaussian 0: segment 5 -> 0.5 + 1 + 0.5 = 2, segment 9 -> 2 (tie -> 5).
+        # Gaussian 1: 9 -> 0.25 + 0.25 = 0.5 (duplicates within one add), 5 -> 0.5, 0 -> 0.25 (tie -> 5).
+        assert out.segment_ids.tolist() == [5, 5, 0]
+        torch.testing.assert_close(out.total_weight, torch.tensor([4.0, 1.25, 0.0]))
+        torch.testing.assert_close(out.confidence, torch.tensor([0.5, 0.4, 0.0]))
 
 
 def _opaque_grid(seed: int = 0) -> tuple[dict, torch.Tensor, torch.Tensor]:

@@ -238,7 +238,7 @@ def test_torch_backend_matches_gsplat_on_cuda(mode: str) -> None:
         w = torch.randn(render.shape, generator=g, device="cuda")
         ((render * w).sum() + alphas.sum()).backward()
         grads = {k: p[k].grad for k in PARAMS if p[k].grad is not None}
-        outs[backend] = (render, alphas, info, grads)
+        outs[backend] = (render.detach(), alphas.detach(), info, grads)
     r_g, a_g, i_g, g_g = outs["gsplat"]
     r_t, a_t, i_t, g_t = outs["torch"]
     assert torch.equal(i_g["radii"], i_t["radii"])

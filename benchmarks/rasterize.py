@@ -145,12 +145,16 @@ def _visible(scene: dict, viewmats: torch.Tensor, Ks: torch.Tensor, width: int, 
     return int((info["radii"] > 0).sum())
 
 
-def _block_labels(n_views: int, height: int, width: int, n_segments: int) -> torch.Tensor:
-    """Label maps of 4x4-pixel blocks with random segment ids in 0..n_segments (0 = void): up to 768 distinct
-    segments per 128x96 view, far more than real panoptic maps have (the worst case for lifting)."""
+def _block_labels(n_views: int, height: int, width: int, n_segments: int, per_view: int = 30) -> torch.Tensor:
+    """Label maps of 8x8-pixel blocks; each view shows up to `per_view` segments drawn from ids 1..n_segments,
+    plus void (0): like panoptic maps, where a scene has many segments and a view shows a few dozen."""
     g = torch.Generator().manual_seed(1)
-    coarse = torch.randint(0, n_segments + 1, (n_views, math.ceil(height / 4), math.ceil(width / 4)), generator=g)
-    return coarse.repeat_interleave(4, 1).repeat_interleave(4, 2)[:, :height, :width]
+    maps = []
+    for _ in range(n_views):
+        ids = torch.cat([torch.zeros(1, dtype=torch.long), torch.randperm(n_segments, generator=g)[:per_view] + 1])
+        coarse = ids[torch.randint(0, len(ids), (math.ceil(height / 8), math.ceil(width / 8)), generator=g)]
+        maps.append(coarse.repeat_interleave(8, 0).repeat_interleave(8, 1)[:height, :width])
+    return torch.stack(maps)
 
 
 if __name__ == "__main__":

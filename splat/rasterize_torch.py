@@ -11,13 +11,16 @@ gsplat's `rasterization` needs CUDA even on its "pure torch" path, so this modul
    as `rasterize_to_pixels_fwd.cu` does: `alpha = min(0.999, opacity * exp(-sigma))`, Gaussians with `sigma < 0` or
    `alpha < 1/255` skipped, and the pixel stops (exclusively) once the transmittance would drop to 1e-4 or below.
 
-The compositing is dense inside a tile: a chunk of tiles is one `[tiles, pixels, K]` block (K = the longest
-Gaussian list of the chunk, shorter lists padded with zero-opacity entries), so transmittance is a `cumprod` along
-K (the same sequential float product as the kernel) and the colour sum is one batched matrix product. Chunks are
-bounded by `ELEMENT_BUDGET`, so memory stays bounded whatever the scene; a single tile that is too long on its own
-is split into row blocks. The backward pass is written by hand (a custom `autograd.Function`) from the same
-formulas as gsplat's `rasterize_to_pixels_bwd.cu`, which is several times cheaper than autograd through the block,
-and it fills `means2d.absgrad` when asked, so `DefaultStrategy(absgrad=True)` works too.
+Each 16x16 tile is split into 4x4-pixel blocks, and a block keeps only the Gaussians of its tile's list whose
+alpha could reach 1/255 somewhere in it (a conservative bound; it drops only pairs the kernel skips anyway), which
+shrinks the work several-fold. Compositing is dense inside a block: a chunk of blocks is one `[blocks, 16, K]`
+array (K = the longest list of the chunk, shorter lists padded with zero-opacity entries; blocks sorted by list
+length so padding stays small), transmittance is a `cumprod` along K (the kernel's sequential float product) and
+the colour sum is one batched matrix product. Chunks are bounded by `ELEMENT_BUDGET` elements, so memory stays
+bounded whatever the scene (only a single block with over budget / 16 Gaussians, unheard of, exceeds it). The
+backward pass is written by hand (a custom `autograd.Function`) from the formulas of gsplat's
+`rasterize_to_pixels_bwd.cu`, several times cheaper than autograd through the arrays, and it fills
+`means2d.absgrad` when asked, so `DefaultStrategy(absgrad=True)` works too.
 
 Intrinsics here follow gsplat (pixel centres at +0.5); `panst3r_splat.splat.rasterize` converts from the
 project's integer-centre convention before calling `rasterize_torch`.
@@ -53,7 +56,7 @@ T_MIN = 1e-4
 BLOCK = 4
 """Pixel blocks (BLOCK x BLOCK) inside a tile get their own culled Gaussian list; must divide TILE_SIZE."""
 ELEMENT_BUDGET = 1 << 22
-"""Largest `[tiles, pixels, K]` block composited at once (about 16 MiB per float32 temporary)."""
+"""Largest `[blocks, pixels, K]` array composited at once (16 MiB per float32 temporary)."""
 CACHE_BUDGET = 1 << 24
 """Forward blocks are kept for the backward pass while their total stays under this many elements; beyond it the
 backward pass recomputes them, which bounds training memory at the price of one more forward."""

@@ -253,3 +253,16 @@ def test_torch_backend_matches_gsplat_on_cuda(mode: str) -> None:
         assert rel < 1e-3, f"gradient of {k}: relative difference {rel}"
     rel = float((i_t["means2d"].grad - i_g["means2d"].grad).norm() / i_g["means2d"].grad.norm())
     assert rel < 1e-3
+
+
+def test_gaussian_in_the_camera_plane_keeps_gradients_finite() -> None:
+    """gsplat's reference projection divides by z = 0 for a Gaussian in the camera plane; ours culls it cleanly."""
+    s = _scene(n=12, seed=9)
+    means = s["means"].clone()
+    means[0, 2] = 0.0  # exactly in the plane of camera 0
+    means.requires_grad_()
+    render, _, info = rasterize(means, s["quats"], s["scales"], s["opacities"], s["colors"], s["viewmats"][:1],
+                                s["Ks"][:1], W, H, backend="torch")
+    render.sum().backward()
+    assert int(info["radii"][0, 0]) == 0
+    assert bool(torch.isfinite(means.grad).all()) and float(means.grad[1:].abs().sum()) > 0

@@ -38,7 +38,7 @@ def room_scene(n: int, seed: int = 0) -> dict[str, torch.Tensor]:
     for i, (o, a, b) in enumerate(planes):
         sel = surface == i
         pts[sel] = torch.tensor(o) + u[sel, :1] * torch.tensor(a) + u[sel, 1:] * torch.tensor(b)
-    knn = torch.cdist(pts, pts).topk(4, largest=False).values[:, 1:]
+    knn = torch.cat([torch.cdist(part, pts).topk(4, largest=False).values[:, 1:] for part in pts.split(2048)])
     scale = knn.mean(-1).clamp(min=1e-3)
     return {
         "means": pts,

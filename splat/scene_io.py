@@ -215,6 +215,26 @@ def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=1) + "\n")
 
 
+def save_alignment(path: str | Path, alignment: Alignment) -> Path:
+    """Write an alignment file (the format of SCENE/alignment.json) atomically, e.g. once `render` has estimated
+    the frame of a scene fitted from predictions; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        _write_json(tmp, _alignment_json(alignment))
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_alignment(path: str | Path) -> Alignment:
+    """Read an alignment file written by `save_alignment` or `save_scene`."""
+    path = Path(path)
+    return _alignment_from_json(_read_json(path), path)
+
+
 def is_scene_folder(folder: str | Path) -> bool:
     """Whether `folder` looks like a fitted scene (has gaussians.ply)."""
     return (Path(folder) / GAUSSIANS_FILE).is_file()

@@ -411,7 +411,7 @@ def _run_steps(state: _State, strategy: Any, cameras: Cameras, images: Tensor, s
             config.means_lr * state.scene_scale * config.means_lr_final ** frac)
         pred, info = _render_view(state, cameras, view, config, sh_degree, seg_index is not None)
         if strategy is not None:
-            strategy.step_pre_backward(state.params, state.optimizers, state.strategy_state, step, info)
+            strategy.step_pre_backward(state.params, state.optimizers, state.strategy_state, step + 1, info)
         loss = _step_loss(pred, images[view], None if seg_index is None else seg_index[view], seg_colours, config)
         loss.backward()
         for key, opt in state.optimizers.items():
@@ -424,8 +424,11 @@ def _run_steps(state: _State, strategy: Any, cameras: Cameras, images: Tensor, s
             state.cam_optimizer.step()
             state.cam_optimizer.zero_grad(set_to_none=True)
         if strategy is not None:
-            # After the optimiser step, as gsplat's simple_trainer does.
-            strategy.step_post_backward(state.params, state.optimizers, state.strategy_state, step, info,
+            # After the optimiser step, as gsplat's simple_trainer does. The strategy counts steps from 1: its opacity
+            # reset fires whenever `step % reset_every == 0`, step 0 included, which would clamp every initial
+            # opacity to 2 * prune_opa before training starts (harmless over 30k steps, ruinous for the short
+            # few-view runs here, which never reach `reset_every`).
+            strategy.step_post_backward(state.params, state.optimizers, state.strategy_state, step + 1, info,
                                         packed=info.get("gaussian_ids") is not None)
         state.losses.append(float(loss.detach()))
         state.step += 1

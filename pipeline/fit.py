@@ -1,0 +1,361 @@
+"""`panst3r-splat fit`: a labelled 3DGS scene from a predictions folder, or from a dataset's ground truth (oracle).
+
+Both sources are first turned into the same `FitInputs` (cameras, images, per-view segment maps, a coloured point
+cloud and the segment legend), so the rest is one code path (`fit_scene`):
+
+    points --init_from_points--> Gaussians --train_scene--> trained Gaussians --lift_segments--> labelled Gaussians
+                                             (L1 + SSIM + instance-colour regularisation on the segment maps)
+
+- From predictions (`inputs_from_predictions`): everything at the model's resolution: `K`, `T_world_cam`, the
+  images as the model saw them, the merged `panoptic` maps as segment maps, and the fused point cloud of the
+  points whose confidence passes a threshold (`POINT_CONF_THRESHOLD`, as `points.ply`). The legend comes from
+  `segments.json` with the predictions' class names and dataset class ids.
+- Oracle (`inputs_from_dataset`): the dataset's cameras, colour frames and depth (back-projected, subsampled) of
+  one split, and ground-truth segments: one per thing instance, one per stuff class (`gt_segments`). It measures
+  splatting + lifting alone, free of prediction errors; the scene frame is the dataset frame (identity alignment).
+
+The resume checkpoint of training sits beside the output folder (`.SCENE.train.ckpt`, see `checkpoint_paths`),
+with a fingerprint of the inputs next to it, so an interrupted fit continues where it stopped when the same command
+runs again, and a checkpoint of other inputs is never picked up by mistake. Both files are removed once the scene
+is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import numpy as np
+import torch
+from jaxtyping import Float, Float32, Int64, UInt8, UInt16
+from torch import Tensor
+
+from panst3r_splat.core import class_table
+from panst3r_splat.core.geometry import fused_point_cloud
+from panst3r_splat.core.predictions import (
+    POINT_CONF_THRESHOLD, SEGMENTS_FILE, frame_stem, load_predictions, read_segments,
+)
+from panst3r_splat.pipeline.errors import UserError
+from panst3r_splat.pipeline.panoptic_lifting import read_panoptic_lifting
+from panst3r_splat.splat.gaussians import Cameras, init_from_points
+from panst3r_splat.splat.lifting import LiftOptions, lift_segments
+from panst3r_splat.splat.scene_io import (
+    Alignment, FittedScene, SegmentInfo, is_scene_folder, make_segment, save_scene, software_versions,
+)
+from panst3r_splat.splat.train import TrainConfig, train_scene
+
+logger = logging.getLogger(__name__)
+
+MAX_INIT_POINTS = 400_000
+"""Back-projected depth points kept (at random) before the voxel downsampling to the Gaussian budget."""
+FINGERPRINT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FitInputs:
+    """What a fit needs, whatever the source; all views share one image size."""
+
+    cameras: Cameras
+    """Input cameras (OpenCV, camera-to-world, pixel-centre K) at the images' resolution."""
+    images: UInt8[Tensor, "V H W 3"]
+    segment_maps: Int64[Tensor, "V H W"]
+    """Panoptic segment id per pixel (0 = void), the same id for the same object in every view."""
+    points: Float32[np.ndarray, "P 3"]
+    """Initial point cloud in the scene frame."""
+    colors: UInt8[np.ndarray, "P 3"]
+    legend: tuple[SegmentInfo, ...]
+    """Every segment id of `segment_maps` (except 0) with its class."""
+    source: Mapping[str, Any] = field(default_factory=dict)
+    """Where the inputs came from (recorded in scene.json)."""
+    alignment: Optional[Alignment] = None
+    """Scene -> dataset similarity when the scene frame is a dataset's frame (oracle: identity)."""
+
+    def __post_init__(self) -> None:
+        V, H, W = self.segment_maps.shape
+        if tuple(self.images.shape) != (V, H, W, 3) or len(self.cameras) != V:
+            raise ValueError(f"fit inputs disagree: {len(self.cameras)} cameras, images {tuple(self.images.shape)}, "
+                             f"segment maps {tuple(self.segment_maps.shape)}")
+        if (self.cameras.height, self.cameras.width) != (H, W):
+            raise ValueError(f"cameras are {self.cameras.width}x{self.cameras.height} but the images {W}x{H}")
+        present = set(torch.unique(self.segment_maps).tolist()) - {0}
+        missing = sorted(present - {s.id for s in self.legend})
+        if missing:
+            raise ValueError(f"segment ids {missing[:10]} of the segment maps are missing from the legend")
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """Settings of `fit_scene` beyond the training hyper-parameters."""
+
+    train: TrainConfig = TrainConfig()
+    """3DGS training (steps, seed, learning rates, densification)."""
+    budget: int = 20_000
+    """Initial number of Gaussians (the point cloud is voxel-downsampled to at most this many)."""
+    sh_degree: int = 1
+    """Spherical-harmonic degree of the colours (few input views: low degrees extrapolate better)."""
+    init_opacity: float = 0.1
+    ignore_void: bool = False
+    """Lifting: void pixels do not vote (holes in the masks are filled from other views) instead of voting void."""
+    stop_after: Optional[int] = None
+    """Stop training after this many steps in total (checkpointed; run again to continue); no scene is written."""
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What `fit_scene` did."""
+
+    scene: Optional[FittedScene]
+    """The fitted scene (None when training stopped early at `stop_after`)."""
+    steps_done: int
+    seconds: Mapping[str, float]
+    """Wall time per stage: init, train, lift, save."""
+
+
+# ------------------------------------------------------------------------------------------------ geometry helpers
+
+
+def backproject_depth(depth: Float[np.ndarray, "V H W"], K: Float[np.ndarray, "V 3 3"],
+                      T_world_cam: Float[np.ndarray, "V 4 4"]) -> tuple[Float[np.ndarray, "P 3"], np.ndarray]:
+    """World points of every pixel with depth > 0 (z-depth, pixel-centre K) and their flat indices into (V, H, W).
+
+    Points come in view, then row-major pixel order.
+    """
+    V, H, W = depth.shape
+    v_idx, rows, cols = np.nonzero(depth > 0)
+    z = depth[v_idx, rows, cols].astype(np.float64)
+    Ks = K[v_idx].astype(np.float64)
+    x = (cols - Ks[:, 0, 2]) / Ks[:, 0, 0] * z
+    y = (rows - Ks[:, 1, 2]) / Ks[:, 1, 1] * z
+    local = np.stack([x, y, z], axis=1)  # [P, 3], camera frame
+    T = T_world_cam[v_idx].astype(np.float64)
+    world = np.einsum("pij,pj->pi", T[:, :3, :3], local) + T[:, :3, 3]
+    return world, np.ravel_multi_index((v_idx, rows, cols), (V, H, W))
+
+
+def _backproject_depth(depth: np.ndarray, K: np.ndarray, T_world_cam: np.ndarray) -> np.ndarray:
+    """Reference twin of `backproject_depth`: pixel by pixel through the inverse intrinsics."""
+    out = []
+    for v in range(depth.shape[0]):
+        K_inv = np.linalg.inv(K[v])
+        for r in range(depth.shape[1]):
+            for c in range(depth.shape[2]):
+                if depth[v, r, c] > 0:
+                    ray = K_inv @ np.array([c, r, 1.0])
+                    p = ray / ray[2] * depth[v, r, c]
+                    out.append(T_world_cam[v, :3, :3] @ p + T_world_cam[v, :3, 3])
+    return np.array(out).reshape(-1, 3)
+
+
+def gt_segments(semantics: UInt8[np.ndarray, "V H W"], instances: UInt16[np.ndarray, "V H W"]
+                ) -> tuple[Int64[np.ndarray, "V H W"], tuple[SegmentInfo, ...]]:
+    """Ground-truth panoptic segments: one per thing instance, one per stuff class.
+
+    A pixel of a thing class (class table) with an instance id > 0 belongs to that instance: segment id = the
+    dataset's instance id, so exported `instance_id`s are the dataset's. Every other labelled pixel (stuff classes,
+    and thing-class pixels without an instance) belongs to its class's segment, id `max instance id + class id`
+    (isthing False: one region per class). Class 0 is void (segment 0). An instance seen with several classes
+    takes its majority class.
+    """
+    sem = semantics.astype(np.int64)
+    inst = instances.astype(np.int64)
+    unknown = sorted(set(np.unique(sem).tolist()) - set(class_table.CLASS_BY_ID) - {class_table.VOID_ID})
+    if unknown:
+        raise UserError(f"ground-truth classes {unknown[:10]} are not in the class table (ids 1..21); "
+                        "the dataset must use the 21 reduced ScanNet classes")
+    is_thing = np.zeros(class_table.NUM_CLASSES + 1, dtype=bool)
+    is_thing[sorted(class_table.THING_IDS)] = True
+    thing_px = is_thing[sem] & (inst > 0)
+    offset = int(inst[thing_px].max(initial=0))
+    if offset + class_table.NUM_CLASSES > np.iinfo(np.uint16).max:
+        raise UserError(f"instance ids reach {offset}: too large to add one stuff segment per class within uint16")
+    seg = np.where(thing_px, inst, np.where(sem > 0, offset + sem, 0))
+    legend = []
+    for sid in np.unique(seg[thing_px]).tolist():
+        classes, counts = np.unique(sem[thing_px & (seg == sid)], return_counts=True)
+        cls = class_table.CLASS_BY_ID[int(classes[np.argmax(counts)])]
+        legend.append(make_segment(sid, cls.id - 1, cls.id, cls.name, True))
+    for cid in np.unique(sem[~thing_px & (sem > 0)]).tolist():
+        cls = class_table.CLASS_BY_ID[int(cid)]
+        legend.append(make_segment(offset + cls.id, cls.id - 1, cls.id, cls.name, False))
+    return seg, tuple(legend)
+
+
+# ------------------------------------------------------------------------------------------------------ sources
+
+
+def inputs_from_predictions(folder: Path, *, conf_threshold: float = POINT_CONF_THRESHOLD) -> FitInputs:
+    """Cameras, images, merged panoptic maps, fused points and legend of a predictions folder (model resolution)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"predictions folder {folder} does not exist; write one with `panst3r-splat predict`")
+    try:
+        pred = load_predictions(folder)
+        segments = read_segments(folder / SEGMENTS_FILE, num_classes=len(pred.class_names))
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    V, H, W, _ = pred.images.shape
+    names = tuple(frame_stem(str(n)) for n in pred.image_names)
+    if len(set(names)) != len(names):
+        raise UserError(f"{folder}: input frames share names; rename the images so every view has its own name")
+    cameras = Cameras(K=torch.from_numpy(pred.K).float(), T_world_cam=torch.from_numpy(pred.T_world_cam).float(),
+                      width=W, height=H, names=names)
+    points, colors = fused_point_cloud(torch.from_numpy(pred.pts3d), torch.from_numpy(pred.images),
+                                       torch.from_numpy(pred.conf), conf_threshold)
+    if len(points) == 0:
+        raise UserError(f"no predicted point of {folder} has confidence >= {conf_threshold}; "
+                        "lower --conf-threshold")
+    legend = tuple(make_segment(s["id"], s["category_id"], int(pred.class_ids[s["category_id"]]),
+                                str(pred.class_names[s["category_id"]]), s["isthing"], s["score"])
+                   for s in segments)
+    present = set(np.unique(pred.panoptic).tolist()) - {0}
+    missing = sorted(present - {s.id for s in legend})
+    if missing:
+        raise UserError(f"{folder / SEGMENTS_FILE} lacks segment ids {missing[:10]} of the panoptic maps; "
+                        "re-run `panst3r-splat merge` on the folder")
+    source = {"kind": "predictions", "path": str(folder.resolve()), "conf_threshold": conf_threshold,
+              "views": list(names), "orig_hw": pred.orig_hw.tolist(), "to_orig": pred.to_orig.tolist(),
+              "class_names": [str(c) for c in pred.class_names]}
+    return FitInputs(cameras=cameras, images=torch.from_numpy(pred.images),
+                     segment_maps=torch.from_numpy(pred.panoptic.astype(np.int64)),
+                     points=points.numpy().astype(np.float32), colors=colors.numpy().astype(np.uint8),
+                     legend=legend, source=source)
+
+
+def inputs_from_dataset(folder: Path, *, split: str = "train", max_points: int = MAX_INIT_POINTS,
+                        seed: int = 0) -> FitInputs:
+    """Ground-truth cameras, colour frames, GT segments and back-projected depth of a Panoptic Lifting scene split."""
+    folder = Path(folder)
+    data = read_panoptic_lifting(folder, split=split if (folder / "splits.json").is_file() else None)
+    V, H, W, _ = data.images.shape
+    K = np.repeat(data.K[None], V, axis=0)
+    points, flat = backproject_depth(data.depth, K, data.T_world_cam)
+    if len(points) == 0:
+        raise UserError(f"the depth maps of {folder} ({split}) hold no valid depth; the oracle fit needs depth/")
+    if len(points) > max_points:
+        keep = np.sort(np.random.default_rng(seed).choice(len(points), max_points, replace=False))
+        points, flat = points[keep], flat[keep]
+    colors = data.images.reshape(-1, 3)[flat]
+    segment_maps, legend = gt_segments(data.semantics, data.instances)
+    cameras = Cameras(K=torch.from_numpy(K).float(), T_world_cam=torch.from_numpy(data.T_world_cam).float(),
+                      width=W, height=H, names=data.frame_names)
+    dataset = str(folder.resolve())
+    identity = Alignment(scale=1.0, R=((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)), t=(0.0, 0.0, 0.0),
+                         residual=0.0, rotation_error_deg=0.0, views=data.frame_names, dataset=dataset)
+    source = {"kind": "dataset", "oracle": True, "path": dataset, "split": split, "views": list(data.frame_names)}
+    return FitInputs(cameras=cameras, images=torch.from_numpy(data.images),
+                     segment_maps=torch.from_numpy(segment_maps), points=points.astype(np.float32),
+                     colors=colors.astype(np.uint8), legend=legend, source=source, alignment=identity)
+
+
+# ------------------------------------------------------------------------------------------------------ fitting
+
+
+def checkpoint_paths(out: Path) -> tuple[Path, Path]:
+    """The training checkpoint beside the scene folder and the fingerprint of the inputs it was made from."""
+    out = Path(out)
+    return out.parent / f".{out.name}.train.ckpt", out.parent / f".{out.name}.train.json"
+
+
+def inputs_fingerprint(inputs: FitInputs, options: FitOptions) -> str:
+    """Hash of everything that shapes training besides the training config (which the checkpoint checks itself)."""
+    h = hashlib.sha256()
+    for t in (inputs.cameras.K, inputs.cameras.T_world_cam, inputs.images, inputs.segment_maps):
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    h.update(np.ascontiguousarray(inputs.points).tobytes())
+    h.update(np.ascontiguousarray(inputs.colors).tobytes())
+    h.update(json.dumps([FINGERPRINT_VERSION, options.budget, options.sh_degree, options.init_opacity]).encode())
+    return h.hexdigest()
+
+
+def _prepare_checkpoint(out: Path, fingerprint: str) -> Path:
+    ckpt, meta = checkpoint_paths(out)
+    if ckpt.exists():
+        saved = json.loads(meta.read_text()).get("inputs") if meta.is_file() else None
+        if saved != fingerprint:
+            raise UserError(f"{ckpt} belongs to a fit of other inputs; delete it (and {meta.name}) to start afresh")
+        logger.info("resuming the interrupted fit from %s", ckpt)
+    else:
+        meta.parent.mkdir(parents=True, exist_ok=True)
+        meta.write_text(json.dumps({"inputs": fingerprint}) + "\n")
+    return ckpt
+
+
+def check_output_folder(out: Path, overwrite: bool) -> None:
+    """Refuse an output that is a file, a non-empty folder other than a scene, or (without `overwrite`) a scene."""
+    out = Path(out)
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise UserError(f"--out {out} is a file; choose a folder")
+    if is_scene_folder(out):
+        if not overwrite:
+            raise UserError(f"{out} already holds a fitted scene; pass --overwrite to replace it or choose another --out")
+    elif any(out.iterdir()):
+        raise UserError(f"{out} exists and is not a fitted scene folder; choose a new --out folder or empty it")
+
+
+def fit_scene(inputs: FitInputs, out: Path, options: FitOptions, device: torch.device) -> FitResult:
+    """Initialise, train (resumably), lift the segments onto the Gaussians and write the SCENE folder."""
+    out = Path(out)
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    try:
+        scene = init_from_points(inputs.points, inputs.colors, options.budget, sh_degree=options.sh_degree,
+                                 init_opacity=options.init_opacity)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    seconds["init"] = time.perf_counter() - start
+    logger.info("fit: %d views at %dx%d, %d Gaussians from %d points, %d segments", len(inputs.cameras),
+                inputs.cameras.width, inputs.cameras.height, len(scene), len(inputs.points), len(inputs.legend))
+    ckpt = _prepare_checkpoint(out, inputs_fingerprint(inputs, options))
+    start = time.perf_counter()
+    try:
+        trained = train_scene(scene, inputs.cameras, inputs.images, inputs.segment_maps, options.train, device,
+                              checkpoint=ckpt, stop_at=options.stop_after)
+    except ValueError as err:  # a checkpoint written with other settings
+        raise UserError(str(err)) from None
+    seconds["train"] = time.perf_counter() - start
+    if trained.steps_done < options.train.steps:
+        logger.info("fit: stopped after %d of %d steps; run the same command again to continue (checkpoint %s)",
+                    trained.steps_done, options.train.steps, ckpt)
+        return FitResult(scene=None, steps_done=trained.steps_done, seconds=seconds)
+    start = time.perf_counter()
+    gaussians = trained.scene.to(device)
+    lifted = lift_segments(gaussians.means, gaussians.quats, gaussians.scales, gaussians.opacities,
+                           trained.cameras.T_cam_world.to(device), trained.cameras.K.to(device),
+                           inputs.segment_maps.to(device),
+                           LiftOptions(include_void=not options.ignore_void, backend=options.train.backend))
+    labelled = trained.scene.with_labels(lifted.segment_ids.cpu(), lifted.confidence.cpu())
+    seconds["lift"] = time.perf_counter() - start
+    start = time.perf_counter()
+    used = set(lifted.segment_ids.unique().tolist())
+    info = {
+        "source": dict(inputs.source),
+        "settings": {"train": dataclasses.asdict(options.train), "budget": options.budget,
+                     "sh_degree": options.sh_degree, "init_opacity": options.init_opacity,
+                     "ignore_void": options.ignore_void, "device": str(device)},
+        "versions": software_versions(),
+        "steps": trained.steps_done,
+        "final_loss": trained.losses[-1] if trained.losses else None,
+        "seconds": {k: round(v, 3) for k, v in seconds.items()},
+        "segments_lifted": len(used - {0}),
+        "segments_in_inputs": len(inputs.legend),
+    }
+    fitted = FittedScene(gaussians=labelled, cameras=trained.cameras.to("cpu"), segments=inputs.legend,
+                         alignment=inputs.alignment, info=info)
+    try:
+        save_scene(out, fitted)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    seconds["save"] = time.perf_counter() - start
+    for path in checkpoint_paths(out):
+        path.unlink(missing_ok=True)
+    logger.info("fit: wrote %s (%d Gaussians; %d of %d segments carried by Gaussians) in %.1f s", out,
+                len(labelled), len(used - {0}), len(inputs.legend), sum(seconds.values()))
+    return FitResult(scene=fitted, steps_done=trained.steps_done, seconds=seconds)

@@ -353,11 +353,13 @@ def _deltas(chunk: _Chunk, means2d: Tensor) -> tuple[Tensor, Tensor]:
 def _block_forward(chunk: _Chunk, means2d: Tensor, conics: Tensor, opacities: Tensor) -> _Block:
     """Alpha, transmittance and what is left, for every (pixel, Gaussian) pair of a chunk."""
     dx, dy = _deltas(chunk, means2d)
-    con = conics[chunk.gids]  # [B, K, 3]
-    sigma = 0.5 * (con[:, None, :, 0] * dx * dx + con[:, None, :, 2] * dy * dy) + con[:, None, :, 1] * dx * dy
+    con = conics[chunk.gids][:, None]  # [B, 1, K, 3]
+    # sigma = 0.5 (a dx^2 + c dy^2) + b dx dy, in as few passes over [B, P, K] as possible
+    sigma = dx * torch.addcmul(0.5 * con[..., 0] * dx, con[..., 1], dy)
+    sigma.addcmul_(0.5 * con[..., 2] * dy, dy)
     opac = torch.where(chunk.valid, opacities[chunk.gids], torch.zeros_like(opacities[chunk.gids]))  # [B, K]
-    alpha = torch.clamp_max(opac[:, None, :] * torch.exp(-sigma), ALPHA_MAX)
-    alpha = torch.where((sigma >= 0) & (alpha >= ALPHA_MIN), alpha, torch.zeros_like(alpha))
+    alpha = (opac[:, None, :] * torch.exp(-sigma)).clamp_max_(ALPHA_MAX)
+    alpha.mul_((sigma >= 0) & (alpha >= ALPHA_MIN))
     t_incl = torch.cumprod(1.0 - alpha, dim=-1)  # skipped Gaussians multiply by exactly 1
     alive = t_incl > T_MIN  # a prefix along K: everything from the stopping Gaussian on is dropped
     trans = torch.cat([torch.ones_like(t_incl[..., :1]), t_incl[..., :-1]], dim=-1)
@@ -469,20 +471,25 @@ def _block_geom_grads(
     safe_opac = torch.where(opac > 0, opac, torch.ones_like(opac))
     v_opac = (v_alpha * alpha).sum(1) / safe_opac  # alpha / opacity = exp(-sigma)
 
-    dx, dy = _deltas(chunk, means2d)
-    con = conics[chunk.gids]  # [B, K, 3]
-    v_dx = v_sigma * (con[:, None, :, 0] * dx + con[:, None, :, 1] * dy)
-    v_dy = v_sigma * (con[:, None, :, 1] * dx + con[:, None, :, 2] * dy)
-    parts = [
-        v_dx.sum(1),
-        v_dy.sum(1),
-        0.5 * (v_sigma * dx * dx).sum(1),
-        (v_sigma * dx * dy).sum(1),
-        0.5 * (v_sigma * dy * dy).sum(1),
-        v_opac,
-    ]
+    # sum_p v_sigma * (dx, dy, dx^2, dx dy, dy^2) for every (block, Gaussian) from one batched product with the
+    # pixels' moments (1, x, y, x^2, xy, y^2), in coordinates local to the block so nothing large cancels.
+    x = chunk.px.to(alpha.dtype) - chunk.px[:, :1].to(alpha.dtype)  # [B, P], 0 .. BLOCK - 1
+    y = chunk.py.to(alpha.dtype) - chunk.py[:, :1].to(alpha.dtype)
+    moments = torch.bmm(v_sigma.transpose(1, 2), torch.stack([torch.ones_like(x), x, y, x * x, x * y, y * y], -1))
+    s0, sx, sy, sxx, sxy, syy = moments.unbind(-1)  # [B, K] each
+    m = means2d[chunk.gids]  # [B, K, 2]
+    mx = m[..., 0] - chunk.px[:, :1].to(m.dtype)
+    my = m[..., 1] - chunk.py[:, :1].to(m.dtype)
+    s_dx, s_dy = mx * s0 - sx, my * s0 - sy  # sum_p v_sigma dx, with dx = mean - pixel
+    s_dxx = mx * mx * s0 - 2 * mx * sx + sxx
+    s_dxy = mx * my * s0 - mx * sy - my * sx + sxy
+    s_dyy = my * my * s0 - 2 * my * sy + syy
+    a, b, c = conics[chunk.gids].unbind(-1)  # [B, K]
+    parts = [a * s_dx + b * s_dy, b * s_dx + c * s_dy, 0.5 * s_dxx, s_dxy, 0.5 * s_dyy, v_opac]
     if with_abs:  # per-pixel absolute values, summed (gsplat's `absgrad`, AbsGS)
-        parts += [v_dx.abs().sum(1), v_dy.abs().sum(1)]
+        dx, dy = _deltas(chunk, means2d)
+        parts.append((v_sigma * (a[:, None] * dx + b[:, None] * dy)).abs().sum(1))
+        parts.append((v_sigma * (b[:, None] * dx + c[:, None] * dy)).abs().sum(1))
     return torch.stack(parts, dim=-1).flatten(0, 1)  # [B * K, 6 or 8]
 
 

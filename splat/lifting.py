@@ -65,9 +65,13 @@ class LiftOptions:
     """Views rendered in one call; None picks as many as `PIXEL_CHANNEL_BUDGET` allows for both the label
     images (views x pixels x channels) and the per-camera colours (views x Gaussians x channels)."""
     near_plane: float = 0.01
+    """Rasterisation near plane (camera units); use the same values as the renders the labels are meant for."""
     far_plane: float = 1e10
+    """Rasterisation far plane."""
     eps2d: float = 0.3
+    """2D blur added to every projected covariance (pixels^2), as in training."""
     backend: Backend = "auto"
+    """"auto" (gsplat on CUDA, torch elsewhere), "gsplat" or "torch"."""
     progress: bool = False
     """Show a progress bar over view chunks."""
 
@@ -117,7 +121,10 @@ def lift_segments(
                                            options)  # [V', N, D]
             v, g, d = torch.nonzero(weights > 0, as_tuple=True)
             acc.add(g, channels[v, d], weights[v, g, d])
-    return acc.select(labels, N)
+    lifted = acc.select(labels, N)
+    logger.debug("lifted %d segments from %d views onto %d Gaussians (%d seen by no counted pixel)", S, V, N,
+                 int((lifted.total_weight == 0).sum()))
+    return lifted
 
 
 def _present_labels(compact: Tensor, counted: Tensor) -> Tensor:

@@ -178,23 +178,32 @@ def _tolerance(M: np.ndarray) -> float:
     return 1e-12 * (1.0 + float(np.abs(M).sum()))
 
 
+def _descend(
+    off: np.ndarray, c: np.ndarray, x: np.ndarray, field: np.ndarray, tol: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Steepest-descent single flips on every row of x [R, n], in place, with its fields ``x @ off``.
+
+    Only rows that moved in the last step are looked at again: the others are already at a local minimum.
+    """
+    active = np.arange(len(x))
+    while active.size:
+        deltas = (1.0 - 2.0 * x[active]) * (c + 2.0 * field[active])
+        j = deltas.argmin(1)
+        improving = deltas[np.arange(len(active)), j] < -tol
+        active, j = active[improving], j[improving]
+        if not active.size:
+            break
+        sign = 1.0 - 2.0 * x[active, j]
+        x[active, j] += sign
+        field[active] += sign[:, None] * off[j]
+    return x, field
+
+
 def _polish(M: np.ndarray, b: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Steepest-descent single flips on every row of x [R, n] until no flip lowers the energy."""
-    x = x.copy()
     off, c = _split(M, b)
-    field = x @ off
-    tol = _tolerance(M)
-    chains = np.arange(len(x))
-    while True:  # ends: every move lowers the energy by more than tol
-        deltas = (1.0 - 2.0 * x) * (c + 2.0 * field)
-        j = deltas.argmin(1)
-        improving = deltas[chains, j] < -tol
-        if not improving.any():
-            return x
-        r, jr = chains[improving], j[improving]
-        sr = 1.0 - 2.0 * x[r, jr]
-        x[r, jr] += sr
-        field[r] += sr[:, None] * off[jr]
+    x = x.copy()
+    return _descend(off, c, x, x @ off, _tolerance(M))[0]
 
 
 def _polish_pairs(M: np.ndarray, b: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -203,14 +212,14 @@ def _polish_pairs(M: np.ndarray, b: np.ndarray, x: np.ndarray) -> np.ndarray:
     Flipping i and j together changes the energy by ``d_i + d_j + 2 M_ij s_i s_j``; pair moves swap a duplicate
     or partial mask for a better one, which single flips cannot do without first going uphill.
     """
-    off, _ = _split(M, b)
+    off, c = _split(M, b)
     tol = _tolerance(M)
     n = M.shape[0]
     eye = np.eye(n, dtype=bool)
     x = _polish(M, b, x)
     while True:
         sign = 1.0 - 2.0 * x
-        deltas = sign * (np.diag(M) + b + 2.0 * (x @ off))
+        deltas = sign * (c + 2.0 * (x @ off))
         pair = deltas[:, :, None] + deltas[:, None, :] + 2.0 * off[None] * sign[:, :, None] * sign[:, None, :]
         pair[:, eye] = np.inf
         best = pair.reshape(len(x), -1).argmin(1)
@@ -229,25 +238,30 @@ def _iterated_local_search(
 ) -> np.ndarray:
     """Kick each state [S, n] with a few random flips, descend again, keep the result if it is lower; repeat.
 
-    All kicks of a round are polished together (one vectorised single-flip descent), so a round costs a handful of
-    [S * perturbations, n] array operations.
+    All kicks of a round are polished together (one vectorised single-flip descent). Fields and energies are
+    carried along (``E(x) = x . (diag(M) + b + x @ off)``), so a round needs no matrix product.
     """
-    n, per, k = M.shape[0], config.ils_perturbations, min(config.ils_flips, M.shape[0])
-    states = states.copy()
-    energies = ((states @ M) * states).sum(1) + states @ b
+    off, c = _split(M, b)
     tol = _tolerance(M)
+    n, per = M.shape[0], config.ils_perturbations
+    states = states.copy()
+    fields = states @ off
+    energies = (states * (c + fields)).sum(1)
+    rows = np.arange(len(states) * per)
     for _ in range(config.ils_rounds):
-        kicked = np.repeat(states, per, axis=0)
-        rows = np.repeat(np.arange(len(kicked)), k)
-        cols = rng.integers(0, n, size=len(kicked) * k)
-        kicked[rows, cols] = 1.0 - kicked[rows, cols]
-        kicked = _polish(M, b, kicked)
-        kicked_energies = (((kicked @ M) * kicked).sum(1) + kicked @ b).reshape(len(states), per)
+        kicked, kicked_fields = np.repeat(states, per, axis=0), np.repeat(fields, per, axis=0)
+        for _ in range(min(config.ils_flips, n)):
+            j = rng.integers(0, n, size=len(rows))
+            sign = 1.0 - 2.0 * kicked[rows, j]
+            kicked[rows, j] += sign
+            kicked_fields += sign[:, None] * off[j]
+        kicked, kicked_fields = _descend(off, c, kicked, kicked_fields, tol)
+        kicked_energies = (kicked * (c + kicked_fields)).sum(1).reshape(len(states), per)
         best = kicked_energies.argmin(1)
         best_energies = kicked_energies[np.arange(len(states)), best]
         better = best_energies < energies - tol
-        states[better] = kicked.reshape(len(states), per, n)[better, best[better]]
-        energies[better] = best_energies[better]
+        pick = np.nonzero(better)[0] * per + best[better]
+        states[better], fields[better], energies[better] = kicked[pick], kicked_fields[pick], best_energies[better]
     return states
 
 

@@ -72,8 +72,10 @@ def intrinsics_to_nerfstudio(K: Float[Tensor, "*B 3 3"]) -> tuple[Tensor, Tensor
 
 
 def intrinsics_from_nerfstudio(fx: Tensor, fy: Tensor, cx: Tensor, cy: Tensor) -> Float[Tensor, "*B 3 3"]:
-    """nerfstudio's (fx, fy, cx, cy) ([*B, 1] or [*B]) -> our pixel-centre `K` [*B, 3, 3] (no skew)."""
-    fx, fy, cx, cy = (v[..., 0] if v.ndim and v.shape[-1] == 1 else v for v in (fx, fy, cx, cy))
+    """nerfstudio's (fx, fy, cx, cy), each [*B, 1] as `Cameras` holds them -> our pixel-centre `K` [*B, 3, 3]."""
+    if any(v.ndim == 0 or v.shape[-1] != 1 for v in (fx, fy, cx, cy)):
+        raise ValueError("fx, fy, cx, cy must be shaped [..., 1], as nerfstudio's Cameras holds them")
+    fx, fy, cx, cy = (v[..., 0] for v in (fx, fy, cx, cy))
     K = torch.zeros(*fx.shape, 3, 3, dtype=fx.dtype, device=fx.device)
     K[..., 0, 0] = fx
     K[..., 1, 1] = fy
@@ -103,8 +105,8 @@ def to_nerfstudio_cameras(K: Float[Tensor, "C 3 3"], T_world_cam: Float[Tensor, 
 def from_nerfstudio_cameras(cameras: "NerfstudioCameras") -> tuple[Float[Tensor, "C 3 3"], Float[Tensor, "C 4 4"]]:
     """A flat nerfstudio `Cameras` batch -> our (K, T_world_cam), OpenCV axes, in nerfstudio's world frame."""
     c2w = cameras.camera_to_worlds.reshape(-1, 3, 4)
-    K = intrinsics_from_nerfstudio(cameras.fx.reshape(-1), cameras.fy.reshape(-1), cameras.cx.reshape(-1),
-                                   cameras.cy.reshape(-1))
+    K = intrinsics_from_nerfstudio(cameras.fx.reshape(-1, 1), cameras.fy.reshape(-1, 1), cameras.cx.reshape(-1, 1),
+                                   cameras.cy.reshape(-1, 1))
     return K, opengl_to_opencv(as_4x4(c2w))
 
 

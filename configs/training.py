@@ -54,7 +54,7 @@ class TrainPreset:
 
 PRESETS: dict[str, TrainPreset] = {
     # 2 CPU cores: small batches, one data worker (the other core trains).
-    "tiny": TrainPreset(),
+    "tiny": TrainPreset(data=DataConfig(views=3)),
     # A CUDA GPU with many CPU cores for the scene rendering: bigger batches, same model and data.
     "gpu": TrainPreset(batch_size=8, num_workers=14, lr=4e-4, steps=40_000, log_every=50, checkpoint_every=1000,
                        eval_every=2000, warmup_steps=1000),

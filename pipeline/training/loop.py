@@ -64,6 +64,12 @@ def scene_predictions(output, batch_size: int) -> list[ScenePrediction]:
     return preds
 
 
+def _worker_init(_: int) -> None:
+    """One thread per data worker: the workers render scenes in parallel, and torch's default of one intra-op
+    thread per core in every worker oversubscribes the CPU many times over."""
+    torch.set_num_threads(1)
+
+
 def _resume_path(out: Path) -> Path:
     return out.with_suffix(".resume.pt")
 
@@ -99,6 +105,8 @@ def train_model(preset: TrainPreset, out: Path, *, resume: bool, device: torch.d
     """
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(preset.seed)
+    torch.backends.cuda.matmul.allow_tf32 = True  # no effect on CPU; small accuracy cost, large speed gain on GPUs
+    torch.backends.cudnn.allow_tf32 = True
     model = PanSt3R(MODEL_PRESETS[preset.model]()).to(device)
     optimizer = torch.optim.AdamW(_param_groups(model, preset.weight_decay), lr=preset.lr, betas=preset.betas)
     step = 0
@@ -126,6 +134,7 @@ def train_model(preset: TrainPreset, out: Path, *, resume: bool, device: torch.d
     dataset = SyntheticScenes(preset.data)
     loader = DataLoader(dataset, batch_size=preset.batch_size, sampler=ContinuingSampler(step * preset.batch_size,
                         stop * preset.batch_size), num_workers=preset.num_workers, collate_fn=collate,
+                        worker_init_fn=_worker_init,
                         persistent_workers=False, prefetch_factor=4 if preset.num_workers else None)
     log_path, eval_path = out.with_suffix(".log.csv"), out.with_suffix(".eval.csv")
     started = time.time()

@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 SETTLE_S = 0.3
 """The still-size render starts once the camera and the controls have been quiet this long."""
+FRAME_CACHE = 8
+"""Rendered frames remembered (see `ViewerApp.render_cached`)."""
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 BACKGROUND = (255, 255, 255)
 
@@ -89,8 +91,31 @@ def check_port_free(host: str, port: int) -> None:
             raise UserError(f"port {port} on {host} is in use: choose another with --port") from None
 
 
+@dataclass(frozen=True)
+class _BrowserCamera:
+    """One consistent reading of a browser's camera (its fields are replaced one by one as messages arrive)."""
+
+    wxyz: tuple[float, ...]
+    position: tuple[float, ...]
+    fov: float
+    aspect: float
+
+    @staticmethod
+    def read(client) -> "_BrowserCamera":
+        # Rounded so that the echo of a camera we set (float32 in the browser) reads as the same camera.
+        cam = client.camera
+        return _BrowserCamera(wxyz=tuple(np.round(cam.wxyz, 5)), position=tuple(np.round(cam.position, 5)),
+                              fov=round(float(cam.fov), 5), aspect=round(float(cam.aspect), 4))
+
+    def view(self, long_side: int) -> ViewCamera:
+        return browser_camera(np.array(self.wxyz), np.array(self.position), self.fov, self.aspect, long_side)
+
+
 class _ClientView:
-    """One browser of a fitted scene: renders its view in a thread, preview size while it moves, still size after."""
+    """One browser of a fitted scene: renders its view in a thread, preview size while it moves, still size after.
+
+    A frame identical to the last one sent (same camera, state and size) is not rendered again: the browser echoes
+    every camera change, and slider drags send values that change nothing."""
 
     def __init__(self, app: "ViewerApp", client) -> None:
         self.app, self.client = app, client
@@ -99,8 +124,9 @@ class _ClientView:
         self._changed_at = time.monotonic()
         self._pending_preview = True
         self._pending_still = True
+        self._last_frame: tuple | None = None
         self.segment_map: np.ndarray | None = None
-        self.segment_map_key: tuple | None = None
+        self.segment_map_camera: _BrowserCamera | None = None
         client.camera.on_update(lambda _: self.invalidate())
         self._thread = threading.Thread(target=self._loop, name=f"viewer-client-{client.client_id}", daemon=True)
         self._thread.start()
@@ -115,14 +141,8 @@ class _ClientView:
         self._stop = True
         self._wake.set()
 
-    def camera_key(self) -> tuple:
-        cam = self.client.camera
-        return (tuple(np.round(cam.wxyz, 6)), tuple(np.round(cam.position, 6)), round(cam.fov, 6),
-                round(cam.aspect, 6))
-
-    def _camera(self, long_side: int) -> ViewCamera:
-        cam = self.client.camera
-        return browser_camera(cam.wxyz, cam.position, cam.fov, cam.aspect, long_side)
+    def camera(self) -> _BrowserCamera:
+        return _BrowserCamera.read(self.client)
 
     def _loop(self) -> None:
         while not self._stop:
@@ -131,28 +151,34 @@ class _ClientView:
             try:
                 if self._pending_preview:
                     self._pending_preview = False
-                    self._render(self.app.sizes()[0], quality=70)
+                    self._show(self.camera(), self.app.sizes()[0], quality=70)
                 elif self._pending_still and time.monotonic() - self._changed_at >= SETTLE_S:
                     self._pending_still = False
-                    key = self.camera_key()
-                    self._render(self.app.sizes()[1], quality=90)
-                    self._update_segment_map(key)
+                    camera = self.camera()
+                    if self._show(camera, self.app.sizes()[1], quality=90):
+                        self._update_segment_map(camera)
             except Exception:  # a failed frame must not end the browser's view; the next change retries
                 logger.exception("viewer: rendering failed")
 
-    def _render(self, long_side: int, *, quality: int) -> None:
-        camera = self._camera(long_side)
-        image = self.app.render(camera)
-        logger.debug("viewer: client %d frame %dx%d", self.client.client_id, camera.width, camera.height)
-        if not self._stop:
-            self.client.scene.set_background_image(image.rgb, format="jpeg", jpeg_quality=quality, depth=image.depth)
+    def _show(self, camera: _BrowserCamera, long_side: int, *, quality: int) -> bool:
+        """Render and send a frame unless it is the one on screen; returns whether it sent one."""
+        frame = (camera, self.app.state, long_side)
+        if frame == self._last_frame:
+            return False
+        image = self.app.render_cached(frame)
+        logger.debug("viewer: client %d frame %dx%d", self.client.client_id, image.rgb.shape[1], image.rgb.shape[0])
+        if self._stop:
+            return False
+        self.client.scene.set_background_image(image.rgb, format="jpeg", jpeg_quality=quality, depth=image.depth)
+        self._last_frame = frame
+        return True
 
-    def _update_segment_map(self, key: tuple) -> None:
-        camera = self._camera(self.app.sizes()[0])
-        segment_map = self.app.segment_map(camera)
-        if key == self.camera_key():
-            self.segment_map, self.segment_map_key = segment_map, key
-            self.app.set_pixel_counts(segment_counts(segment_map), f"px in view ({camera.width}x{camera.height})")
+    def _update_segment_map(self, camera: _BrowserCamera) -> None:
+        view = camera.view(self.app.sizes()[0])
+        segment_map = self.app.segment_map(view)
+        if camera == self.camera():
+            self.segment_map, self.segment_map_camera = segment_map, camera
+            self.app.set_pixel_counts(segment_counts(segment_map), f"px in view ({view.width}x{view.height})")
 
 
 class ViewerApp:
@@ -166,6 +192,7 @@ class ViewerApp:
         self._state = ViewState(mode=options.mode)
         self._views: dict[int, _ClientView] = {}
         self._visible_cache: tuple | None = None
+        self._frames: dict[tuple, object] = {}
         self._pixels: dict[int, int] = dict(getattr(source, "pixel_areas", {}))
         self._pixels_label = "px" if self.is_scene else "px in views"
         self._labels: list = []
@@ -236,9 +263,23 @@ class ViewerApp:
             self._visible_cache = cache
         return cache[1], cache[2]
 
-    def render(self, camera: ViewCamera):
-        """The scene from `camera` under the current state."""
-        state = self._state
+    def render_cached(self, frame: tuple):
+        """`render` of a (browser camera, state, size) frame, remembering the last few: a reloaded page or a second
+        browser at the same view gets its first frame at once."""
+        with self._lock:
+            image = self._frames.get(frame)
+        if image is None:
+            camera, state, long_side = frame
+            image = self.render(camera.view(long_side), state)
+            with self._lock:
+                self._frames[frame] = image
+                while len(self._frames) > FRAME_CACHE:
+                    self._frames.pop(next(iter(self._frames)))
+        return image
+
+    def render(self, camera: ViewCamera, state: ViewState | None = None):
+        """The scene from `camera` under `state` (default: the current state)."""
+        state = self._state if state is None else state
         scene, mask = self._visible(state)
         table = color_table(self.source.segments, state.mode, state.color_seed)
         if scene.sh_degree > 0 and len(scene):
@@ -422,7 +463,7 @@ class ViewerApp:
         """The segment id under a click: the latest segment map when the camera has not moved since, else the
         first Gaussian (point) along the click's ray."""
         view = self._views.get(event.client_id)
-        if view is not None and view.segment_map is not None and view.segment_map_key == view.camera_key():
+        if view is not None and view.segment_map is not None and view.segment_map_camera == view.camera():
             return segment_at(view.segment_map, event.screen_pos[0])
         state = self._state
         candidates = visible_mask(self.source.segment_ids, state)

@@ -16,7 +16,8 @@ import PIL.Image
 import torch
 from jaxtyping import Bool, Float, Int, UInt8
 
-from panst3r_splat.core.predictions import PREDICTIONS_FILE, SEGMENTS_FILE, load_predictions, read_segments
+from panst3r_splat.core.predictions import (POINT_CONF_THRESHOLD, PREDICTIONS_FILE, SEGMENTS_FILE, load_predictions,
+                                             read_segments)
 from panst3r_splat.pipeline.errors import UserError
 from panst3r_splat.pipeline.viewer.state import MIN_PICK_OPACITY
 from panst3r_splat.splat.gaussians import Cameras, GaussianScene
@@ -76,7 +77,7 @@ class PredictionsSource:
     pixel_areas: dict[int, int]
     """Pixels of each segment over all input views (from the merged panoptic maps)."""
     point_size: float
-    """About two pixels' footprint at the median depth (world units)."""
+    """One and a half input pixels' footprint at the median depth (world units)."""
 
 
 def open_source(path: Path, device: torch.device) -> SceneSource | PredictionsSource:
@@ -130,15 +131,17 @@ def predictions_source(path: Path) -> PredictionsSource:
     take = slice(None, None, step)
     points = pred.pts3d.reshape(-1, 3)[take]
     depth = pred.pts3d_local.reshape(-1, 3)[take, 2]
+    conf = pred.conf.reshape(-1)[take]
+    confident = np.abs(depth[conf >= POINT_CONF_THRESHOLD])
+    median_depth = float(np.median(confident if confident.size else np.abs(depth))) if depth.size else 1.0
     focal = float(np.median(pred.K[:, 1, 1]))
-    median_depth = float(np.median(np.abs(depth))) if depth.size else 1.0
     cameras = Cameras(K=torch.from_numpy(pred.K), T_world_cam=torch.from_numpy(pred.T_world_cam), width=W, height=H,
                       names=tuple(str(n) for n in pred.image_names))
     ids, counts = np.unique(pred.panoptic, return_counts=True)
     return PredictionsSource(
         path=path, points=points, rgb=pred.images.reshape(-1, 3)[take].astype(np.float32) / 255.0, depth=depth,
-        conf=pred.conf.reshape(-1)[take], segment_ids=pred.panoptic.reshape(-1)[take].astype(np.int64),
+        conf=conf, segment_ids=pred.panoptic.reshape(-1)[take].astype(np.int64),
         segments=segments, cameras=cameras, thumbnails=tuple(_thumbnail(im) for im in pred.images),
         pixel_areas={int(i): int(c) for i, c in zip(ids, counts) if i != 0},
-        point_size=2.0 * median_depth / focal * math.sqrt(step),
+        point_size=1.5 * median_depth / focal * math.sqrt(step),
     )

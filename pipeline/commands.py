@@ -189,7 +189,8 @@ def fit(*, out: Path, predictions: Optional[Path] = None, dataset: Optional[Path
 
 
 def render(*, scene: Path, out: Path, cameras: str = "orbit", device: DeviceName = "auto",
-           orbit_frames: int = 120, min_alpha: float = 0.5, video: bool = True, fps: int = 24) -> None:
+           orbit_frames: int = 120, min_alpha: float = 0.5, keep_void: bool = False, video: bool = True,
+           fps: int = 24) -> None:
     """Render RGB and panoptic labels of a fitted scene.
 
     Writes rgb/, semantic/, instance/, panoptic/, overlay/ (colour PNGs), pred_semantics/ + pred_surrogateid/
@@ -203,6 +204,8 @@ def render(*, scene: Path, out: Path, cameras: str = "orbit", device: DeviceName
         device: where to render.
         orbit_frames: number of views of the orbit.
         min_alpha: pixels whose accumulated alpha is below this render as void.
+        keep_void: keep void pixels void in pred_semantics/ and pred_surrogateid/ too (by default they take the
+            nearest labelled pixel's label there, as the reference protocol scores void as a wrong class).
         video: write video.mp4 for the orbit.
         fps: frame rate of video.mp4.
     """
@@ -210,7 +213,7 @@ def render(*, scene: Path, out: Path, cameras: str = "orbit", device: DeviceName
     from panst3r_splat.pipeline.render import RenderOptions, parse_cameras, render_scene
 
     spec = parse_cameras(cameras, orbit_frames=orbit_frames)
-    options = RenderOptions(min_alpha=min_alpha, video=video, fps=fps)
+    options = RenderOptions(min_alpha=min_alpha, video=video, fps=fps, fill_void=not keep_void)
     render_scene(scene, out, spec, options, device=resolve_device(device))
 
 

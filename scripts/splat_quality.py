@@ -127,15 +127,17 @@ def main() -> None:
         summary = render_scene(fit_dir, out, DatasetCameras(scene_dir, split), RenderOptions(), device=device)
         report = evaluate_folders(scene_dir, out, split=split)
         results[split] = (report.pq_scene.all.pq, report.miou.miou, statistics.mean(summary.psnr.values()),
-                          summary.void_fraction)
+                          statistics.mean(summary.psnr_covered.values()), summary.void_fraction)
     print(f"\nsynthetic scene seed {args.seed}, {args.width}x{args.height}, {args.train_views} input + "
           f"{args.test_views} test views; oracle fit: {args.steps} steps, {args.budget} initial -> "
           f"{len(fitted.gaussians)} Gaussians, SH degree {args.sh_degree}, {fit_seconds:.0f} s on {device} "
           f"({fitted.info['seconds']})")
-    print(f"{'views':<8}{'PQ^scene':>10}{'mIoU':>8}{'PSNR dB':>9}{'void':>8}")
-    for split, (pq, miou, db, void) in results.items():
+    print(f"{'views':<8}{'PQ^scene':>10}{'mIoU':>8}{'PSNR dB':>9}{'covered':>9}{'holes':>8}")
+    for split, (pq, miou, db, db_covered, void) in results.items():
         name = "test" if split == "test" else "input"
-        print(f"{name:<8}{pq:>10.3f}{miou:>8.3f}{db:>9.2f}{100 * void:>7.2f}%")
+        print(f"{name:<8}{pq:>10.3f}{miou:>8.3f}{db:>9.2f}{db_covered:>9.2f}{100 * void:>7.2f}%")
+    print("PSNR: mean over views; 'covered': over the pixels with accumulated alpha >= 0.5 only; 'holes': the "
+          "other pixels\n(parts no input view saw; void in the colour renders, nearest label in the evaluation maps)")
     print("targets: novel-view (test) PQ^scene >= 0.90, PSNR >= 22 dB")
     lift, render = lifting_cost(fit_dir, inputs, device)
     print(f"\nlifting over {len(inputs.cameras)} input views: {lift:.2f} s = {lift / render:.2f} x one forward + "

@@ -30,8 +30,8 @@ from panst3r_splat.pipeline.fit import (
     inputs_from_predictions,
 )
 from panst3r_splat.pipeline.render import (
-    OUTPUT_DIRS, DatasetCameras, OrbitCameras, RenderOptions, TrainCameras, estimate_alignment, inverse_sim3,
-    orbit_cameras, parse_cameras, render_scene, rotation_errors_deg, scale_intrinsics,
+    OUTPUT_DIRS, DatasetCameras, OrbitCameras, RenderOptions, TrainCameras, _fill_void, estimate_alignment,
+    fill_void, inverse_sim3, orbit_cameras, parse_cameras, render_scene, rotation_errors_deg, scale_intrinsics,
 )
 from panst3r_splat.pipeline.synth import SynthConfig, generate_scene, write_scene
 from panst3r_splat.splat.gaussians import Cameras
@@ -185,6 +185,18 @@ def test_input_views_reproduce_the_ground_truth_labels(dataset: Path, oracle: Pa
     # 30 steps on 64x48 images leave boundary pixels wrong; measured about 0.9 on average.
     assert np.mean(sem_acc) > 0.8 and min(sem_acc) > 0.65, sem_acc
     assert np.mean(inst_acc) > 0.7, inst_acc
+
+
+def test_fill_void_takes_a_nearest_label() -> None:
+    rng = np.random.default_rng(3)
+    segments = np.where(rng.random((9, 11)) < 0.8, 0, rng.integers(1, 5, (9, 11)))
+    filled = fill_void(segments)
+    dist, allowed = _fill_void(segments)
+    assert (filled > 0).all()
+    rows, cols = np.indices(segments.shape)
+    assert allowed[rows, cols, filled].all()  # every pixel got one of the labels at the smallest distance
+    assert np.array_equal(filled[segments > 0], segments[segments > 0])
+    assert np.array_equal(fill_void(np.zeros((3, 4), np.int64)), np.zeros((3, 4)))
 
 
 # ------------------------------------------------------------------------------------------------- orbit

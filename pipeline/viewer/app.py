@@ -203,7 +203,7 @@ class ViewerApp:
         the view, until the client moves away from it."""
         self._up = _up_direction(source.cameras)
         self._look_distances = [_look_distance(source, i) for i in range(len(source.cameras))]
-        self._frustum_scale = 0.12 * float(np.median(self._look_distances))
+        self._frustum_scale = _frustum_scale(source.cameras, self._look_distances)
         server.scene.set_up_direction(tuple(self._up))
         self._build_gui()
         self._add_frusta(thumbnails=None if self.is_scene else source.thumbnails)
@@ -570,6 +570,18 @@ def _up_direction(cameras) -> np.ndarray:
     up = -cameras.T_world_cam[:, :3, 1].double().mean(dim=0).cpu().numpy()
     norm = np.linalg.norm(up)
     return up / norm if norm > 1e-6 else np.array([0.0, -1.0, 0.0])
+
+
+def _frustum_scale(cameras, look_distances: list[float]) -> float:
+    """Frustum size: a fifth of the median spacing of neighbouring cameras (a frustum next to the camera the view
+    sits in covers little of it), at most a twentieth of the viewing distance."""
+    centers = cameras.T_world_cam[:, :3, 3].double().cpu().numpy()
+    limit = 0.05 * float(np.median(look_distances))
+    if len(centers) < 2:
+        return limit
+    gaps = np.linalg.norm(centers[:, None] - centers[None], axis=-1) + np.diag(np.full(len(centers), np.inf))
+    spacing = float(np.median(gaps.min(axis=1)))
+    return min(limit, spacing / 5.0) if spacing > 0 else limit
 
 
 def _look_distance(source: SceneSource | PredictionsSource, index: int) -> float:

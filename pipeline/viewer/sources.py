@@ -1,7 +1,9 @@
 """What `view` can open, read into the arrays the viewer needs (no viser here).
 
 `view PATH` tells the inputs apart by their files (CLI.md): a fitted SCENE has `gaussians.ply`, a predictions folder
-`predictions.npz`, an `ns-train` output `config.yml`. Every failure a user can cause is one `UserError` line.
+`predictions.npz`, an `ns-train panst3r-splat` run `config.yml` (read as a fitted scene by
+`pipeline.nerfstudio_io.load_ns_output`, which re-runs the dataparser, so the training data must still be in place).
+Every failure a user can cause is one `UserError` line.
 """
 
 from __future__ import annotations
@@ -81,25 +83,30 @@ class PredictionsSource:
 
 
 def open_source(path: Path, device: torch.device) -> SceneSource | PredictionsSource:
-    """Read a SCENE or a predictions folder; anything else is a one-line `UserError`."""
+    """Read a SCENE, a predictions folder or an `ns-train panst3r-splat` run; anything else is a one-line
+    `UserError`."""
+    from panst3r_splat.pipeline.nerfstudio_io import is_ns_output, load_ns_output
+
     path = Path(path)
+    if is_ns_output(path):
+        run = path if path.is_dir() else path.parent
+        return scene_source(run, load_ns_output(path), device)
     if not path.is_dir():
-        raise UserError(f"{path} is not a folder: point `view` to a fitted scene or a predictions folder")
+        raise UserError(f"{path} is not a folder: point `view` to a fitted scene, a predictions folder or an "
+                        "ns-train run")
     try:
         if is_scene_folder(path):
-            return scene_source(path, device)
+            return scene_source(path, load_scene(path), device)
         if (path / PREDICTIONS_FILE).is_file():
             return predictions_source(path)
     except ValueError as err:
         raise UserError(str(err)) from None
-    if (path / NS_TRAIN_CONFIG).is_file():
-        raise UserError(f"{path} is an ns-train output: `view` does not open those yet; use `ns-viewer --load-config "
-                        f"{path / NS_TRAIN_CONFIG}`, or view the scene folder it was fitted from")
-    raise UserError(f"{path} is neither a fitted scene (gaussians.ply) nor a predictions folder (predictions.npz)")
+    raise UserError(f"{path} is neither a fitted scene (gaussians.ply), a predictions folder (predictions.npz) nor "
+                    f"an ns-train run ({NS_TRAIN_CONFIG})")
 
 
-def scene_source(path: Path, device: torch.device) -> SceneSource:
-    fitted = load_scene(path)
+def scene_source(path: Path, fitted: FittedScene, device: torch.device) -> SceneSource:
+    """A fitted scene (read from `path`) with the per-Gaussian arrays the viewer needs."""
     gaussians = fitted.gaussians
     scales = gaussians.scales.detach().cpu().numpy()
     opacities = gaussians.opacities.detach().cpu().numpy()

@@ -158,8 +158,8 @@ def test_view_refuses_a_folder_that_is_neither(tmp_path: Path) -> None:
         view(tmp_path, device="cpu")
     with pytest.raises(UserError, match="not a folder"):
         view(tmp_path / "missing", device="cpu")
-    (tmp_path / "config.yml").write_text("method: x\n")
-    with pytest.raises(UserError, match="ns-train output"):
+    (tmp_path / "config.yml").write_text("method_name: x\n")
+    with pytest.raises(UserError, match="ns-train panst3r-splat"):
         view(tmp_path, device="cpu")
 
 

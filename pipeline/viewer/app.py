@@ -141,6 +141,9 @@ class _ClientView:
         self._stop = True
         self._wake.set()
 
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
     def camera(self) -> _BrowserCamera:
         return _BrowserCamera.read(self.client)
 
@@ -190,7 +193,10 @@ class ViewerApp:
         self._lock = threading.Lock()
         self._render_lock = threading.Lock()
         self._state = ViewState(mode=options.mode)
+        self._stopping = False
         self._views: dict[int, _ClientView] = {}
+        self._all_views: list[_ClientView] = []
+        """Every browser's view ever opened: `stop` waits for the renders of disconnected ones too."""
         self._visible_cache: tuple | None = None
         self._frames: dict[tuple, object] = {}
         self._pixels: dict[int, int] = dict(getattr(source, "pixel_areas", {}))
@@ -210,8 +216,11 @@ class ViewerApp:
         self._apply(None, self._state)
         server.on_client_connect(self._on_connect)
         server.on_client_disconnect(self._on_disconnect)
+        self._thumbnail_thread = None
         if self.is_scene:
-            threading.Thread(target=self._render_thumbnails, name="viewer-thumbnails", daemon=True).start()
+            self._thumbnail_thread = threading.Thread(target=self._render_thumbnails, name="viewer-thumbnails",
+                                                      daemon=True)
+            self._thumbnail_thread.start()
 
     # ------------------------------------------------------------------------------------------ state changes
 
@@ -303,6 +312,8 @@ class ViewerApp:
         cameras = self.source.cameras
         images = []
         for i in range(len(cameras)):
+            if self._stopping:
+                return
             camera = scaled_input_camera(cameras, i, THUMBNAIL_SIZE)
             with self._render_lock:
                 images.append(render_view(self.source.gaussians, self.source.rgb, camera, background=BACKGROUND).rgb)
@@ -313,8 +324,10 @@ class ViewerApp:
     def _on_connect(self, client) -> None:
         client.camera.on_update(lambda camera: self._left_camera(camera.client))
         self._fly(client, 0, steps=1)
-        if self.is_scene:
-            self._views[client.client_id] = _ClientView(self, client)
+        if self.is_scene and not self._stopping:
+            view = _ClientView(self, client)
+            self._views[client.client_id] = view
+            self._all_views.append(view)
 
     def _on_disconnect(self, client) -> None:
         view = self._views.pop(client.client_id, None)
@@ -335,8 +348,15 @@ class ViewerApp:
             self._show_frusta(self._cameras_checkbox.value)
 
     def stop(self) -> None:
-        for view in list(self._views.values()):
+        """Stop rendering and wait for the frames in progress (a torch call cut off by the interpreter's exit
+        aborts the process)."""
+        self._stopping = True
+        views = list(self._all_views)
+        for view in views:
             view.stop()
+        for worker in [*views, self._thumbnail_thread]:
+            if worker is not None:
+                worker.join(timeout=60.0)
 
     def _fly(self, client, index: int, *, steps: int = 12) -> None:
         """Move the browser's camera into input camera `index` (orbiting about the point it looks at)."""

@@ -258,13 +258,13 @@ def evaluate(*, gt: Path, pred: Path, split: str = "test", json: Optional[Path] 
 def view(path: Path, /, *, host: str = "127.0.0.1", port: int = 8080,
          mode: Literal["rgb", "semantic", "instance", "panoptic", "depth"] = "rgb", device: DeviceName = "auto",
          preview_size: int = 0, still_size: int = 0) -> None:
-    """Browse a fitted scene or a predictions folder in the browser (viser); Ctrl-C stops it.
+    """Browse a fitted scene, a predictions folder or an ns-train run in the browser (viser); Ctrl-C stops it.
 
     A scene is rendered on this machine with the project's rasteriser from the browser's camera (small while the
     camera moves, sharp once it stops); a predictions folder is shown as its fused point cloud.
 
     Args:
-        path: SCENE or predictions folder (ns-train outputs are not supported yet).
+        path: SCENE, predictions folder, or `ns-train panst3r-splat` run folder (its config.yml).
         host: interface to bind (localhost by default; any other exposes the viewer to the network).
         port: port to serve on.
         mode: render mode to start in.

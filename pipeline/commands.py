@@ -132,7 +132,8 @@ def merge(*, predictions: Path, merge: MergeName = "qubo", out: Optional[Path] =
 
 def fit(*, out: Path, predictions: Optional[Path] = None, dataset: Optional[Path] = None, oracle: bool = False,
         steps: int = 1500, device: DeviceName = "auto", seed: int = 0, budget: int = 20000, sh_degree: int = 1,
-        conf_threshold: float = 3.0, split: str = "train", ignore_void: bool = False, overwrite: bool = False,
+        conf_threshold: float = 3.0, split: str = "train", ignore_void: bool = False, camera_refine: bool = False,
+        background: Literal["mean", "black", "white"] = "mean", overwrite: bool = False,
         stop_after: Optional[int] = None) -> None:
     """Fit a labelled 3DGS scene from predictions (or, with --oracle, from a dataset's ground truth).
 
@@ -151,6 +152,9 @@ def fit(*, out: Path, predictions: Optional[Path] = None, dataset: Optional[Path
         conf_threshold: predicted points with a lower confidence are not used to initialise the Gaussians.
         split: split of --dataset whose frames are the input views (--oracle).
         ignore_void: lifting: unlabelled pixels do not vote (holes in the masks are filled from other views).
+        camera_refine: also optimise a small pose correction per input camera (for predicted cameras).
+        background: colour behind the Gaussians in training and renders (mean: the input images' mean colour,
+            what parts of the scene no input view saw render in).
         overwrite: replace a fitted scene already in --out.
         stop_after: stop after this many steps (checkpointed) without writing the scene; run again to continue.
     """
@@ -182,9 +186,9 @@ def fit(*, out: Path, predictions: Optional[Path] = None, dataset: Optional[Path
         inputs = inputs_from_dataset(dataset, split=split, seed=seed)
     else:
         inputs = inputs_from_predictions(predictions, conf_threshold=conf_threshold)
-    train = dataclasses.replace(TrainConfig(), steps=steps, seed=seed)
+    train = dataclasses.replace(TrainConfig(), steps=steps, seed=seed, camera_refine=camera_refine)
     options = FitOptions(train=train, budget=budget, sh_degree=sh_degree, ignore_void=ignore_void,
-                         stop_after=stop_after)
+                         background=background, stop_after=stop_after)
     fit_scene(inputs, out, options, torch_device)
 
 

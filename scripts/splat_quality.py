@@ -50,6 +50,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--budget", type=int, default=FitOptions().budget, help="initial Gaussians")
     parser.add_argument("--sh-degree", type=int, default=FitOptions().sh_degree)
     parser.add_argument("--init-opacity", type=float, default=FitOptions().init_opacity)
+    parser.add_argument("--background", default=FitOptions().background, choices=("mean", "black", "white"))
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--timing-budgets", default="1000,5000,20000",
@@ -117,7 +118,8 @@ def main() -> None:
     write_scene(generate_scene(config, args.seed), scene_dir, overwrite=True)
     inputs = inputs_from_dataset(scene_dir)
     train = dataclasses.replace(TrainConfig(), steps=args.steps, progress=True)
-    options = FitOptions(train=train, budget=args.budget, sh_degree=args.sh_degree, init_opacity=args.init_opacity)
+    options = FitOptions(train=train, budget=args.budget, sh_degree=args.sh_degree, init_opacity=args.init_opacity,
+                         background=args.background)
     start = time.perf_counter()
     fitted = fit_scene(inputs, fit_dir, options, device).scene
     fit_seconds = time.perf_counter() - start
@@ -130,8 +132,8 @@ def main() -> None:
                           statistics.mean(summary.psnr_covered.values()), summary.void_fraction)
     print(f"\nsynthetic scene seed {args.seed}, {args.width}x{args.height}, {args.train_views} input + "
           f"{args.test_views} test views; oracle fit: {args.steps} steps, {args.budget} initial -> "
-          f"{len(fitted.gaussians)} Gaussians, SH degree {args.sh_degree}, {fit_seconds:.0f} s on {device} "
-          f"({fitted.info['seconds']})")
+          f"{len(fitted.gaussians)} Gaussians, SH degree {args.sh_degree}, {args.background} background, "
+          f"{fit_seconds:.0f} s on {device} ({fitted.info['seconds']})")
     print(f"{'views':<8}{'PQ^scene':>10}{'mIoU':>8}{'PSNR dB':>9}{'covered':>9}{'holes':>8}")
     for split, (pq, miou, db, db_covered, void) in results.items():
         name = "test" if split == "test" else "input"

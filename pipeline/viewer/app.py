@@ -46,20 +46,6 @@ FRAME_CACHE = 8
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 BACKGROUND = (255, 255, 255)
 
-# Mantine's named button colours (shade 6), the only colours viser 0.2.7 buttons take.
-_BUTTON_COLORS = {
-    "gray": (134, 142, 150), "red": (250, 82, 82), "pink": (230, 73, 128), "grape": (190, 75, 219),
-    "violet": (121, 80, 242), "indigo": (76, 110, 245), "blue": (34, 139, 230), "cyan": (21, 170, 191),
-    "teal": (18, 184, 134), "green": (64, 192, 87), "lime": (130, 201, 30), "yellow": (250, 176, 5),
-    "orange": (253, 126, 20), "dark": (37, 38, 43),
-}
-
-
-def nearest_button_color(rgb: tuple[int, int, int]) -> str:
-    """The named button colour closest to `rgb` (legend buttons get a hint of their segment's colour)."""
-    return min(_BUTTON_COLORS, key=lambda name: sum((a - b) ** 2 for a, b in zip(_BUTTON_COLORS[name], rgb)))
-
-
 @dataclass(frozen=True)
 class ViewerOptions:
     """Options of `panst3r-splat view` (see its --help)."""

@@ -52,6 +52,10 @@ from panst3r_splat.splat.train import TrainConfig, train_scene
 
 logger = logging.getLogger(__name__)
 
+MIN_KEPT_FRACTION = 0.1
+"""If fewer predicted points than this share pass the confidence threshold, the most confident
+`FALLBACK_FRACTION` of them initialise the Gaussians instead (a model whose confidences are all low)."""
+FALLBACK_FRACTION = 0.5
 MAX_INIT_POINTS = 400_000
 """Back-projected depth points kept (at random) before the voxel downsampling to the Gaussian budget."""
 FINGERPRINT_VERSION = 1
@@ -193,6 +197,18 @@ def gt_segments(semantics: UInt8[np.ndarray, "V H W"], instances: UInt16[np.ndar
 # ------------------------------------------------------------------------------------------------------ sources
 
 
+def confidence_threshold(conf: np.ndarray, threshold: float) -> float:
+    """`threshold`, or a lower one keeping the most confident `FALLBACK_FRACTION` of the points when fewer than
+    `MIN_KEPT_FRACTION` pass it (with a warning: the model's confidences are not informative then)."""
+    if conf.size == 0 or float((conf >= threshold).mean()) >= MIN_KEPT_FRACTION:
+        return threshold
+    lowered = float(np.quantile(conf, 1.0 - FALLBACK_FRACTION))
+    logger.warning("fit: only %.1f %% of the predicted points have confidence >= %g (max %.4g); using the %d %% most "
+                   "confident ones (threshold %.6g) instead", 100 * float((conf >= threshold).mean()), threshold,
+                   float(conf.max()), round(100 * FALLBACK_FRACTION), lowered)
+    return lowered
+
+
 def inputs_from_predictions(folder: Path, *, conf_threshold: float = POINT_CONF_THRESHOLD) -> FitInputs:
     """Cameras, images, merged panoptic maps, fused points and legend of a predictions folder (model resolution)."""
     folder = Path(folder)
@@ -209,11 +225,13 @@ def inputs_from_predictions(folder: Path, *, conf_threshold: float = POINT_CONF_
         raise UserError(f"{folder}: input frames share names; rename the images so every view has its own name")
     cameras = Cameras(K=torch.from_numpy(pred.K).float(), T_world_cam=torch.from_numpy(pred.T_world_cam).float(),
                       width=W, height=H, names=names)
+    threshold = confidence_threshold(pred.conf, conf_threshold)
     points, colors = fused_point_cloud(torch.from_numpy(pred.pts3d), torch.from_numpy(pred.images),
-                                       torch.from_numpy(pred.conf), conf_threshold)
+                                       torch.from_numpy(pred.conf), threshold)
+    finite = torch.isfinite(points).all(dim=1)
+    points, colors = points[finite], colors[finite]
     if len(points) == 0:
-        raise UserError(f"no predicted point of {folder} has confidence >= {conf_threshold}; "
-                        "lower --conf-threshold")
+        raise UserError(f"{folder} holds no finite predicted point; re-run `panst3r-splat predict`")
     legend = tuple(make_segment(s["id"], s["category_id"], int(pred.class_ids[s["category_id"]]),
                                 str(pred.class_names[s["category_id"]]), s["isthing"], s["score"])
                    for s in segments)
@@ -222,7 +240,7 @@ def inputs_from_predictions(folder: Path, *, conf_threshold: float = POINT_CONF_
     if missing:
         raise UserError(f"{folder / SEGMENTS_FILE} lacks segment ids {missing[:10]} of the panoptic maps; "
                         "re-run `panst3r-splat merge` on the folder")
-    source = {"kind": "predictions", "path": str(folder.resolve()), "conf_threshold": conf_threshold,
+    source = {"kind": "predictions", "path": str(folder.resolve()), "conf_threshold": threshold,
               "views": list(names), "orig_hw": pred.orig_hw.tolist(), "to_orig": pred.to_orig.tolist(),
               "class_names": [str(c) for c in pred.class_names]}
     return FitInputs(cameras=cameras, images=torch.from_numpy(pred.images),

@@ -485,7 +485,9 @@ def psnr(pred: Float[np.ndarray, "H W 3"], target: UInt8[np.ndarray, "H W 3"],
     err = (pred.astype(np.float64) - target.astype(np.float64) / 255.0) ** 2
     if mask is not None:
         err = err[np.asarray(mask, dtype=bool)]
-    mse = float(np.mean(err)) if err.size else 0.0
+    if err.size == 0:
+        raise ValueError("psnr needs at least one pixel")
+    mse = float(np.mean(err))
     return float("inf") if mse == 0 else -10.0 * math.log10(mse)
 
 
@@ -566,7 +568,8 @@ def render_scene(scene_dir: Path, out: Path, spec: CameraSpec, options: RenderOp
         void.append(float((view.segments == 0).mean()))
         if references is not None:
             scores[view.name] = psnr(view.rgb, references[i])
-            covered[view.name] = psnr(view.rgb, references[i], view.alpha >= options.min_alpha)
+            if (view.alpha >= options.min_alpha).any():
+                covered[view.name] = psnr(view.rgb, references[i], view.alpha >= options.min_alpha)
         if isinstance(spec, OrbitCameras) and options.video:
             frames.append(np.concatenate([rgb, pan], axis=1))
     seconds = (time.perf_counter() - start) / max(len(cameras), 1)
@@ -580,8 +583,9 @@ def render_scene(scene_dir: Path, out: Path, spec: CameraSpec, options: RenderOp
     _write_json(out / "render.json", _summary_json(summary, scene_dir, spec, options, diagnostics))
     message = f"render: {len(cameras)} views ({seconds:.2f} s each) -> {out}"
     if scores:
-        message += (f"; PSNR {np.mean(list(scores.values())):.2f} dB against the dataset images "
-                    f"({np.mean(list(covered.values())):.2f} dB where the reconstruction covers them)")
+        message += f"; PSNR {np.mean(list(scores.values())):.2f} dB against the dataset images"
+        if covered:
+            message += f" ({np.mean(list(covered.values())):.2f} dB where the reconstruction covers them)"
     logger.info(message)
     return summary
 

@@ -129,7 +129,7 @@ def main() -> None:
         summary = render_scene(fit_dir, out, DatasetCameras(scene_dir, split), RenderOptions(), device=device)
         report = evaluate_folders(scene_dir, out, split=split)
         results[split] = (report.pq_scene.all.pq, report.miou.miou, statistics.mean(summary.psnr.values()),
-                          statistics.mean(summary.psnr_covered.values()), summary.void_fraction)
+                          statistics.mean(summary.psnr_covered.values() or [float("nan")]), summary.void_fraction)
     print(f"\nsynthetic scene seed {args.seed}, {args.width}x{args.height}, {args.train_views} input + "
           f"{args.test_views} test views; oracle fit: {args.steps} steps, {args.budget} initial -> "
           f"{len(fitted.gaussians)} Gaussians, SH degree {args.sh_degree}, {args.background} background, "

@@ -26,8 +26,8 @@ from panst3r_splat.pipeline.cli import EXIT_USER_ERROR, main
 from panst3r_splat.pipeline.errors import UserError
 from panst3r_splat.pipeline.evaluation import evaluate_folders
 from panst3r_splat.pipeline.fit import (
-    FitOptions, _backproject_depth, backproject_depth, checkpoint_paths, fit_scene, gt_segments, inputs_from_dataset,
-    inputs_from_predictions,
+    FitOptions, _backproject_depth, background_color, backproject_depth, checkpoint_paths, confidence_threshold,
+    fit_scene, gt_segments, inputs_from_dataset, inputs_from_predictions,
 )
 from panst3r_splat.pipeline.render import (
     OUTPUT_DIRS, DatasetCameras, OrbitCameras, RenderOptions, TrainCameras, _fill_void, estimate_alignment,
@@ -112,6 +112,22 @@ def test_backproject_depth_matches_its_twin_and_skips_empty_pixels() -> None:
     np.testing.assert_allclose(local[:, 2], depth[v, r, c])
 
 
+def test_confidence_threshold_falls_back_to_the_most_confident_half() -> None:
+    conf = np.concatenate([np.full(80, 1.5), np.full(20, 4.0)])
+    assert confidence_threshold(conf, 3.0) == 3.0  # 20 % pass: the threshold stands
+    low = 1.0 + np.linspace(0.0, 1e-3, 101)  # an untrained confidence head: nothing passes
+    kept = low >= confidence_threshold(low, 3.0)
+    assert kept.sum() == 51 and kept[-51:].all()
+
+
+def test_background_colours() -> None:
+    images = torch.zeros(2, 3, 4, 3, dtype=torch.uint8)
+    images[0] = torch.tensor([255, 0, 51], dtype=torch.uint8)
+    assert background_color(images, "mean") == pytest.approx((0.5, 0.0, 0.1), abs=1 / 255)
+    assert background_color(images, "black") == (0.0, 0.0, 0.0)
+    assert background_color(images, "white") == (1.0, 1.0, 1.0)
+
+
 def test_scale_intrinsics_keeps_pixel_centres() -> None:
     K = torch.tensor([[50.0, 0.0, (WIDTH - 1) / 2], [0.0, 50.0, (HEIGHT - 1) / 2], [0.0, 0.0, 1.0]])
     half = scale_intrinsics(K, 0.5, 0.5)
@@ -137,6 +153,8 @@ def test_oracle_fit_writes_the_scene_folder(dataset: Path, oracle: Path) -> None
     legend_ids = {s.id for s in scene.segments}
     assert set(scene.gaussians.segment_ids.unique().tolist()) <= legend_ids | {0}
     assert scene.info["source"]["kind"] == "dataset" and scene.info["steps"] == 30
+    mean = _png(dataset / "color" / "0000.png").reshape(-1, 3).mean(0) / 255  # one of the 4 inputs: near the mean
+    assert np.allclose(scene.info["settings"]["train"]["background"], mean, atol=0.15)
     assert not any(p.exists() for p in checkpoint_paths(oracle))  # the resume files are gone once the scene is written
 
 

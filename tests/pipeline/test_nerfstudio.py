@@ -244,6 +244,69 @@ def test_panst3r_data_runs_predict_once_and_caches(tmp_path: Path, perfect_predi
         predictions_for(Panst3rDataParserConfig(data=tmp_path / "missing"))
 
 
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight PanSt3R small enough to predict 4 views in about a second (geometry is noise)."""
+    from panst3r_splat.core.checkpoint import save_checkpoint
+    from panst3r_splat.core.model import (
+        DecoderConfig, DinoConfig, EncoderConfig, MaskTransformerConfig, PanSt3R, PanSt3RConfig, PixelShuffleConfig,
+    )
+
+    config = PanSt3RConfig(
+        encoder=EncoderConfig(embed_dim=64, depth=2, num_heads=4),
+        decoder=DecoderConfig(enc_embed_dim=64, embed_dim=48, depth=2, num_heads=4, landscape_only=False),
+        dino=DinoConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=70,
+                        landscape_only=False),
+        upscaler=PixelShuffleConfig(input_dim=176, fp_dim=(48, 32, 24, 16)),
+        mask_transformer=MaskTransformerConfig(fpn_dim=48, hidden_dim=48, mask_dim=16, ff_dim=96, num_queries=8,
+                                               num_heads=4, dec_layers=2, landscape_only=False),
+        image_size=64, postprocess_default="standard_v2")
+    torch.manual_seed(0)
+    model = PanSt3R(config)
+    names = ["wall", "floor", "bed"]
+    emb = torch.nn.functional.normalize(torch.randn(len(names), config.mask_transformer.lang_dim), dim=-1)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    save_checkpoint(path, model, class_names=names, class_embeddings=emb)
+    return path
+
+
+def test_panst3r_data_predicts_an_images_folder(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """The real predict stage runs once for a folder of photos; the cache then serves the next parser."""
+    from panst3r_splat.pipeline.nerfstudio_dataparsers import META_VIEWS, Panst3rDataParserConfig
+
+    images = tmp_path / "photos"
+    shutil.copytree(SCENE / "color", images)
+
+    def parse() -> tuple:
+        config = Panst3rDataParserConfig(data=images, checkpoint=tiny_checkpoint, device="cpu", conf_threshold=1.0,
+                                         predictions_cache=tmp_path / "cache")
+        return config.setup().get_dataparser_outputs("train")
+
+    outputs = parse()
+    cached = sorted((tmp_path / "cache").glob("predictions-*/predictions.npz"))
+    assert len(cached) == 1
+    stamp = cached[0].stat().st_mtime_ns
+    views = outputs.metadata[META_VIEWS]
+    assert views.names == tuple(f"{i:04d}" for i in range(6)) and views.images is not None
+    again = parse()
+    assert cached[0].stat().st_mtime_ns == stamp  # reused, not predicted again
+    torch.testing.assert_close(again.cameras.camera_to_worlds, outputs.cameras.camera_to_worlds)
+
+
+@pytest.mark.slow
+@needs_cli
+def test_ns_train_on_an_images_folder(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """`ns-train panst3r-splat panst3r-data --data PHOTOS`: predict, train, cache inside the run's folder."""
+    images = tmp_path / "photos"
+    shutil.copytree(SCENE / "color", images)
+    _run([NS_TRAIN, "panst3r-splat", *SMOKE_OPTIONS, "--max-num-iterations", "3", "--output-dir", tmp_path / "out",
+          "--timestamp", "run", "panst3r-data", "--data", images, "--checkpoint", tiny_checkpoint,
+          "--conf-threshold", "1.0", "--device", "cpu"])
+    method = tmp_path / "out" / "photos" / "panst3r-splat"
+    assert (method / "run" / "nerfstudio_models" / "step-000000002.ckpt").is_file()
+    assert len(list((method / "panst3r-predictions").glob("predictions-*/predictions.npz"))) == 1
+
+
 # ------------------------------------------------------------------------------------------------ model
 
 
@@ -421,3 +484,93 @@ def test_load_ns_output_gives_a_fitted_scene(trained_run: Path, tmp_path: Path) 
     saved = load_scene(save_scene(tmp_path / "scene", scene))
     torch.testing.assert_close(saved.gaussians.means, scene.gaussians.means)
     assert saved.segments == scene.segments and saved.info["source"]["kind"] == "ns-train"
+
+
+# ------------------------------------------------------------------------------------------- the viewer
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def ns_viewer_screenshot(run: Path, out: Path, *, camera: int = 0, budget_ms: int = 20000,
+                         window: tuple[int, int] = (1200, 800)) -> np.ndarray:
+    """nerfstudio's viewer (as `ns-viewer --load-config` starts it) on a run, opened by headless Chromium from the
+    train camera `camera`, showing `panoptic` left and `rgb` right of the split (chosen server-side, as a click on
+    the 'Output type' and 'Split Screen' controls would); returns the screenshot."""
+    import socket
+    import threading
+    import time
+    from threading import Lock
+
+    from panst3r_splat.pipeline.nerfstudio_io import load_ns_pipeline
+
+    config, pipeline, _, step = load_ns_pipeline(run)  # first: nerfstudio.utils.writer alone imports circularly
+    from nerfstudio.utils import writer
+    from nerfstudio.viewer.viewer import Viewer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config.viewer.websocket_port, config.viewer.websocket_host, config.vis = port, "127.0.0.1", "viewer"
+    viewer = Viewer(config.viewer, log_filename=out.parent / "viewer_log.txt",
+                    datapath=pipeline.datamanager.get_datapath(), pipeline=pipeline, train_lock=Lock())
+    config.logging.local_writer.enable = False
+    writer.setup_local_writer(config.logging, max_iter=config.max_num_iterations, banner_messages=None)
+    viewer.init_scene(train_dataset=pipeline.datamanager.train_dataset, train_state="completed",
+                      eval_dataset=pipeline.datamanager.eval_dataset)
+    viewer.update_scene(step=step)
+    viewer.set_camera_visibility(False)
+    cameras = pipeline.datamanager.train_dataset.cameras
+    fov = 2.0 * float(torch.atan(cameras.height[camera] / (2.0 * cameras.fy[camera])))
+
+    def drive() -> None:
+        deadline = time.monotonic() + 120.0
+        panel = viewer.control_panel
+        while not viewer.viser_server.get_clients() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for client in viewer.viser_server.get_clients().values():
+            with client.atomic():
+                client.camera.wxyz = viewer.camera_handles[camera].wxyz
+                client.camera.position = viewer.camera_handles[camera].position
+                client.camera.fov = fov
+        while "panoptic" not in panel._output_render.options and time.monotonic() < deadline:
+            time.sleep(0.05)
+        panel._output_render.value = "panoptic"
+        panel._split.value = True
+        panel._split_output_render.value = "rgb"
+        panel.update_control_panel()
+        viewer._trigger_rerender()
+
+    threading.Thread(target=drive, daemon=True).start()
+    profile = out.parent / f"{out.stem}-chromium"
+    try:
+        subprocess.run(
+            [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={profile}", f"--window-size={window[0]},{window[1]}",
+             f"--virtual-time-budget={budget_ms}", f"--screenshot={out}", f"http://127.0.0.1:{port}"],
+            capture_output=True, timeout=300, check=False)
+    finally:
+        viewer.viser_server.stop()
+        shutil.rmtree(profile, ignore_errors=True)
+    assert out.is_file(), "chromium wrote no screenshot"
+    return np.asarray(Image.open(out).convert("RGB"))
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+@needs_cli
+def test_ns_viewer_shows_the_label_outputs(trained_run: Path, tmp_path: Path) -> None:
+    """The viewer lists our outputs and paints the panoptic one in the legend's colours (JPEG-shifted a little)."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not installed")
+    from panst3r_splat.pipeline.nerfstudio_io import load_ns_output
+
+    legend = load_ns_output(trained_run).segments
+    image = ns_viewer_screenshot(trained_run, tmp_path / "viewer.png")
+    left = image[100:700, 40:400].astype(np.int64)  # the panoptic half of the split, clear of the panel
+
+    def share(color: tuple[int, int, int]) -> float:
+        return float((np.abs(left - np.array(color)).max(axis=-1) <= 24).mean())
+
+    shown = [s for s in legend if share(s.color) > 0.02]
+    assert len(shown) >= 2, [(s.class_name, share(s.color)) for s in legend]

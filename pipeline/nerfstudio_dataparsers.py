@@ -273,8 +273,8 @@ class Panst3rDataParserConfig(Panst3rDataParserBaseConfig):
     """predict's image size: 'default' (the checkpoint's training size), a long side such as 512, or 'native'."""
     keyframes: str = "auto"
     """predict's keyframes: 'auto', 'all' or a number K."""
-    merge: Optional[str] = None
-    """Mask merging: qubo, standard_v2 or standard_v1; default: the checkpoint's."""
+    merge: Optional[Literal["qubo", "standard_v2", "standard_v1"]] = None
+    """Mask merging; default: the checkpoint's."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where predict runs."""
     predictions_cache: Optional[Path] = None

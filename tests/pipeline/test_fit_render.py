@@ -414,3 +414,17 @@ def test_command_line_errors_are_one_line(dataset: Path, oracle: Path, tmp_path:
         code, err = _run(capsys, *args)
         assert code == EXIT_USER_ERROR, (args, err)
         assert needle in err and "\n" not in err, (args, err)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_oracle_fit_and_render_on_cuda_through_gsplat(dataset: Path, tmp_path: Path) -> None:
+    fit_scene(inputs_from_dataset(dataset), tmp_path / "scene", FAST, torch.device("cuda"))
+    assert load_scene(tmp_path / "scene").info["settings"]["device"].startswith("cuda")
+    render_scene(tmp_path / "scene", tmp_path / "r", DatasetCameras(dataset, "train"), RenderOptions(),
+                 device=torch.device("cuda"))
+    acc = []
+    for frame in ("0000", "0001", "0002", "0003"):
+        gt_sem = _png(dataset / "rs_semantics" / f"{frame}.png")
+        acc.append(float((_png(tmp_path / "r" / "pred_semantics" / f"{frame}.png") == gt_sem)[gt_sem > 0].mean()))
+    assert np.mean(acc) > 0.8, acc

@@ -299,7 +299,10 @@ def dataset_alignment(scene: FittedScene, dataset: Path) -> tuple[Alignment, dic
                         "predictions of this dataset's frames, or use --cameras orbit|train")
     mine = torch.tensor([p[0] for p in pairs])
     theirs = torch.from_numpy(data.T_world_cam[[p[1] for p in pairs]])
-    fit = estimate_alignment(scene.cameras.T_world_cam[mine].double(), theirs)
+    try:
+        fit = estimate_alignment(scene.cameras.T_world_cam[mine].double(), theirs)
+    except ValueError as err:
+        raise UserError(f"cannot align the scene to {dataset}: {err}") from None
     views = tuple(scene.cameras.names[int(i)] for i in mine)
     errs = fit.rotation_errors_deg
     spread = float((theirs[:, :3, 3] - theirs[:, :3, 3].mean(0)).norm(dim=1).mean())

@@ -511,12 +511,18 @@ class RenderSummary:
 
 
 def load_fitted(folder: Path) -> FittedScene:
-    """Read a SCENE folder with one-line user errors."""
+    """Read a SCENE folder (or an `ns-train panst3r-splat` run folder) with one-line user errors."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"scene folder {folder} does not exist; write one with `panst3r-splat fit`")
     if (folder / "config.yml").is_file() and not (folder / "gaussians.ply").is_file():
-        raise UserError(f"{folder} is an ns-train output; render a SCENE folder written by `panst3r-splat fit`")
+        # An `ns-train panst3r-splat` run: its Gaussians and lifted labels, with the map back to the dataset frame.
+        from panst3r_splat.pipeline.nerfstudio_io import load_ns_output
+
+        try:
+            return load_ns_output(folder)
+        except (ValueError, FileNotFoundError) as err:
+            raise UserError(f"{folder}: cannot read this ns-train run ({err})") from None
     try:
         return load_scene(folder)
     except ValueError as err:

@@ -486,6 +486,19 @@ def test_load_ns_output_gives_a_fitted_scene(trained_run: Path, tmp_path: Path) 
     assert saved.segments == scene.segments and saved.info["source"]["kind"] == "ns-train"
 
 
+@needs_cli
+def test_export_and_render_accept_an_ns_train_run(trained_run: Path, tmp_path: Path) -> None:
+    from panst3r_splat.pipeline.export import export_scene
+    from panst3r_splat.pipeline.render import load_fitted
+    from panst3r_splat.splat.ply import read_ply
+
+    scene = load_fitted(trained_run)
+    assert scene.info["source"]["kind"] == "ns-train"
+    result = export_scene(trained_run, tmp_path / "run.ply")
+    ply = read_ply(result.ply)
+    assert result.num_gaussians == len(scene.gaussians) == len(ply.scene)
+
+
 # ------------------------------------------------------------------------------------------- the viewer
 
 CHROMIUM = Path("/usr/bin/chromium")

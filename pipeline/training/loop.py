@@ -151,41 +151,48 @@ def train_model(preset: TrainPreset, out: Path, *, resume: bool, device: torch.d
         os.replace(tmp, out)
 
     progress = tqdm(total=stop - step, desc="train-model", unit="step", dynamic_ncols=True)
-    for batch in loader:
-        lr = learning_rate(step, preset)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        images = torch.stack([s.images for s in batch]).to(device, non_blocking=True)
-        targets = [targets_to(s.targets, device) for s in batch]
-        output = model(images, class_emb)
-        result = preset.criterion(scene_predictions(output, len(batch)), targets, generator=generator)
-        optimizer.zero_grad(set_to_none=True)
-        result.total.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), preset.grad_clip)
-        optimizer.step()
-        step += 1
-        progress.update(1)
-        for name, value in result.terms.items():
-            running[name] = running.get(name, 0.0) + float(value.detach())
-        running["grad_norm"] = running.get("grad_norm", 0.0) + float(grad_norm)
-        if step % preset.log_every == 0:
-            row = {"step": step, "lr": lr, "minutes": (time.time() - started) / 60}
-            row.update({k: v / preset.log_every for k, v in sorted(running.items()) if "aux" not in k})
-            _append_csv(log_path, row)
-            progress.set_postfix(loss=f"{row['loss_total']:.3f}")
-            running = {}
-        if step % preset.eval_every == 0 or step == stop:
-            model.eval()
-            metrics = evaluate_held_out(model, preset.data, class_emb, preset.eval_scenes)
-            model.train()
-            _append_csv(eval_path, {"step": step, **metrics})
-            log.info("step %d held-out: %s", step, ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
-        timed_out = max_minutes is not None and (time.time() - started) / 60 > max_minutes
-        if step % preset.checkpoint_every == 0 or step == stop or timed_out:
-            checkpoint()
-        if timed_out:
-            log.info("stopping after %.1f minutes at step %d (resume with --resume)", max_minutes, step)
-            break
+    try:
+        for batch in loader:
+            lr = learning_rate(step, preset)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            images = torch.stack([s.images for s in batch]).to(device, non_blocking=True)
+            targets = [targets_to(s.targets, device) for s in batch]
+            output = model(images, class_emb)
+            result = preset.criterion(scene_predictions(output, len(batch)), targets, generator=generator)
+            optimizer.zero_grad(set_to_none=True)
+            result.total.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), preset.grad_clip)
+            optimizer.step()
+            step += 1
+            progress.update(1)
+            for name, value in result.terms.items():
+                running[name] = running.get(name, 0.0) + float(value.detach())
+            running["grad_norm"] = running.get("grad_norm", 0.0) + float(grad_norm)
+            if step % preset.log_every == 0:
+                row = {"step": step, "lr": lr, "minutes": (time.time() - started) / 60}
+                row.update({k: v / preset.log_every for k, v in sorted(running.items()) if "aux" not in k})
+                _append_csv(log_path, row)
+                progress.set_postfix(loss=f"{row['loss_total']:.3f}")
+                running = {}
+            if step % preset.eval_every == 0 or step == stop:
+                model.eval()
+                metrics = evaluate_held_out(model, preset.data, class_emb, preset.eval_scenes)
+                model.train()
+                _append_csv(eval_path, {"step": step, **metrics})
+                log.info("step %d held-out: %s", step, ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
+            timed_out = max_minutes is not None and (time.time() - started) / 60 > max_minutes
+            if step % preset.checkpoint_every == 0 or step == stop or timed_out:
+                checkpoint()
+            if timed_out:
+                log.info("stopping after %.1f minutes at step %d (resume with --resume)", max_minutes, step)
+                break
+    except KeyboardInterrupt:
+        # Ctrl-C: keep what was trained (resume with --resume), then stop as asked.
+        progress.close()
+        checkpoint()
+        log.info("interrupted at step %d; checkpoint written (resume with --resume)", step)
+        raise
     progress.close()
     if step % preset.checkpoint_every:
         checkpoint()

@@ -59,13 +59,18 @@ of five classes (two chairs, two bags, a bed, a toilet) among twelve classes: re
 and stuff, all in the eight input views."""
 DEFAULT_VIEWS = 8
 DEFAULT_TEST_VIEWS = 4
-DEFAULT_FIT_STEPS = 150
-"""Fit steps of the default run: measured to keep the whole demo within 5 minutes on 2 CPU cores (see README)."""
+DEFAULT_FIT_STEPS = 500
+"""Fit steps of the default run: the whole demo stays well within 5 minutes on 2 CPU cores (about 0.2 s a step at
+192x144 with one thread; see the README for the measured table)."""
+DEFAULT_THREADS = 1
+"""Torch CPU threads of the demo. Its tensors are small (192x144 views, tiles of 16x16 pixels), so a second thread
+gains little, and on a machine whose cores are busy with other work the threads' fork/join waits cost far more:
+measured on a shared 2-core machine, the default run took 27 s with one thread and over 5 minutes with two."""
 DEFAULT_BUDGET = 5000
 """Initial Gaussians of the default run: the CPU rasteriser's step time grows with them, and a few thousand cover a
 192x144 room in few steps."""
-DEFAULT_ORBIT_FRAMES = 30
-ORBIT_FPS = 10
+DEFAULT_ORBIT_FRAMES = 60
+ORBIT_FPS = 15
 SYNTH_ASPECT = (3, 4)
 """Height : width of the synthetic views: 4:3 is one of the model's aspect buckets, so no view is cropped."""
 MIN_CONFIDENT_FRACTION = 0.1
@@ -108,6 +113,8 @@ class DemoOptions:
     """A user's photos instead of the synthetic scene: predict -> fit -> orbit, no scores."""
     overwrite: bool = False
     """Redo every stage even when a finished one with the same settings exists."""
+    threads: int = DEFAULT_THREADS
+    """Torch CPU threads while the demo runs (0: leave torch's setting); restored afterwards."""
 
 
 @dataclass(frozen=True)
@@ -218,6 +225,11 @@ def measure(fn: Callable[[], Any], device: torch.device) -> tuple[Any, Usage]:
                          rss_rise_mb=max(peak - rss_start, 0) / 1024, cuda_peak_mb=cuda_peak)
 
 
+def threads_default() -> int:
+    """Torch's own CPU thread count (what `--threads 0` keeps)."""
+    return torch.get_num_threads()
+
+
 def machine_info(device: torch.device) -> dict[str, Any]:
     """CPU model, cores, torch version and threads, and the device: what the timings were measured on."""
     cpu = platform.processor() or platform.machine()
@@ -301,15 +313,18 @@ def run_stage(stage: _Stage, options: DemoOptions, index: int, total: int) -> St
     final = Path(options.out) / stage.folder
     digest = _digest({"layout": LAYOUT_VERSION, "stage": stage.key, **stage.settings,
                       "after": [s.digest for s in stage.after]})
+    partial = final.parent / f".partial-{final.name}-{digest}"
     previous = _read_stage(final)
-    if not options.overwrite and previous is not None and previous.get("digest") == digest:
+    reuse = not options.overwrite and previous is not None and previous.get("digest") == digest
+    if final.parent.is_dir():
+        # An interrupted fit resumes only from inputs this run did not remake (a remade input may differ slightly).
+        _clear_partials(final, keep=partial,
+                        resume=not reuse and not options.overwrite and all(s.reused for s in stage.after))
+    if reuse:
         logger.info("demo [%d/%d] %s: reusing %s (finished earlier with the same settings)", index, total,
                     stage.title, final)
         return _record_from_json(previous)
-    partial = final.parent / f".partial-{final.name}-{digest}"
     final.parent.mkdir(parents=True, exist_ok=True)
-    # An interrupted fit resumes only from inputs this run did not remake (a remade input may differ slightly).
-    _clear_partials(final, keep=partial, resume=not options.overwrite and all(s.reused for s in stage.after))
     logger.info("demo [%d/%d] %s -> %s", index, total, stage.title, final)
     details, usage = measure(lambda: stage.produce(partial), options.device)
     record = StageRecord(key=stage.key, title=stage.title, folder=stage.folder, digest=digest, usage=usage,
@@ -485,8 +500,9 @@ def _render_stage(options: DemoOptions, key: str, folder: str, scene: Path, came
 
     what = "orbit + video" if cameras == "orbit" else "held-out views"
     title = f"render{' (oracle)' if key.startswith('oracle') else ''} {what}"
-    settings = {"cameras": cameras.replace(str(Path(options.out)), "OUT"), "orbit_frames": options.orbit_frames,
-                "render": dataclasses.asdict(render)}
+    settings = {"cameras": cameras.replace(str(Path(options.out)), "OUT"), "render": dataclasses.asdict(render)}
+    if cameras == "orbit":
+        settings["orbit_frames"] = options.orbit_frames
     return _Stage(key, title, folder, settings, produce, after)
 
 
@@ -561,7 +577,7 @@ def check_options(options: DemoOptions) -> None:
     out = Path(options.out)
     for name, value, low in (("--views", options.views, 1), ("--fit-steps", options.fit_steps, 1),
                              ("--budget", options.budget, 1), ("--orbit-frames", options.orbit_frames, 2),
-                             ("--seed", options.seed, 0)):
+                             ("--seed", options.seed, 0), ("--threads", options.threads, 0)):
         if value < low:
             raise UserError(f"{name} must be at least {low}, got {value}")
     if options.images is None and options.views < 3:
@@ -638,8 +654,14 @@ def run_demo(options: DemoOptions) -> DemoResult:
     (out / MARKER_FILE).write_text("panst3r-splat demo output folder (stages are reused by a re-run)\n")
     start, cpu_start = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
     records: list[StageRecord] = []
-    for index, build in enumerate(builders, start=1):
-        records.append(run_stage(build(records), options, index, len(builders)))
+    threads = torch.get_num_threads()
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    try:
+        for index, build in enumerate(builders, start=1):
+            records.append(run_stage(build(records), options, index, len(builders)))
+    finally:
+        torch.set_num_threads(threads)
     cpu_end = resource.getrusage(resource.RUSAGE_SELF)
     result = _result(options, records, time.perf_counter() - start, cpu_end.ru_utime - cpu_start.ru_utime)
     _write_json(out / SUMMARY_JSON, result_to_json(result))
@@ -671,7 +693,8 @@ def _result(options: DemoOptions, records: Sequence[StageRecord], seconds: float
     return DemoResult(out=out, mode="images" if options.images is not None else "synthetic", stages=tuple(records),
                       scores=scores, paths=paths, view_command=f"panst3r-splat view {shlex.quote(str(out / SCENE))}",
                       notes=tuple(_notes(options, by_key, scores)), seconds=seconds, user_seconds=user_seconds,
-                      machine=machine_info(options.device), settings=settings)
+                      machine={**machine_info(options.device), "torch_threads": options.threads or threads_default()},
+                      settings=settings)
 
 
 def _notes(options: DemoOptions, by_key: dict[str, StageRecord], scores: dict[str, dict[str, Any]]) -> list[str]:
@@ -734,8 +757,8 @@ def format_summary(result: DemoResult) -> str:
     """The summary table: stages with time and memory, scores, paths, notes and the command to run next."""
     m = result.machine
     cuda = any(r.usage.cuda_peak_mb is not None for r in result.stages)
-    lines = [f"panst3r-splat demo ({result.mode}) on {m['cpu']}, {m['cores']} cores, torch {m['torch']}, "
-             f"device {m['device']}{' (' + m['gpu'] + ')' if 'gpu' in m else ''}", ""]
+    lines = [f"panst3r-splat demo ({result.mode}) on {m['cpu']}, {m['cores']} cores, torch {m['torch']} "
+             f"(threads: {m['torch_threads']}), device {m['device']}{' (' + m['gpu'] + ')' if 'gpu' in m else ''}", ""]
     header = f"{'stage':<34}{'wall s':>8}{'CPU s':>8}{'peak MB':>9}{'rise MB':>9}" + (f"{'GPU MB':>8}" if cuda else "")
     lines += [header, "-" * len(header)]
     for r in result.stages:
@@ -775,7 +798,8 @@ def result_to_json(result: DemoResult) -> dict[str, Any]:
 
 
 __all__ = [
-    "DEFAULT_BUDGET", "DEFAULT_FIT_STEPS", "DEFAULT_ORBIT_FRAMES", "DEFAULT_TEST_VIEWS", "DEFAULT_VIEWS", "DEMO_SEED",
+    "DEFAULT_BUDGET", "DEFAULT_FIT_STEPS", "DEFAULT_ORBIT_FRAMES", "DEFAULT_TEST_VIEWS", "DEFAULT_THREADS",
+    "DEFAULT_VIEWS", "DEMO_SEED",
     "DemoOptions", "DemoResult", "StageRecord", "Usage", "check_options", "fit_conf_threshold", "format_summary",
     "machine_info", "measure", "model_long_side", "result_to_json", "run_demo", "run_stage", "synth_resolution",
 ]

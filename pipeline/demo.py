@@ -8,11 +8,15 @@ Synthetic mode (the default) chains the public stage functions:
     synth (generate_scene, write_scene)          -> OUT/data/              Panoptic Lifting scene, 8 input + 4 held-out
     predict + merge (run_predict)                -> OUT/predictions/       PanSt3R on the input views, merged panoptic
     fit (inputs_from_predictions, fit_scene)     -> OUT/scene/             labelled 3DGS (the `view` target)
-    render held-out (render_scene, dataset:...)  -> OUT/renders/test/      novel views at the held-out cameras
+    render held-out (render_scene, dataset:...)  -> OUT/renders/test/      novel views at the held-out cameras (*)
     render orbit (render_scene, orbit)           -> OUT/renders/orbit/     orbit frames + video.mp4
     eval (evaluate_folders)                      -> OUT/scores/            direct (predictions, train split) and
                                                                            lifted (renders, test split) scores
     with --oracle: fit + render from ground truth -> OUT/oracle/scene/, OUT/oracle/renders/ (scored in OUT/scores/)
+
+(*) A scene fitted from predictions is placed in the dataset's frame through the similarity between its predicted
+input cameras and the dataset's; when the model's cameras admit none (a weak model), the input views are rendered
+and scored instead, and the summary says so.
 
 `--images DIR` (a user's photos) runs predict + merge -> fit -> render orbit, with no ground truth and no scores.
 
@@ -26,7 +30,8 @@ checkpoint (kept beside the partial folder, whose name carries the digest).
 Measurements per stage: wall time, CPU time (user and system; the machine may be shared, CPU time is the steadier
 figure), the process's peak resident set during the stage (`VmHWM` of /proc/self/status, reset before each stage
 through /proc/self/clear_refs; tracemalloc would miss torch's allocations) and, on CUDA, the peak allocated GPU
-memory (`torch.cuda.max_memory_allocated`).
+memory (`torch.cuda.max_memory_allocated`). The demo runs with one torch CPU thread unless told otherwise
+(`DEFAULT_THREADS` says why).
 """
 
 from __future__ import annotations
@@ -712,8 +717,9 @@ def _notes(options: DemoOptions, by_key: dict[str, StageRecord], scores: dict[st
                      "unassigned (void); they count against PQ^scene")
     for key in ("render_test", "oracle_render"):
         if key in by_key and by_key[key].details.get("fallback"):
-            notes.append(f"the held-out views could not be placed in the fitted scene ({by_key[key].details['fallback']}"
-                         "): the lifted scores and PSNR are measured on the input views instead")
+            reason = by_key[key].details["fallback"]
+            notes.append(f"the held-out views could not be placed in the fitted scene ({reason}): the lifted scores "
+                         "and PSNR are measured on the input views instead")
     if by_key["fit"].details.get("note"):
         notes.append(by_key["fit"].details["note"])
     direct = scores.get("direct", {}).get("pq_scene")
@@ -740,7 +746,8 @@ def _fmt(x: Optional[float], spec: str = ".3f") -> str:
 def _stage_comment(record: StageRecord) -> str:
     d = record.details
     if record.key == "synth":
-        return f"{d['views']} input + {d['test_views']} held-out views, {d['width']}x{d['height']}, {d['things']} things"
+        return (f"{d['views']} input + {d['test_views']} held-out views, {d['width']}x{d['height']}, "
+                f"{d['things']} things")
     if record.key == "predict":
         return (f"{d['views']} views at {d['width']}x{d['height']}, {d['merge']}: {d['segments']} segments "
                 f"({d['things']} things), {100 * d['void_fraction']:.1f} % void")

@@ -18,6 +18,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from panst3r_splat.core.geometry import _quaternion_procrustes
+
 _DENOMINATOR_FLOOR = 1e-4
 """Floor of ``s_i + s_j`` relative to the largest singular value in the backward pass: only near-degenerate fits
 (all points on a line, or a reflection ambiguity) reach it, and there the gradient is large but finite."""
@@ -115,32 +117,10 @@ def weighted_procrustes(
 def _weighted_procrustes(
     src: np.ndarray, dst: np.ndarray, weights: np.ndarray, *, with_scale: bool = False
 ) -> tuple[np.ndarray, np.ndarray, float]:
-    """Reference twin for one fit: Horn's (1987) quaternion method in float64, a different algorithm from the SVD."""
-    w = weights.astype(np.float64) / weights.sum()
-    src_mean = (w[:, None] * src).sum(0)
-    dst_mean = (w[:, None] * dst).sum(0)
-    a = src.astype(np.float64) - src_mean
-    b = dst.astype(np.float64) - dst_mean
-    S = np.einsum("n,ni,nj->ij", w, a, b)  # S[i, j] = sum w a_i b_j
-    N = np.array(
-        [
-            [S[0, 0] + S[1, 1] + S[2, 2], S[1, 2] - S[2, 1], S[2, 0] - S[0, 2], S[0, 1] - S[1, 0]],
-            [S[1, 2] - S[2, 1], S[0, 0] - S[1, 1] - S[2, 2], S[0, 1] + S[1, 0], S[2, 0] + S[0, 2]],
-            [S[2, 0] - S[0, 2], S[0, 1] + S[1, 0], -S[0, 0] + S[1, 1] - S[2, 2], S[1, 2] + S[2, 1]],
-            [S[0, 1] - S[1, 0], S[2, 0] + S[0, 2], S[1, 2] + S[2, 1], -S[0, 0] - S[1, 1] + S[2, 2]],
-        ]
-    )
-    eigvals, eigvecs = np.linalg.eigh(N)
-    qw, qx, qy, qz = eigvecs[:, np.argmax(eigvals)]
-    R = np.array(
-        [
-            [1 - 2 * (qy * qy + qz * qz), 2 * (qx * qy - qz * qw), 2 * (qx * qz + qy * qw)],
-            [2 * (qx * qy + qz * qw), 1 - 2 * (qx * qx + qz * qz), 2 * (qy * qz - qx * qw)],
-            [2 * (qx * qz - qy * qw), 2 * (qy * qz + qx * qw), 1 - 2 * (qx * qx + qy * qy)],
-        ]
-    )
-    scale = float((w * ((a @ R.T) * b).sum(1)).sum() / (w * (a * a).sum(1)).sum()) if with_scale else 1.0
-    return R, dst_mean - scale * R @ src_mean, scale
+    """Reference twin for one fit: Horn's (1987) quaternion method in float64, a different algorithm from the SVD
+    (the same twin as `geometry.rigid_procrustes` and `geometry.umeyama_sim3` are tested against)."""
+    scale, R, t = _quaternion_procrustes(src, dst, weights, with_scale)
+    return R, t, scale
 
 
 def rotation_angle_deg(R: Float[Tensor, "*B 3 3"]) -> Float[Tensor, "*B"]:

@@ -29,14 +29,17 @@ checkpoint (kept beside the partial folder, whose name carries the digest).
 
 Measurements per stage: wall time, CPU time (user and system; the machine may be shared, CPU time is the steadier
 figure), the process's peak resident set during the stage (`VmHWM` of /proc/self/status, reset before each stage
-through /proc/self/clear_refs; tracemalloc would miss torch's allocations) and, on CUDA, the peak allocated GPU
+through /proc/self/clear_refs after freed heap memory is handed back to the OS; tracemalloc would miss torch's
+allocations) and, on CUDA, the peak allocated GPU
 memory (`torch.cuda.max_memory_allocated`). The demo runs with one torch CPU thread unless told otherwise
 (`DEFAULT_THREADS` says why).
 """
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import gc
 import hashlib
 import json
 import logging
@@ -203,6 +206,16 @@ def _reset_peak_rss() -> bool:
         return False
 
 
+def _release_free_memory() -> None:
+    """Hand freed heap memory back to the OS (glibc's ``malloc_trim``): the resident set at the start of a stage is
+    then what is alive, not what earlier stages freed but the allocator kept, so each stage's peak is its own."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the peaks then include memory kept from earlier stages
+        pass
+
+
 def _peak_rss_kb() -> int:
     hwm = _status_kb("VmHWM")
     return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -210,6 +223,7 @@ def _peak_rss_kb() -> int:
 
 def measure(fn: Callable[[], Any], device: torch.device) -> tuple[Any, Usage]:
     """Run ``fn`` once; its result and the resources it used (see the module docstring)."""
+    _release_free_memory()
     _reset_peak_rss()
     rss_start = _status_kb("VmRSS") or _peak_rss_kb()
     if device.type == "cuda":

@@ -4,7 +4,8 @@ a few fit steps) with the built-in model.
 Checks: every documented output exists and the summary carries numbers; a re-run reuses finished stages and a
 changed option redoes only the stages after it; a failing stage leaves no half-written folder and never damages a
 finished one; `--images` mode; one-line errors; the memory meter sees a large allocation; the fit's confidence
-fallback on a hand case; the command's defaults agree with the module's.
+fallback on a hand case; the command's defaults agree with the module's; `benchmarks/run.py --quick` writes its
+figures and plot.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import contextlib
 import inspect
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +25,8 @@ import torch
 from panst3r_splat.pipeline import commands
 from panst3r_splat.pipeline.cli import EXIT_USER_ERROR, main
 from panst3r_splat.pipeline.demo import (
-    DEFAULT_BUDGET, DEFAULT_FIT_STEPS, DEFAULT_ORBIT_FRAMES, DEFAULT_TEST_VIEWS, DEFAULT_THREADS, DEFAULT_VIEWS, DEMO_SEED,
-    MARKER_FILE,
-    STAGE_FILE, DemoOptions, _Stage, fit_conf_threshold, measure, run_stage, synth_resolution,
+    DEFAULT_BUDGET, DEFAULT_FIT_STEPS, DEFAULT_ORBIT_FRAMES, DEFAULT_TEST_VIEWS, DEFAULT_THREADS, DEFAULT_VIEWS,
+    DEMO_SEED, MARKER_FILE, STAGE_FILE, DemoOptions, _Stage, fit_conf_threshold, measure, run_stage, synth_resolution,
 )
 from panst3r_splat.pipeline.errors import UserError
 from panst3r_splat.pipeline.synth import SynthConfig, generate_scene, write_images
@@ -274,3 +276,30 @@ def test_demo_on_cuda_reports_gpu_memory(tmp_path: Path) -> None:
     stages = _summary(tmp_path / "out")["stages"]
     assert all(s["usage"]["cuda_peak_mb"] is not None for s in stages)
     assert "GPU MB" in text
+
+
+# ------------------------------------------------------------------------------------------------------ benchmark
+
+
+def test_benchmark_quick_writes_json_and_plot(tmp_path: Path) -> None:
+    """`benchmarks/run.py --quick` (about 15 s): every section measured, the figures and the plot written."""
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "run.py"), "--quick", "--json", str(tmp_path / "b.json"),
+         "--plot", str(tmp_path / "b.png")], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "b.json").read_text())
+    assert report["machine"]["cores"] >= 1 and report["machine"]["torch"] == torch.__version__
+    assert [r["views"] for r in report["pipeline_vs_views"]] == [3, 4]
+    for row in report["pipeline_vs_views"]:
+        for stage in ("synth", "predict_merge", "merge_qubo", "fit", "render"):
+            assert row[stage]["seconds"] > 0 and row[stage]["peak_rss_mb"] > 0, (row["views"], stage)
+    assert [(r["width"], r["height"]) for r in report["predict_vs_resolution"]] == [(64, 48), (96, 80)]
+    merge = report["merge_qubo_vs_official"][0]
+    ours, official = merge["solver_ours"]["energy"], merge["solver_official"]["energy"]
+    assert np.isfinite(ours) and ours <= official + 0.01 * abs(official)  # our solver is not worse
+    assert report["lifting_vs_render"]["lifting"][0]["ratio_to_render_pass"] > 0
+    assert all(r["steps_per_second"] > 0 for r in report["rasteriser"])
+    assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "1. pipeline vs views" in result.stdout and "machine:" in result.stdout

@@ -48,6 +48,7 @@ import platform
 import resource
 import shlex
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,7 +219,10 @@ def _release_free_memory() -> None:
 
 def _peak_rss_kb() -> int:
     hwm = _status_kb("VmHWM")
-    return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if hwm is not None:
+        return hwm
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak // 1024 if sys.platform == "darwin" else peak  # bytes on macOS, kB elsewhere
 
 
 def measure(fn: Callable[[], Any], device: torch.device) -> tuple[Any, Usage]:
@@ -345,7 +349,12 @@ def run_stage(stage: _Stage, options: DemoOptions, index: int, total: int) -> St
         return _record_from_json(previous)
     final.parent.mkdir(parents=True, exist_ok=True)
     logger.info("demo [%d/%d] %s -> %s", index, total, stage.title, final)
-    details, usage = measure(lambda: stage.produce(partial), options.device)
+    try:
+        details, usage = measure(lambda: stage.produce(partial), options.device)
+    except BaseException:
+        # Never resumable itself (a fit resumes from the checkpoint beside it, which stays).
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     record = StageRecord(key=stage.key, title=stage.title, folder=stage.folder, digest=digest, usage=usage,
                          details=details)
     _write_json(partial / STAGE_FILE, {"digest": digest, "settings": stage.settings,

@@ -156,12 +156,35 @@ def test_failing_stage_leaves_no_half_written_folder_and_keeps_the_finished_one(
         run_stage(_Stage("thing", "thing", "stage", {"v": 2}, crash), options, 1, 1)
     assert (tmp_path / "stage" / "result.txt").read_text() == "complete"
     assert json.loads((tmp_path / "stage" / STAGE_FILE).read_text())["digest"] == first.digest
-    # The next run clears the partial folder the crash left, and reuses or replaces whole folders only.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stage"]  # the crashed partial folder is gone
+    # A partial folder an earlier process left (killed) is cleared by the next run; whole folders only are reused.
+    (tmp_path / ".partial-stage-0123").mkdir()
     again = run_stage(_Stage("thing", "thing", "stage", {"v": 1}, crash), options, 1, 1)
     assert again.reused and again.digest == first.digest and again.details == {"lines": 1}
+    assert not (tmp_path / ".partial-stage-0123").exists()
     replaced = run_stage(_Stage("thing", "thing", "stage", {"v": 3}, good), options, 1, 1)
     assert not replaced.reused and replaced.digest != first.digest
     assert sorted(p.name for p in tmp_path.iterdir()) == ["stage"]
+
+
+def test_an_interrupted_fit_keeps_only_its_own_checkpoint(tmp_path: Path) -> None:
+    def fit_like(folder: Path) -> dict:  # what fit_scene leaves beside its output when it is interrupted
+        (folder.parent / f".{folder.name}.train.ckpt").write_text("step 100")
+        raise KeyboardInterrupt
+
+    stage = _Stage("fit", "fit", "scene", {"steps": 500}, fit_like)
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(stage, _options(tmp_path), 1, 1)
+    (checkpoint,) = tmp_path.glob("..partial-scene-*.train.ckpt")
+    stale = tmp_path / "..partial-scene-0123.train.ckpt"
+    stale.write_text("other settings")
+    with pytest.raises(KeyboardInterrupt):  # the same settings again: the checkpoint is kept for resuming
+        run_stage(stage, _options(tmp_path), 1, 1)
+    assert checkpoint.is_file() and not stale.exists()
+    with pytest.raises(KeyboardInterrupt):  # --overwrite starts afresh
+        run_stage(_Stage("fit", "fit", "scene", {"steps": 500}, lambda f: (_ for _ in ()).throw(KeyboardInterrupt)),
+                  _options(tmp_path, overwrite=True), 1, 1)
+    assert not checkpoint.exists()
 
 
 def test_downstream_digest_follows_the_upstream_stage(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ import torch
 from jaxtyping import Bool, Float32, Int32, Int64, Shaped, UInt8, UInt16
 from plyfile import PlyData, PlyElement
 
+from panst3r_splat.core.atomic_io import swap_into_place
 from panst3r_splat.core import class_table
 from panst3r_splat.core.geometry import fused_point_cloud
 from panst3r_splat.core.images import IMAGE_EXTENSIONS
@@ -492,26 +493,11 @@ def save_predictions(
         )
         write_points_ply(tmp / POINTS_FILE, points, colors)
         write_label_pngs(tmp, pred, entries)
-        _swap_into_place(tmp, folder, tag)
+        swap_into_place(tmp, folder, tag)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
-
-
-def _swap_into_place(tmp: Path, folder: Path, tag: str) -> None:
-    """Rename ``tmp`` to ``folder``, keeping the old folder until the new one is in place."""
-    if not folder.exists():
-        tmp.rename(folder)
-        return
-    old = folder.parent / f".{folder.name}.old-{tag}"
-    folder.rename(old)
-    try:
-        tmp.rename(folder)
-    except BaseException:
-        old.rename(folder)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 # -------------------------------------------------------------------------------------------------- class sets

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from jaxtyping import Int32
 
+from panst3r_splat.core.atomic_io import swap_into_place
 from panst3r_splat.core.geometry import Sim3Fit
 from panst3r_splat.splat.gaussians import Cameras, GaussianScene
 from panst3r_splat.splat.palette import segment_color
@@ -265,28 +266,13 @@ def save_scene(folder: str | Path, scene: FittedScene) -> Path:
         info["num_gaussians"] = len(scene.gaussians)
         info["sh_degree"] = scene.gaussians.sh_degree
         _write_json(tmp / SCENE_FILE, info)
-        _swap_into_place(tmp, folder, tag)
+        swap_into_place(tmp, folder, tag)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     logger.info("wrote fitted scene %s (%d Gaussians, %d segments)", folder, len(scene.gaussians),
                 len(scene.segments))
     return folder
-
-
-def _swap_into_place(tmp: Path, folder: Path, tag: str) -> None:
-    """Rename `tmp` to `folder`, keeping the old folder until the new one is in place."""
-    if not folder.exists():
-        tmp.rename(folder)
-        return
-    old = folder.parent / f".{folder.name}.old-{tag}"
-    folder.rename(old)
-    try:
-        tmp.rename(folder)
-    except BaseException:
-        old.rename(folder)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _read_json(path: Path) -> Any:

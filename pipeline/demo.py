@@ -68,9 +68,10 @@ of five classes (two chairs, two bags, a bed, a toilet) among twelve classes: re
 and stuff, all in the eight input views."""
 DEFAULT_VIEWS = 8
 DEFAULT_TEST_VIEWS = 4
-DEFAULT_FIT_STEPS = 500
-"""Fit steps of the default run: the whole demo stays well within 5 minutes on 2 CPU cores (about 0.2 s a step at
-192x144 with one thread; see the README for the measured table)."""
+DEFAULT_FIT_STEPS = 400
+"""Fit steps of the default run. A step costs 0.15 to 0.35 s at 192x144 with one thread on a shared 2-core machine
+(more where a weak model's geometry piles many large Gaussians into each view), so the whole default run takes
+2 to 3.5 minutes there: inside the 5-minute budget with room for slower machines."""
 DEFAULT_THREADS = 1
 """Torch CPU threads of the demo. Its tensors are small (192x144 views, tiles of 16x16 pixels), so a second thread
 gains little, and on a machine whose cores are busy with other work the threads' fork/join waits cost far more:

@@ -58,6 +58,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from panst3r_splat.core.atomic_io import swap_into_place
 from panst3r_splat.pipeline.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -308,18 +309,6 @@ def _clear_partials(final: Path, keep: Path, resume: bool) -> None:
             path.unlink(missing_ok=True)
 
 
-def _swap_into_place(partial: Path, final: Path) -> None:
-    """Rename the finished partial folder to its final name, keeping the old folder until the new one is there."""
-    if final.exists():
-        old = final.parent / f".old-{final.name}-{os.getpid()}"
-        shutil.rmtree(old, ignore_errors=True)
-        final.rename(old)
-        partial.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        partial.rename(final)
-
-
 @dataclass(frozen=True)
 class _Stage:
     key: str
@@ -360,7 +349,7 @@ def run_stage(stage: _Stage, options: DemoOptions, index: int, total: int) -> St
                          details=details)
     _write_json(partial / STAGE_FILE, {"digest": digest, "settings": stage.settings,
                                        "record": dataclasses.asdict(record)})
-    _swap_into_place(partial, final)
+    swap_into_place(partial, final, f"{os.getpid()}-{digest}")
     logger.info("demo [%d/%d] %s: done in %.1f s (%.1f s CPU, peak %.0f MB)", index, total, stage.title,
                 usage.seconds, usage.user_seconds + usage.system_seconds, usage.peak_rss_mb)
     return record

@@ -84,7 +84,7 @@ def test_demo_writes_every_documented_output(demo_run: tuple[Path, str]) -> None
         assert json.loads((out / "scores" / f"{name}.json").read_text())["pq_scene"]["all"]["pq"] is not None
         assert "PQ^scene" in (out / "scores" / f"{name}.txt").read_text()
     assert (out / "summary.txt").read_text().endswith(f"next: panst3r-splat view {out / 'scene'}\n")
-    assert not list(out.rglob(".partial-*")) and not list(out.rglob(".old-*"))
+    assert not list(out.rglob(".partial-*")) and not list(out.rglob("*.old-*"))
 
 
 def test_summary_has_numbers_for_every_stage_and_score(demo_run: tuple[Path, str]) -> None:

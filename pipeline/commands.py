@@ -1,7 +1,7 @@
 """Subcommands of `panst3r-splat`, thin wrappers from CLI options to the stage functions.
 
 Each function's docstring is its `--help` text; options follow ../README.md's command table (the public
-contract). Stages that are not built yet raise `NotImplementedYet` rather than pretending.
+contract).
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Optional
 
-from panst3r_splat.pipeline.errors import NotImplementedYet
 
 MergeName = Literal["qubo", "standard_v2", "standard_v1"]
 DeviceName = Literal["auto", "cpu", "cuda"]

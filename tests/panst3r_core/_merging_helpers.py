@@ -2,47 +2,21 @@
 
 from __future__ import annotations
 
-import functools
-import inspect
-import types
-import typing
-
 import torch
-from jaxtyping import AbstractArray, jaxtyped
+from _shape_checking import checked as shape_checked
 
 from panst3r_splat.core import merging
 from panst3r_splat.core.merging import MergedPanoptic
 
 
-def _annotation_checker(fn):
-    """jaxtyping shape checks of arguments and return value (typeguard 4 cannot parse the shape strings)."""
-    hints = typing.get_type_hints(fn)
-    signature = inspect.signature(fn)
-
-    def check(value, hint, what: str) -> None:
-        options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-        arrays = [h for h in options if isinstance(h, type) and issubclass(h, AbstractArray)]
-        if arrays and not any(isinstance(value, h) for h in arrays) and not (value is None and type(None) in options):
-            raise TypeError(f"{fn.__name__}: {what} does not match {hint}: shape {getattr(value, 'shape', None)}")
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        for name, value in signature.bind(*args, **kwargs).arguments.items():
-            if name in hints:
-                check(value, hints[name], f"argument {name!r}")
-        out = fn(*args, **kwargs)
-        if "return" in hints:
-            check(out, hints["return"], "return value")
-        if isinstance(out, MergedPanoptic):  # the result's own fields share V, H, W
-            check_merged(out)
-        return out
-
-    return wrapper
+def _check_result(out) -> None:
+    if isinstance(out, MergedPanoptic):  # the result's own fields share V, H, W
+        check_merged(out)
 
 
 def checked(fn):
-    """``fn`` with jaxtyping shape checking at run time."""
-    return jaxtyped(typechecker=_annotation_checker)(fn)
+    """``fn`` with jaxtyping shape checking at run time, merge results checked as well."""
+    return shape_checked(fn, after=_check_result)
 
 
 def check_merged(result: MergedPanoptic) -> None:

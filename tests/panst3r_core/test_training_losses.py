@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
-import inspect
 import math
-import types
-import typing
 
 import numpy as np
 import pytest
 import torch
-from jaxtyping import AbstractArray, jaxtyped
+from _shape_checking import checked
 
 from panst3r_splat.core.training import alignment, losses, matching, metrics
 from panst3r_splat.core.training.losses import (
@@ -31,43 +27,6 @@ from panst3r_splat.core.training.losses import (
     SceneTargets,
     aux_key,
 )
-
-
-def _annotation_checker(fn):
-    """A minimal run-time checker of jaxtyping annotations (arguments and return value) for ``jaxtyped``.
-
-    typeguard 4 parses jaxtyping's shape strings as Python expressions and fails, and beartype is not installed;
-    jaxtyping array types support ``isinstance`` inside a ``jaxtyped`` call, which is all that is needed here.
-    """
-    hints = typing.get_type_hints(fn)
-    signature = inspect.signature(fn)
-
-    def check(value, hint, what: str) -> None:
-        options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-        if typing.get_origin(hint) is tuple:
-            for item, item_hint in zip(value, typing.get_args(hint)):
-                check(item, item_hint, what)
-            return
-        arrays = [h for h in options if isinstance(h, type) and issubclass(h, AbstractArray)]
-        if arrays and not any(isinstance(value, h) for h in arrays) and not (value is None and type(None) in options):
-            raise TypeError(f"{fn.__name__}: {what} does not match {hint}: shape {getattr(value, 'shape', None)}")
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        for name, value in signature.bind(*args, **kwargs).arguments.items():
-            if name in hints:
-                check(value, hints[name], f"argument {name!r}")
-        out = fn(*args, **kwargs)
-        if "return" in hints:
-            check(out, hints["return"], "return value")
-        return out
-
-    return wrapper
-
-
-def checked(fn):
-    """The function with jaxtyping shape checking at run time."""
-    return jaxtyped(typechecker=_annotation_checker)(fn)
 
 
 hungarian_match = checked(matching.hungarian_match)

@@ -16,7 +16,8 @@ from jaxtyping import AbstractArray, jaxtyped
 
 
 def _annotation_checker(fn, after: Callable[[object], None] | None = None):
-    """Checks arguments and return value against their annotations; `after` checks the result further."""
+    """Checks arguments and return value against their annotations; `after` checks the result further (jaxtyping
+    also routes its parameter check through here, so `after` sees that call's None as well)."""
     hints = typing.get_type_hints(fn)
     signature = inspect.signature(fn)
 

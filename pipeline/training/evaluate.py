@@ -8,8 +8,6 @@ of the merged panoptic quality that `scripts/evaluate_model.py` measures properl
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -20,13 +18,11 @@ from panst3r_splat.pipeline.synth.config import HELD_OUT_SEED_START
 from panst3r_splat.pipeline.training.data import DataConfig
 from panst3r_splat.pipeline.training.targets import normalise_images, scene_targets
 
-
 def semantic_from_masks(class_logits: torch.Tensor, mask_logits: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
     """Per-pixel class index ``(V, H, W)`` from ``class_logits (Q, K)`` and ``mask_logits (V, Q, h, w)``."""
     masks = F.interpolate(mask_logits, size=hw, mode="bilinear", align_corners=False).sigmoid()  # [V, Q, H, W]
     scores = torch.einsum("vqhw,qk->vkhw", masks, class_logits.sigmoid())
     return scores.argmax(1)
-
 
 def _miou(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> float:
     ious = []
@@ -37,7 +33,6 @@ def _miou(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> float:
         ious.append((p & g).sum() / max((p | g).sum(), 1))
     return float(np.mean(ious)) if ious else float("nan")
 
-
 @torch.no_grad()
 def evaluate_held_out(model, data: DataConfig, class_embeddings: torch.Tensor, num_scenes: int) -> dict[str, float]:
     """Mean metrics over `num_scenes` held-out scenes shaped like the training samples."""
@@ -46,22 +41,27 @@ def evaluate_held_out(model, data: DataConfig, class_embeddings: torch.Tensor, n
     device = class_embeddings.device
     rows = []
     for i in range(num_scenes):
-        scene = generate_scene(replace(data.scene_config(), train_views=data.views), HELD_OUT_SEED_START + i)
-        K = np.broadcast_to(scene.K, (len(scene.images), 3, 3)) if scene.K.ndim == 2 else scene.K
-        tgt = scene_targets(scene.depth, K, scene.T_world_cam, scene.semantics, scene.instances)
-        images = normalise_images(torch.from_numpy(scene.images))[None].to(device)
+        # The first `views` consecutive cameras of a scene rendered as the training samples' scenes are: the same
+        # view spacing as training, so the scores follow what is being learnt.
+        scene = generate_scene(data.scene_config(), HELD_OUT_SEED_START + i)
+        views = slice(0, data.views)
+        K = np.broadcast_to(scene.K, (data.views, 3, 3)) if scene.K.ndim == 2 else scene.K[views]
+        tgt = scene_targets(scene.depth[views], K, scene.T_world_cam[views], scene.semantics[views],
+                            scene.instances[views])
+        images = normalise_images(torch.from_numpy(scene.images[views]))[None].to(device)
         out = model(images, class_embeddings)
         pts, pts_local, conf = activate_pointmaps(out.pointmaps_raw[0].float().cpu())
         geo = geometry_metrics(pts, pts_local, tgt.gt_pts3d_world, tgt.gt_pts3d_local, tgt.valid, conf)
         sem = semantic_from_masks(out.panoptic.class_logits[0].float(), out.panoptic.mask_logits[0].float(),
                                   scene.semantics.shape[1:]).cpu().numpy() + 1
-        valid = scene.semantics > 0
+        gt_sem = scene.semantics[views]
+        valid = gt_sem > 0
         rows.append({
             "rot_err_deg": geo.rotation_error_deg,
             "rot_err_identity_deg": geo.rotation_error_identity_deg,
             "local_depth_rel_err": geo.local_depth_rel_error,
             "global_point_err": geo.global_point_error,
             "global_point_err_copy_local": geo.global_point_error_copy_local,
-            "semantic_miou": _miou(sem[valid], scene.semantics[valid].astype(np.int64), class_embeddings.shape[0] + 1),
+            "semantic_miou": _miou(sem[valid], gt_sem[valid].astype(np.int64), class_embeddings.shape[0] + 1),
         })
     return {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]}

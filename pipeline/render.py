@@ -250,19 +250,19 @@ def estimate_alignment(T_src: Float[Tensor, "V 4 4"], T_dst: Float[Tensor, "V 4 
     R_src, R_dst = T_src[:, :3, :3], T_dst[:, :3, :3]
     sv = torch.linalg.svdvals(src - src.mean(0))
     collinear = bool(sv[1] < COLLINEAR_RATIO * sv[0]) if sv[0] > 0 else True
-    best: Optional[AlignmentFit] = None
+    candidates: list[AlignmentFit] = []
     if not collinear:
         fit = umeyama_sim3(src, dst)
-        best = AlignmentFit(fit, rotation_errors_deg(fit.R, R_src, R_dst), "umeyama")
-    if best is None or float(best.rotation_errors_deg.mean()) > ROTATION_TOLERANCE_DEG:
+        candidates.append(AlignmentFit(fit, rotation_errors_deg(fit.R, R_src, R_dst), "umeyama"))
+    if not candidates or float(candidates[0].rotation_errors_deg.mean()) > ROTATION_TOLERANCE_DEG:
         R = _rotation_average(R_src, R_dst)
         fit = _sim3_given_rotation(R, src, dst)
-        other = AlignmentFit(fit, rotation_errors_deg(R, R_src, R_dst), "rotation-average")
-        if best is None or other.rotation_errors_deg.mean() < best.rotation_errors_deg.mean():
-            best = other
-    if float(best.sim3.s) <= 0:
+        candidates.append(AlignmentFit(fit, rotation_errors_deg(R, R_src, R_dst), "rotation-average"))
+    # A fit with a non-positive scale mirrors the scene: never a valid similarity, whatever its rotation error.
+    valid = [c for c in candidates if float(c.sim3.s) > 0]
+    if not valid:
         raise ValueError("the estimated alignment has a non-positive scale; the cameras do not correspond")
-    return best
+    return min(valid, key=lambda c: float(c.rotation_errors_deg.mean()))
 
 
 def inverse_sim3(fit: Sim3Fit) -> Sim3Fit:

@@ -305,6 +305,19 @@ def test_estimate_alignment_recovers_a_similarity(collinear: bool) -> None:
                                               T_scene[:, :3, :3]), torch.zeros(6, dtype=torch.float64), atol=1e-3)
 
 
+def test_estimate_alignment_never_keeps_a_mirroring_fit() -> None:
+    """Centres related by a plain scaling, every rotation turned half a turn about z: the rotation-average fit then
+    needs a negative scale; the Umeyama fit (positive scale, large rotation errors) is kept instead of an error."""
+    T_scene = _random_cameras(6, seed=3)
+    T_scene[:, 2, 3] *= 0.05  # centres spread mostly in the xy plane, where a half turn about z mirrors them
+    T_dataset = T_scene.clone()
+    T_dataset[:, :3, 3] *= 2.0
+    T_dataset[:, :3, :3] = torch.diag(torch.tensor([-1.0, -1.0, 1.0], dtype=torch.float64)) @ T_scene[:, :3, :3]
+    fit = estimate_alignment(T_scene, T_dataset)
+    assert fit.method == "umeyama" and float(fit.sim3.s) == pytest.approx(2.0, rel=1e-6)
+    assert float(fit.rotation_errors_deg.min()) == pytest.approx(180.0, abs=1e-3)
+
+
 def _fake_predictions(dataset: Path, folder: Path, known: Sim3Fit) -> None:
     """The ground truth as a predictions folder at half resolution, in the frame `known^-1` of the dataset's."""
     from panst3r_splat.pipeline.panoptic_lifting import read_panoptic_lifting

@@ -575,14 +575,22 @@ def load_class_set(path: str | Path) -> ClassSet:
 
 
 def save_class_set(class_set: ClassSet, path: str | Path) -> None:
-    """Write a class set in the ``--classes`` format."""
-    np.savez(
-        path,
-        class_names=np.array(class_set.class_names, dtype=str),
-        class_embeddings=class_set.class_embeddings,
-        class_ids=class_set.class_ids,
-        isthing=class_set.isthing,
-    )
+    """Write a class set in the ``--classes`` format at exactly ``path`` (no ``.npz`` appended), atomically."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(
+                f,
+                class_names=np.array(class_set.class_names, dtype=str),
+                class_embeddings=class_set.class_embeddings,
+                class_ids=class_set.class_ids,
+                isthing=class_set.isthing,
+            )
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _hashed_gaussians(seed: str, count: int) -> np.ndarray:

@@ -23,6 +23,7 @@ def _commands() -> dict[str, Callable[..., object]]:
     return {
         "demo": commands.demo,
         "synth": commands.synth,
+        "classes": commands.classes,
         "predict": commands.predict,
         "merge": commands.merge,
         "fit": commands.fit,

@@ -103,7 +103,8 @@ def synth(*, out: Path, seed: int = 0, train_views: int = 12, test_views: int = 
 
 
 def predict(*, images: Path, out: Path, checkpoint: Optional[Path] = None, classes: Optional[Path] = None,
-            size: str = "default", keyframes: str = "auto",
+            siglip: Optional[Path] = None, class_names: Optional[Path] = None, size: str = "default",
+            keyframes: str = "auto",
             keyframe_selection: Literal["linspace", "farthest"] = "linspace", merge: Optional[MergeName] = None,
             split: str = "train", device: DeviceName = "auto", batch_size: int = 1, max_video_frames: int = 100,
             seed: int = 0) -> None:
@@ -117,6 +118,11 @@ def predict(*, images: Path, out: Path, checkpoint: Optional[Path] = None, class
         out: predictions folder to write (an existing one is replaced).
         checkpoint: model checkpoint (official .pth or our .safetensors); default: the built-in model.
         classes: class-set .npz (class_names, class_embeddings); default: the checkpoint's own.
+        siglip: local SigLIP model folder (config.json, model.safetensors, spiece.model; e.g. a download of
+            google/siglip-base-patch16-224): embed the class names with it, as the official checkpoints expect
+            (instead of --classes; `panst3r-splat classes` writes the same set to a file once).
+        class_names: with --siglip: a text file of class names, one a line; default: the checkpoint's names, else
+            the 21 classes of the class table.
         size: 'default' (the checkpoint's training size), an integer long side such as 512, or 'native'.
         keyframes: 'auto' (all up to 50, else 50), 'all', or a number K.
         keyframe_selection: how K keyframes are chosen: 'linspace' over the input order (official; videos,
@@ -131,11 +137,49 @@ def predict(*, images: Path, out: Path, checkpoint: Optional[Path] = None, class
     from panst3r_splat.pipeline.devices import resolve_device
     from panst3r_splat.pipeline.predict import PredictOptions, run_predict
 
-    options = PredictOptions(checkpoint=checkpoint, classes=classes, size=size, keyframes=keyframes,
-                             keyframe_selection=keyframe_selection, merge=merge, split=split,
-                             device=resolve_device(device), batch_size=batch_size,
+    options = PredictOptions(checkpoint=checkpoint, classes=classes, siglip=siglip, class_names=class_names,
+                             size=size, keyframes=keyframes, keyframe_selection=keyframe_selection, merge=merge,
+                             split=split, device=resolve_device(device), batch_size=batch_size,
                              max_video_frames=max_video_frames, seed=seed)
     run_predict(images, out, options)
+
+
+def classes(*, siglip: Path, out: Path, names: Optional[Path] = None, prompt: str = "This is a photo of {}.",
+            device: DeviceName = "auto", batch_size: int = 32) -> None:
+    """Write a class-set file (for `predict --classes`) with SigLIP text embeddings from a local SigLIP folder.
+
+    Each class embedding is the normalised SigLIP text pooler output of the prompt, as the official PanSt3R
+    checkpoints expect. Dataset ids and thing flags come from the class table when every name is one of its
+    classes, else ids 1..K and every class a thing.
+
+    Args:
+        siglip: local SigLIP model folder (config.json, model.safetensors, spiece.model), e.g. a download of
+            google/siglip-base-patch16-224; nothing is fetched from the network.
+        out: class-set file to write (.npz with class_names, class_embeddings, class_ids, isthing).
+        names: text file of class names, one a line (blank and '#' lines skipped); default: the 21 classes of the
+            class table.
+        prompt: prompt template, '{}' is replaced by the class name (the official one is the default; another
+            shifts the official checkpoints' class scores).
+        device: where to run the text model.
+        batch_size: texts per model call.
+    """
+    import logging
+
+    from panst3r_splat.core import class_table
+    from panst3r_splat.pipeline.classes import (
+        check_class_set_out,
+        read_names_file,
+        siglip_class_set,
+        write_class_set_file,
+    )
+    from panst3r_splat.pipeline.devices import resolve_device
+
+    check_class_set_out(out)
+    class_names = read_names_file(names) if names is not None else tuple(class_table.class_names())
+    class_set = siglip_class_set(siglip, class_names, prompt=prompt, device=resolve_device(device),
+                                 batch_size=batch_size)
+    path = write_class_set_file(class_set, out)
+    logging.getLogger(__name__).info("classes: %d classes -> %s", len(class_set), path)
 
 
 def merge(*, predictions: Path, merge: MergeName = "qubo", out: Optional[Path] = None,

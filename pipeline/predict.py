@@ -9,7 +9,8 @@ Steps (issue "panst3r-splat predict", ../shared/CLI.md "Predictions folder"):
    ``color/``: the colour frames of ``--split``). Images are prepared as the official demo does
    (:func:`panst3r_splat.core.images.load_images`: aspect buckets at the checkpoint's training size, or ``native``).
 2. The checkpoint is the built-in model unless ``--checkpoint`` names another (official ``.pth`` or ours); the class
-   set is the checkpoint's own unless ``--classes`` names a class-set file (official checkpoints carry none).
+   set is the checkpoint's own unless ``--classes`` names a class-set file (official checkpoints carry none) or
+   ``--siglip`` a local SigLIP folder to embed the class names with (:mod:`pipeline.classes`).
 3. ``PanSt3R.forward_inference`` with the keyframe policy, on the chosen device (CUDA autocast for the backbones).
    A single image is duplicated to make a pair, as the official demo does (MUSt3R's memory wants two images to
    start), and the duplicate's outputs are dropped.
@@ -54,6 +55,7 @@ from panst3r_splat.core.predictions import (
     load_class_set,
     save_predictions,
 )
+from panst3r_splat.pipeline.classes import class_set_for_names, read_names_file, siglip_class_set
 from panst3r_splat.pipeline.errors import UserError
 from panst3r_splat.pipeline.merge import merge_predictions
 
@@ -81,7 +83,11 @@ class PredictOptions:
     checkpoint: Path | None = None
     """Model checkpoint; None = the built-in model."""
     classes: Path | None = None
-    """Class-set file; None = the checkpoint's own class set."""
+    """Class-set file; None = the checkpoint's own class set (or ``siglip``)."""
+    siglip: Path | None = None
+    """Local SigLIP model folder: embed the class names with it instead of reading ``classes``."""
+    class_names: Path | None = None
+    """Names file for ``siglip`` (one a line); None = the checkpoint's class names, else the class table's."""
     size: str = "default"
     """``default`` (the checkpoint's training size), an integer long side, or ``native``."""
     keyframes: str = "auto"
@@ -139,10 +145,16 @@ def load_model(checkpoint: Path | None) -> LoadedCheckpoint:
     return loaded
 
 
-def resolve_class_set(loaded: LoadedCheckpoint, classes: Path | None) -> ClassSet:
-    """The class set of ``--classes``, else the checkpoint's own; its embedding width must match the model's."""
+def resolve_class_set(loaded: LoadedCheckpoint, options: PredictOptions) -> ClassSet:
+    """The class set of ``--classes`` or ``--siglip``, else the checkpoint's own; its embedding width must match the
+    model's."""
     lang_dim = loaded.config.mask_transformer.lang_dim
-    if classes is not None:
+    classes = options.classes
+    check_class_options(options)
+    if options.siglip is not None:
+        class_set = siglip_classes(loaded, options)
+        source = f"SigLIP {options.siglip}"
+    elif classes is not None:
         try:
             class_set = load_class_set(classes)
         except ValueError as err:
@@ -153,8 +165,9 @@ def resolve_class_set(loaded: LoadedCheckpoint, classes: Path | None) -> ClassSe
         source = "the checkpoint"
     else:
         raise UserError(
-            "this checkpoint carries no class set (official checkpoints never do): pass --classes FILE.npz with "
-            "class_names and class_embeddings (text embeddings of the model's text encoder, see CLI.md)"
+            "this checkpoint carries no class set (official checkpoints never do): pass --siglip DIR (a local SigLIP "
+            "model folder, e.g. google/siglip-base-patch16-224) or --classes FILE.npz with class_names and "
+            "class_embeddings (see `panst3r-splat classes`)"
         )
     width = class_set.class_embeddings.shape[1]
     if width != lang_dim:
@@ -166,19 +179,33 @@ def resolve_class_set(loaded: LoadedCheckpoint, classes: Path | None) -> ClassSe
     return class_set
 
 
+def check_class_options(options: PredictOptions) -> None:
+    """Refuse contradictory class options before any work."""
+    if options.siglip is not None and options.classes is not None:
+        raise UserError("give either --classes FILE or --siglip DIR, not both")
+    if options.class_names is not None and options.siglip is None:
+        raise UserError("--class-names needs --siglip DIR (a class-set file carries its own names)")
+
+
+def siglip_classes(loaded: LoadedCheckpoint, options: PredictOptions) -> ClassSet:
+    """``--siglip``: the names of ``--class-names``, else the checkpoint's, else the class table's, embedded."""
+    if options.class_names is not None:
+        names = read_names_file(options.class_names)
+    elif loaded.class_names is not None:
+        names = tuple(loaded.class_names)
+    else:
+        names = tuple(class_table.class_names())
+    if loaded.class_embeddings is not None:
+        log.warning("this checkpoint ships its own class embeddings; SigLIP embeddings fit only a model trained "
+                    "against SigLIP (the official ones)")
+    return siglip_class_set(options.siglip, names, device=options.device)
+
+
 def checkpoint_class_set(names: tuple[str, ...], embeddings: np.ndarray) -> ClassSet:
     """A checkpoint's shipped class set; dataset ids and thing flags come from the class table when every name is
     one of its classes (the built-in model), else the class-set file defaults (index + 1, all things)."""
-    K = len(names)
-    if all(n in class_table.CLASS_BY_NAME for n in names):
-        ids = np.array([class_table.CLASS_BY_NAME[n].id for n in names], dtype=np.int32)
-        isthing = np.array([class_table.CLASS_BY_NAME[n].isthing for n in names], dtype=bool)
-    else:
-        log.info("checkpoint classes are not all in the class table: ids 1..%d, every class a thing", K)
-        ids = np.arange(1, K + 1, dtype=np.int32)
-        isthing = np.ones(K, dtype=bool)
     try:
-        return ClassSet(class_names=names, class_embeddings=embeddings, class_ids=ids, isthing=isthing)
+        return class_set_for_names(names, embeddings)
     except ValueError as err:
         raise UserError(f"the checkpoint's class set is invalid ({err}); pass --classes FILE.npz") from None
 
@@ -349,11 +376,12 @@ def run_predict(images: Path, out: Path, options: PredictOptions) -> PredictResu
     """The whole stage; see the module docstring. Bad input raises `UserError` (one line)."""
     start = time.perf_counter()
     check_out_folder(Path(out))
+    check_class_options(options)
     if options.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {options.batch_size}")
     source = resolve_inputs(Path(images), options.split)
     loaded = load_model(options.checkpoint)
-    class_set = resolve_class_set(loaded, options.classes)
+    class_set = resolve_class_set(loaded, options)
     merge_name = resolve_merge(options.merge, loaded)
     size = resolve_size(options.size, loaded)
     imgs = read_inputs(source, size, loaded.config.patch_size, options.max_video_frames)
@@ -399,8 +427,9 @@ __all__ = [
     "KeyframeSelection",
     "PredictOptions",
     "PredictResult",
-    "checkpoint_class_set",
+    "check_class_options",
     "check_out_folder",
+    "checkpoint_class_set",
     "default_checkpoint_path",
     "estimate_cameras",
     "infer",
@@ -413,4 +442,5 @@ __all__ = [
     "resolve_merge",
     "resolve_size",
     "run_predict",
+    "siglip_classes",
 ]

@@ -404,6 +404,104 @@ def test_error_merge_without_predictions(capsys: pytest.CaptureFixture[str], pho
 # --------------------------------------------------------------------------------------------------- parity
 
 
+# ---------------------------------------------------------------------------------------- SigLIP class sets
+
+SIGLIP_TINY = REPO / "tests" / "data" / "siglip_tiny"
+
+
+@pytest.fixture(scope="module")
+def siglip_768(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny SigLIP fixture with a random 32 -> 768 pooler head, so its embeddings fit a PanSt3R (lang_dim 768)."""
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path_factory.mktemp("siglip") / "siglip_768"
+    shutil.copytree(SIGLIP_TINY, folder, ignore=shutil.ignore_patterns("*.py", "*.md", "*.json"))
+    shutil.copy(SIGLIP_TINY / "tokenizer_config.json", folder)
+    config = json.loads((SIGLIP_TINY / "config.json").read_text())
+    config["text_config"]["projection_size"] = 768
+    (folder / "config.json").write_text(json.dumps(config))
+    weights = load_file(SIGLIP_TINY / "model.safetensors")
+    g = torch.Generator().manual_seed(0)
+    weights["text_model.head.weight"] = torch.randn(768, 32, generator=g)
+    weights["text_model.head.bias"] = torch.randn(768, generator=g)
+    save_file(weights, folder / "model.safetensors")
+    return folder
+
+
+def test_classes_command_writes_a_file_predict_accepts(own_checkpoint: Path, photos: Path, siglip_768: Path,
+                                                       tmp_path: Path) -> None:
+    names = tmp_path / "names.txt"
+    names.write_text("# classes of the test\nchair\n\nwall\n  bed  \n", encoding="utf-8")
+    assert cli.main(["classes", "--siglip", str(siglip_768), "--names", str(names), "--out",
+                     str(tmp_path / "c.npz"), "--device", "cpu"]) == 0
+    with np.load(tmp_path / "c.npz", allow_pickle=False) as npz:
+        written = {k: npz[k] for k in npz.files}
+    assert written["class_names"].dtype.kind == "U" and written["class_names"].tolist() == ["chair", "wall", "bed"]
+    assert written["class_embeddings"].dtype == np.float32 and written["class_embeddings"].shape == (3, 768)
+    np.testing.assert_allclose(np.linalg.norm(written["class_embeddings"], axis=1), 1.0, atol=1e-6)
+    assert written["class_ids"].tolist() == [5, 1, 4] and written["isthing"].tolist() == [True, False, True]
+
+    commands.predict(images=photos, out=tmp_path / "p1", checkpoint=own_checkpoint, classes=tmp_path / "c.npz",
+                     merge="qubo", device="cpu")
+    via_file = _check_contract(tmp_path / "p1", V=3, H=MODEL_H, W=MODEL_W, Q=NUM_QUERIES, K=3)
+    assert via_file["class_names"].tolist() == ["chair", "wall", "bed"]
+    assert via_file["class_ids"].tolist() == [5, 1, 4]
+    # --siglip computes the same class set on the fly: the same class logits.
+    commands.predict(images=photos, out=tmp_path / "p2", checkpoint=own_checkpoint, siglip=siglip_768,
+                     class_names=names, merge="qubo", device="cpu")
+    direct = dict(np.load(tmp_path / "p2" / "predictions.npz"))
+    np.testing.assert_allclose(direct["class_logits"], via_file["class_logits"], atol=1e-6, rtol=0)
+
+
+def test_predict_siglip_defaults_to_the_checkpoint_names(own_checkpoint: Path, photos: Path, siglip_768: Path,
+                                                         tmp_path: Path) -> None:
+    commands.predict(images=photos, out=tmp_path / "p", checkpoint=own_checkpoint, siglip=siglip_768,
+                     merge="qubo", device="cpu")
+    arrays = _check_contract(tmp_path / "p", V=3, H=MODEL_H, W=MODEL_W, Q=NUM_QUERIES, K=len(CLASS_NAMES))
+    assert arrays["class_names"].tolist() == list(CLASS_NAMES)
+
+
+@needs_fixture
+def test_official_checkpoint_with_siglip_uses_the_class_table(fixture_photos: Path, siglip_768: Path,
+                                                              tmp_path: Path) -> None:
+    assert FIXTURE is not None
+    commands.predict(images=fixture_photos, out=tmp_path / "p", checkpoint=FIXTURE / "checkpoint.pth",
+                     siglip=siglip_768, size="native", device="cpu")
+    arrays = _check_contract(tmp_path / "p", V=3, H=48, W=64, Q=8, K=class_table.NUM_CLASSES)
+    assert arrays["class_names"].tolist() == class_table.class_names()
+    assert arrays["class_ids"].tolist() == list(range(1, class_table.NUM_CLASSES + 1))
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["--classes", "c.npz", "--siglip", "SIGLIP"], "either --classes"),
+    (["--class-names", "names.txt"], "--class-names needs --siglip"),
+    (["--siglip", "absent"], "absent not found"),
+    (["--siglip", "SIGLIP", "--class-names", "absent.txt"], "absent.txt"),
+])
+def test_error_siglip_options(capsys: pytest.CaptureFixture[str], own_checkpoint: Path, photos: Path,
+                              siglip_768: Path, tmp_path: Path, argv: list[str], needle: str) -> None:
+    argv = [str(siglip_768) if a == "SIGLIP" else str(tmp_path / a) if a.endswith((".npz", ".txt")) or a == "absent"
+            else a for a in argv]
+    line = _cli_error(capsys, ["predict", "--images", str(photos), "--out", str(tmp_path / "p"), "--checkpoint",
+                               str(own_checkpoint), "--device", "cpu", *argv])
+    assert needle in line
+
+
+def test_error_classes_command(capsys: pytest.CaptureFixture[str], siglip_768: Path, tmp_path: Path) -> None:
+    pickled = tmp_path / "pickled"
+    shutil.copytree(siglip_768, pickled)
+    (pickled / "model.safetensors").rename(pickled / "pytorch_model.bin")
+    line = _cli_error(capsys, ["classes", "--siglip", str(pickled), "--out", str(tmp_path / "c.npz")])
+    assert "pytorch_model.bin" in line and "model.safetensors" in line
+    line = _cli_error(capsys, ["classes", "--siglip", str(siglip_768), "--out", str(tmp_path / "c.txt")])
+    assert ".npz" in line
+    (tmp_path / "empty.txt").write_text("# nothing\n")
+    line = _cli_error(capsys, ["classes", "--siglip", str(siglip_768), "--names", str(tmp_path / "empty.txt"),
+                               "--out", str(tmp_path / "c.npz")])
+    assert "no names" in line
+    assert not (tmp_path / "c.npz").exists()
+
+
 @pytest.fixture(scope="module")
 def fixture_photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert FIXTURE is not None

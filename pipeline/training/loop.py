@@ -7,6 +7,7 @@ Files next to `--out` (e.g. `model.safetensors`):
 - `model.log.csv`: one row per `log_every` steps (losses, learning rate, seconds); `model.eval.csv`: held-out
   metrics every `eval_every` steps.
 Both checkpoint files are written to a temporary name and renamed, so an interruption never leaves a broken file.
+Ctrl-C and SIGTERM (`kill PID`) both end the run with a checkpoint of the last finished step.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ import csv
 import logging
 import math
 import os
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -68,6 +72,22 @@ def _worker_init(_: int) -> None:
     """One thread per data worker: the workers render scenes in parallel, and torch's default of one intra-op
     thread per core in every worker oversubscribes the CPU many times over."""
     torch.set_num_threads(1)
+
+
+@contextmanager
+def _termination_requests():
+    """While active, SIGTERM (`kill PID`, a scheduler ending the job) only sets the returned flag, so the loop can
+    finish its step, write a checkpoint and stop cleanly. Ctrl-C keeps raising KeyboardInterrupt (checkpointed too).
+    Off the main thread signal handlers cannot be set, and the flag simply never rises."""
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+    previous = signal.signal(signal.SIGTERM, lambda *_: requested.set())
+    try:
+        yield requested
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _resume_path(out: Path) -> Path:
@@ -141,7 +161,11 @@ def train_model(preset: TrainPreset, out: Path, *, resume: bool, device: torch.d
     running: dict[str, float] = {}
     model.train()
 
+    saved_step = -1
+
     def checkpoint() -> None:
+        nonlocal saved_step
+        saved_step = step
         _atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                             "generator": generator.get_state(), "torch_rng": torch.get_rng_state()},
                            _resume_path(out))
@@ -151,49 +175,54 @@ def train_model(preset: TrainPreset, out: Path, *, resume: bool, device: torch.d
         os.replace(tmp, out)
 
     progress = tqdm(total=stop - step, desc="train-model", unit="step", dynamic_ncols=True)
-    try:
-        for batch in loader:
-            lr = learning_rate(step, preset)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            images = torch.stack([s.images for s in batch]).to(device, non_blocking=True)
-            targets = [targets_to(s.targets, device) for s in batch]
-            output = model(images, class_emb)
-            result = preset.criterion(scene_predictions(output, len(batch)), targets, generator=generator)
-            optimizer.zero_grad(set_to_none=True)
-            result.total.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), preset.grad_clip)
-            optimizer.step()
-            step += 1
-            progress.update(1)
-            for name, value in result.terms.items():
-                running[name] = running.get(name, 0.0) + float(value.detach())
-            running["grad_norm"] = running.get("grad_norm", 0.0) + float(grad_norm)
-            if step % preset.log_every == 0:
-                row = {"step": step, "lr": lr, "minutes": (time.time() - started) / 60}
-                row.update({k: v / preset.log_every for k, v in sorted(running.items()) if "aux" not in k})
-                _append_csv(log_path, row)
-                progress.set_postfix(loss=f"{row['loss_total']:.3f}")
-                running = {}
-            if step % preset.eval_every == 0 or step == stop:
-                model.eval()
-                metrics = evaluate_held_out(model, preset.data, class_emb, preset.eval_scenes)
-                model.train()
-                _append_csv(eval_path, {"step": step, **metrics})
-                log.info("step %d held-out: %s", step, ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
-            timed_out = max_minutes is not None and (time.time() - started) / 60 > max_minutes
-            if step % preset.checkpoint_every == 0 or step == stop or timed_out:
-                checkpoint()
-            if timed_out:
-                log.info("stopping after %.1f minutes at step %d (resume with --resume)", max_minutes, step)
-                break
-    except KeyboardInterrupt:
-        # Ctrl-C: keep what was trained (resume with --resume), then stop as asked.
-        progress.close()
-        checkpoint()
-        log.info("interrupted at step %d; checkpoint written (resume with --resume)", step)
-        raise
+    with _termination_requests() as terminate:
+        try:
+            for batch in loader:
+                lr = learning_rate(step, preset)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                images = torch.stack([s.images for s in batch]).to(device, non_blocking=True)
+                targets = [targets_to(s.targets, device) for s in batch]
+                output = model(images, class_emb)
+                result = preset.criterion(scene_predictions(output, len(batch)), targets, generator=generator)
+                optimizer.zero_grad(set_to_none=True)
+                result.total.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), preset.grad_clip)
+                optimizer.step()
+                step += 1
+                progress.update(1)
+                for name, value in result.terms.items():
+                    running[name] = running.get(name, 0.0) + float(value.detach())
+                running["grad_norm"] = running.get("grad_norm", 0.0) + float(grad_norm)
+                if step % preset.log_every == 0:
+                    row = {"step": step, "lr": lr, "minutes": (time.time() - started) / 60}
+                    row.update({k: v / preset.log_every for k, v in sorted(running.items()) if "aux" not in k})
+                    _append_csv(log_path, row)
+                    progress.set_postfix(loss=f"{row['loss_total']:.3f}")
+                    running = {}
+                if step % preset.eval_every == 0 or step == stop:
+                    model.eval()
+                    metrics = evaluate_held_out(model, preset.data, class_emb, preset.eval_scenes)
+                    model.train()
+                    _append_csv(eval_path, {"step": step, **metrics})
+                    log.info("step %d held-out: %s", step, ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
+                timed_out = max_minutes is not None and (time.time() - started) / 60 > max_minutes
+                terminated = terminate.is_set()
+                if step % preset.checkpoint_every == 0 or step == stop or timed_out or terminated:
+                    checkpoint()
+                if timed_out:
+                    log.info("stopping after %.1f minutes at step %d (resume with --resume)", max_minutes, step)
+                    break
+                if terminated:
+                    log.info("terminated at step %d; checkpoint written (resume with --resume)", step)
+                    break
+        except KeyboardInterrupt:
+            # Ctrl-C: keep what was trained (resume with --resume), then stop as asked.
+            progress.close()
+            checkpoint()
+            log.info("interrupted at step %d; checkpoint written (resume with --resume)", step)
+            raise
     progress.close()
-    if step % preset.checkpoint_every:
+    if saved_step != step:
         checkpoint()
     return out

@@ -105,3 +105,26 @@ def test_resume_continues_bit_for_bit(tmp_path: Path) -> None:
     shipped = load_file(str(first))  # the model file loads without pickle and is stored in half precision
     weights = [t for k, t in shipped.items() if not k.startswith("_class_set")]
     assert weights and all(t.dtype == torch.float16 for t in weights if t.is_floating_point())
+
+
+def test_sigterm_stops_with_a_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`kill PID` during training: the step in progress finishes, a checkpoint of it is written, the run returns."""
+    import os
+    import signal
+
+    from panst3r_splat.pipeline.training import loop
+
+    real = loop.learning_rate
+
+    def lr_then_terminate(step: int, preset) -> float:
+        if step == 1:  # the second step: the signal arrives in the middle of training
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(step, preset)
+
+    monkeypatch.setattr(loop, "learning_rate", lr_then_terminate)
+    preset = dataclasses.replace(get_preset("smoke"), steps=5, checkpoint_every=10, eval_every=100)
+    out = train_model(preset, tmp_path / "model.safetensors", resume=False, device=torch.device("cpu"))
+    state = torch.load(out.with_suffix(".resume.pt"), weights_only=True)
+    assert state["step"] == 2 and out.exists()
+    assert signal.getsignal(signal.SIGTERM) is not None and signal.getsignal(signal.SIGTERM) != signal.SIG_IGN
+

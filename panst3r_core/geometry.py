@@ -30,6 +30,8 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+from panst3r_splat.core.procrustes import _quaternion_procrustes, weighted_procrustes
+
 log = logging.getLogger(__name__)
 
 FOCAL_IRLS_ITERATIONS = 10
@@ -153,10 +155,8 @@ def intrinsics_from_focal(
     return K
 
 
-def _weighted_centroids(
-    src: Tensor, dst: Tensor, weights: Tensor | None
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Normalised weights [..., P] (uniform where all weights are zero) and both weighted centroids [..., 3]."""
+def _checked_weights(src: Tensor, weights: Tensor | None) -> Float[Tensor, "*batch P"]:
+    """Point weights normalised to sum to one per fit (uniform where none are given or all are zero)."""
     if weights is None:
         weights = torch.ones(src.shape[:-1], dtype=src.dtype, device=src.device)
     if weights.shape != src.shape[:-1]:
@@ -169,20 +169,7 @@ def _weighted_centroids(
         log.warning("all point weights are zero for some fit; using uniform weights there")
         weights = torch.where(total > 0, weights, torch.ones_like(weights))
         total = weights.sum(dim=-1, keepdim=True)
-    weights = weights / total
-    src_mean = (weights[..., None] * src).sum(dim=-2)
-    dst_mean = (weights[..., None] * dst).sum(dim=-2)
-    return weights, src_mean, dst_mean
-
-
-def _special_procrustes(M: Float[Tensor, "*batch 3 3"]) -> tuple[Tensor, Tensor]:
-    """Rotation closest to ``M`` (roma ``special_procrustes``) and the sign-corrected singular values."""
-    U, S, Vh = torch.linalg.svd(M)
-    det = torch.linalg.det(U @ Vh)
-    D = torch.ones_like(S)
-    D[..., -1] = torch.where(det < 0, -1.0, 1.0).to(S.dtype)  # flip the weakest axis so that det(R) = +1
-    R = U @ torch.diag_embed(D) @ Vh
-    return R, S * D
+    return weights / total
 
 
 def rigid_procrustes(
@@ -198,51 +185,8 @@ def rigid_procrustes(
     """
     if src.shape != dst.shape or src.shape[-1] != 3:
         raise ValueError(f"src and dst must both be [..., P, 3], got {tuple(src.shape)} and {tuple(dst.shape)}")
-    weights, src_mean, dst_mean = _weighted_centroids(src, dst, weights)
-    src_c = src - src_mean[..., None, :]
-    dst_c = dst - dst_mean[..., None, :]
-    M = torch.einsum("...k,...ki,...kj->...ij", weights, dst_c, src_c)  # [..., 3, 3]
-    R, _ = _special_procrustes(M)
-    t = dst_mean - (R @ src_mean[..., None])[..., 0]
-    return R, t
-
-
-def _quaternion_procrustes(
-    src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None, with_scale: bool
-) -> tuple[float, np.ndarray, np.ndarray]:
-    """Reference twin: Horn's closed-form quaternion solution (a different algorithm from the SVD one), float64."""
-    src = src.astype(np.float64)
-    dst = dst.astype(np.float64)
-    w = np.ones(len(src)) if weights is None else weights.astype(np.float64)
-    w = w / w.sum()
-    src_mean = (w[:, None] * src).sum(0)
-    dst_mean = (w[:, None] * dst).sum(0)
-    a = src - src_mean
-    b = dst - dst_mean
-    S = (w[:, None, None] * a[:, :, None] * b[:, None, :]).sum(0)  # S[i, j] = sum w a_i b_j
-    N = np.array(
-        [
-            [S[0, 0] + S[1, 1] + S[2, 2], S[1, 2] - S[2, 1], S[2, 0] - S[0, 2], S[0, 1] - S[1, 0]],
-            [S[1, 2] - S[2, 1], S[0, 0] - S[1, 1] - S[2, 2], S[0, 1] + S[1, 0], S[2, 0] + S[0, 2]],
-            [S[2, 0] - S[0, 2], S[0, 1] + S[1, 0], -S[0, 0] + S[1, 1] - S[2, 2], S[1, 2] + S[2, 1]],
-            [S[0, 1] - S[1, 0], S[2, 0] + S[0, 2], S[1, 2] + S[2, 1], -S[0, 0] - S[1, 1] + S[2, 2]],
-        ]
-    )
-    eigvals, eigvecs = np.linalg.eigh(N)
-    qw, qx, qy, qz = eigvecs[:, np.argmax(eigvals)]
-    R = np.array(
-        [
-            [1 - 2 * (qy * qy + qz * qz), 2 * (qx * qy - qz * qw), 2 * (qx * qz + qy * qw)],
-            [2 * (qx * qy + qz * qw), 1 - 2 * (qx * qx + qz * qz), 2 * (qy * qz - qx * qw)],
-            [2 * (qx * qz - qy * qw), 2 * (qy * qz + qx * qw), 1 - 2 * (qx * qx + qy * qy)],
-        ]
-    )
-    scale = 1.0
-    if with_scale:
-        rotated = a @ R.T
-        scale = float((w * (rotated * b).sum(1)).sum() / (w * (a * a).sum(1)).sum())
-    t = dst_mean - scale * R @ src_mean
-    return scale, R, t
+    fit = weighted_procrustes(src, dst, _checked_weights(src, weights))
+    return fit.R, fit.t
 
 
 def _rigid_procrustes(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None):
@@ -305,19 +249,14 @@ def umeyama_sim3(
         raise ValueError(f"src and dst must both be [..., P, 3], got {tuple(src.shape)} and {tuple(dst.shape)}")
     if src.shape[-2] < 2:
         raise ValueError(f"a similarity needs at least 2 corresponding points, got {src.shape[-2]}")
-    weights, src_mean, dst_mean = _weighted_centroids(src, dst, weights)
-    src_c = src - src_mean[..., None, :]
-    dst_c = dst - dst_mean[..., None, :]
-    sigma2_src = (weights * src_c.square().sum(dim=-1)).sum(dim=-1)
+    weights = _checked_weights(src, weights)
+    src_mean = (weights[..., None] * src).sum(dim=-2)
+    sigma2_src = (weights * (src - src_mean[..., None, :]).square().sum(dim=-1)).sum(dim=-1)
     if bool((sigma2_src <= torch.finfo(src.dtype).tiny).any()):
         raise ValueError("cannot estimate a scale: the source points all coincide (give at least 2 distinct points)")
-    M = torch.einsum("...k,...ki,...kj->...ij", weights, dst_c, src_c)
-    R, signed_singular = _special_procrustes(M)
-    s = signed_singular.sum(dim=-1) / sigma2_src
-    t = dst_mean - s[..., None] * (R @ src_mean[..., None])[..., 0]
-    pred = s[..., None, None] * src @ R.transpose(-1, -2) + t[..., None, :]
-    residual = (weights * (pred - dst).square().sum(dim=-1)).sum(dim=-1).sqrt()
-    return Sim3Fit(s=s, R=R, t=t, residual=residual)
+    fit = weighted_procrustes(src, dst, weights, with_scale=True)
+    residual = (weights * (fit.apply(src) - dst).square().sum(dim=-1)).sum(dim=-1).sqrt()
+    return Sim3Fit(s=fit.scale, R=fit.R, t=fit.t, residual=residual)
 
 
 def _umeyama_sim3(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None):

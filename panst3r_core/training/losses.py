@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from panst3r_splat.core.training.alignment import weighted_procrustes
+from panst3r_splat.core.procrustes import weighted_procrustes
 from panst3r_splat.core.training.matching import (
     NUM_POINTS,
     MatchCostWeights,

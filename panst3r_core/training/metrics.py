@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from panst3r_splat.core.training.alignment import SimilarityFit, rotation_angle_deg, weighted_procrustes
+from panst3r_splat.core.procrustes import SimilarityFit, rotation_angle_deg, weighted_procrustes
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ import pytest
 import torch
 from _shape_checking import checked
 
-from panst3r_splat.core.training import alignment, losses, matching, metrics
+from panst3r_splat.core import procrustes
+from panst3r_splat.core.training import losses, matching, metrics
 from panst3r_splat.core.training.losses import (
     LOSS_CLASS,
     LOSS_MASK_BCE,
@@ -36,7 +37,7 @@ sigmoid_focal_loss_sum = checked(losses.sigmoid_focal_loss_sum)
 pointmap_losses = checked(losses.pointmap_losses)
 relative_pose_loss = checked(losses.relative_pose_loss)
 activate_pointmaps = checked(losses.activate_pointmaps)
-weighted_procrustes = checked(alignment.weighted_procrustes)
+weighted_procrustes = checked(procrustes.weighted_procrustes)
 geometry_metrics = checked(metrics.geometry_metrics)
 
 LOGIT = 30.0  # "large-magnitude" logits: sigmoid(-30) ~ 1e-13
@@ -381,21 +382,21 @@ def test_pose_loss_weights_switch_the_term():
     torch.testing.assert_close(on.total - off.total, on.terms[LOSS_POSE_ROTATION] + on.terms[LOSS_POSE_TRANSLATION])
 
 
-# ----------------------------------------------------------------------------------------------- alignment
+# ----------------------------------------------------------------------------------------------- procrustes
 
 
 def test_procrustes_backward_matches_autograd_svd_and_finite_differences():
     gen = torch.Generator().manual_seed(14)
     for _ in range(4):
         M = torch.randn(3, 3, generator=gen, dtype=torch.float64, requires_grad=True)
-        assert torch.autograd.gradcheck(alignment._SpecialProcrustes.apply, (M,))
+        assert torch.autograd.gradcheck(procrustes._SpecialProcrustes.apply, (M,))
         G = torch.randn(3, 3, generator=gen, dtype=torch.float64)
-        (fast,) = torch.autograd.grad((alignment.special_procrustes(M) * G).sum(), M)
-        (slow,) = torch.autograd.grad((alignment._special_procrustes(M) * G).sum(), M)
+        (fast,) = torch.autograd.grad((procrustes.special_procrustes(M) * G).sum(), M)
+        (slow,) = torch.autograd.grad((procrustes._special_procrustes(M) * G).sum(), M)
         torch.testing.assert_close(fast, slow, rtol=1e-9, atol=1e-9)
     # Equal singular values (a perfect prediction's covariance can be isotropic): autograd SVD gives NaN, ours not.
     M = torch.eye(3, dtype=torch.float64, requires_grad=True)
-    (grad,) = torch.autograd.grad((alignment.special_procrustes(M) * G).sum(), M)
+    (grad,) = torch.autograd.grad((procrustes.special_procrustes(M) * G).sum(), M)
     assert torch.isfinite(grad).all()
 
 
@@ -409,7 +410,7 @@ def test_weighted_procrustes_matches_the_quaternion_twin(with_scale):
     w = torch.rand(2, 50, generator=gen, dtype=torch.float64)
     fit = weighted_procrustes(src, dst, w, with_scale=with_scale)
     for b in range(2):
-        R_ref, t_ref, s_ref = alignment._weighted_procrustes(
+        R_ref, t_ref, s_ref = procrustes._weighted_procrustes(
             src[b].numpy(), dst[b].numpy(), w[b].numpy(), with_scale=with_scale
         )
         np.testing.assert_allclose(fit.R[b].numpy(), R_ref, atol=1e-9)

@@ -1,4 +1,5 @@
-"""Differentiable weighted Procrustes (rigid and similarity) for the pose loss and the training metrics.
+"""Weighted Procrustes (rigid and similarity), differentiable: the one fit behind the cameras recovered from
+pointmaps (`geometry`), the pose loss and the training metrics.
 
 The pose loss (``losses.relative_pose_loss``) back-propagates through the rotation fitted between a view's local
 and global pointmaps. Autograd through ``torch.linalg.svd`` differentiates ``U`` and ``V`` separately, with terms
@@ -18,7 +19,6 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from panst3r_splat.core.geometry import _quaternion_procrustes
 
 _DENOMINATOR_FLOOR = 1e-4
 """Floor of ``s_i + s_j`` relative to the largest singular value in the backward pass: only near-degenerate fits
@@ -114,11 +114,49 @@ def weighted_procrustes(
     return SimilarityFit(R=R, t=t, scale=scale)
 
 
+def _quaternion_procrustes(
+    src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None, with_scale: bool
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """Reference twin: Horn's closed-form quaternion solution (a different algorithm from the SVD one), float64."""
+    src = src.astype(np.float64)
+    dst = dst.astype(np.float64)
+    w = np.ones(len(src)) if weights is None else weights.astype(np.float64)
+    w = w / w.sum()
+    src_mean = (w[:, None] * src).sum(0)
+    dst_mean = (w[:, None] * dst).sum(0)
+    a = src - src_mean
+    b = dst - dst_mean
+    S = (w[:, None, None] * a[:, :, None] * b[:, None, :]).sum(0)  # S[i, j] = sum w a_i b_j
+    N = np.array(
+        [
+            [S[0, 0] + S[1, 1] + S[2, 2], S[1, 2] - S[2, 1], S[2, 0] - S[0, 2], S[0, 1] - S[1, 0]],
+            [S[1, 2] - S[2, 1], S[0, 0] - S[1, 1] - S[2, 2], S[0, 1] + S[1, 0], S[2, 0] + S[0, 2]],
+            [S[2, 0] - S[0, 2], S[0, 1] + S[1, 0], -S[0, 0] + S[1, 1] - S[2, 2], S[1, 2] + S[2, 1]],
+            [S[0, 1] - S[1, 0], S[2, 0] + S[0, 2], S[1, 2] + S[2, 1], -S[0, 0] - S[1, 1] + S[2, 2]],
+        ]
+    )
+    eigvals, eigvecs = np.linalg.eigh(N)
+    qw, qx, qy, qz = eigvecs[:, np.argmax(eigvals)]
+    R = np.array(
+        [
+            [1 - 2 * (qy * qy + qz * qz), 2 * (qx * qy - qz * qw), 2 * (qx * qz + qy * qw)],
+            [2 * (qx * qy + qz * qw), 1 - 2 * (qx * qx + qz * qz), 2 * (qy * qz - qx * qw)],
+            [2 * (qx * qz - qy * qw), 2 * (qy * qz + qx * qw), 1 - 2 * (qx * qx + qy * qy)],
+        ]
+    )
+    scale = 1.0
+    if with_scale:
+        rotated = a @ R.T
+        scale = float((w * (rotated * b).sum(1)).sum() / (w * (a * a).sum(1)).sum())
+    t = dst_mean - scale * R @ src_mean
+    return scale, R, t
+
+
 def _weighted_procrustes(
     src: np.ndarray, dst: np.ndarray, weights: np.ndarray, *, with_scale: bool = False
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Reference twin for one fit: Horn's (1987) quaternion method in float64, a different algorithm from the SVD
-    (the same twin as `geometry.rigid_procrustes` and `geometry.umeyama_sim3` are tested against)."""
+    (also the twin of `geometry.rigid_procrustes` and `geometry.umeyama_sim3`)."""
     scale, R, t = _quaternion_procrustes(src, dst, weights, with_scale)
     return R, t, scale
 

@@ -22,15 +22,21 @@ Peak memory is the process's resident-set peak during a stage (VmHWM, reset befo
 `panst3r_splat.pipeline.demo.measure`), and the rise over the stage's starting RSS. The pipeline sections run with
 `--threads` torch threads (1 by default, as the demo: on a busy 2-core machine a second thread costs far more than it
 gains; section 5 shows both). Everything synthetic is generated here: the benchmark needs no data.
+
+The JSON also names the machine (CPU, cores, torch, CUDA), the date and the load averages at the start and the end
+of the run (other work on the machine slows every figure). `benchmarks/readme.py JSON README.md` renders it into the
+README's performance section.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import importlib.util
 import json
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -363,8 +369,10 @@ def run(plan: Plan, threads: int) -> dict[str, Any]:
     """Every section, in one run."""
     start = time.perf_counter()
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
-    report: dict[str, Any] = {"machine": machine_info(devices[-1]), "settings": dataclasses.asdict(plan)
-                              | {"threads": threads, "seed": SEED}}
+    report: dict[str, Any] = {"machine": machine_info(devices[-1]) | {"cuda": torch.cuda.is_available()},
+                              "settings": dataclasses.asdict(plan) | {"threads": threads, "seed": SEED},
+                              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                              "load_average": {"start": load_average()}}
     with torch_threads(threads):
         report["pipeline_vs_views"] = [r for d in devices for r in pipeline_vs_views(plan, d)]
         report["predict_vs_resolution"] = [r for d in devices for r in predict_vs_resolution(plan, d)]
@@ -372,7 +380,17 @@ def run(plan: Plan, threads: int) -> dict[str, Any]:
         report["lifting_vs_render"] = lifting_vs_render(plan)
     report["rasteriser"] = rasteriser_steps(plan, tuple(dict.fromkeys((1, torch.get_num_threads()))))
     report["seconds"] = time.perf_counter() - start
+    report["load_average"]["end"] = load_average()
     return report
+
+
+def load_average() -> Optional[list[float]]:
+    """The 1-, 5- and 15-minute load averages (None where the OS has none): other work on the machine while it
+    ran, which the timings include."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -381,11 +399,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--plot", type=Path, default=None, help="write a PNG plot of stage time vs views")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of every section")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads of the pipeline sections")
+    parser.add_argument("--note", default=None,
+                        help="a sentence about the conditions of the run, kept in the JSON (e.g. other work on the "
+                             "machine)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.threads < 1:
         parser.error(f"--threads must be at least 1, got {args.threads}")
     report = run(QUICK if args.quick else Plan(), args.threads)
+    if args.note:
+        report["note"] = args.note
     sys.stdout.write(format_report(report))
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=1, default=str) + "\n")

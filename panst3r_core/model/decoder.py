@@ -127,6 +127,28 @@ class MUSt3RDecoder(nn.Module):
             pos: per new image, ``(B, T_i, 2)`` integer (y, x) patch positions.
             memory: the memory so far; None starts a new one whose first image is the reference.
         """
+        return self._update_memory(x_enc, pos, memory)[0]
+
+    def update_memory_with_pointmaps(
+        self,
+        x_enc: Sequence[Tensor],
+        pos: Sequence[Tensor],
+        memory: DecoderMemory | None,
+        image_hw: Sequence[tuple[int, int]],
+    ) -> tuple[DecoderMemory, list[Float[Tensor, "B H W 7"]]]:
+        """:meth:`update_memory`, plus the raw pointmaps the head gives for the new images' memory-pass tokens.
+
+        Inference never reads these (only the render pass's); training can supervise them: in the memory pass the
+        reference image is the one without ``image2_embed`` and the others see only *other* images, as DUSt3R's two
+        decoders do, a direct route to learn cross-view geometry before the render pass can tell the reference apart.
+        """
+        memory, tokens = self._update_memory(x_enc, pos, memory)
+        return memory, [self.head_dec(self.norm_dec(x), hw) for x, hw in zip(tokens, image_hw)]
+
+    def _update_memory(
+        self, x_enc: Sequence[Tensor], pos: Sequence[Tensor], memory: DecoderMemory | None
+    ) -> tuple[DecoderMemory, list[Tensor]]:
+        """The memory update; also returns each new image's tokens after the last decoder block, ``(B, T_i, D)``."""
         n = len(x_enc)
         if n == 0 or len(pos) != n:
             raise ValueError(f"update_memory needs one position tensor per image, got {n} images, {len(pos)} positions")
@@ -162,7 +184,7 @@ class MUSt3RDecoder(nn.Module):
         image_ids = torch.arange(start, start + n, device=xs[0].device)
         new_labels = image_ids.repeat_interleave(torch.tensor(counts, device=xs[0].device)).unsqueeze(0).expand(B, -1)
         labels = new_labels if memory is None else torch.cat([memory.labels, new_labels], dim=1)
-        return DecoderMemory(banks=tuple(banks), labels=labels, num_images=start + n)
+        return DecoderMemory(banks=tuple(banks), labels=labels, num_images=start + n), xs
 
     def _feedback(self, layer_inputs: list[Tensor]) -> list[Tensor]:
         """``offset = fb(LN(input of the last layer))`` added to every layer input except the last's."""

@@ -47,6 +47,8 @@ class TrainingOutput:
     """Class and mask predictions."""
     pointmaps_raw: Float[Tensor, "B V H W 7"]
     """Raw head output: [0:3] global points, [3:6] local points, [6] confidence, before activation."""
+    pointmaps_memory_raw: Float[Tensor, "B V H W 7"] | None = None
+    """The same head on the memory pass's tokens (only when asked for: a training signal, never used at inference)."""
 
 
 @dataclass(frozen=True)

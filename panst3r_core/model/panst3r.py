@@ -184,6 +184,28 @@ class PanSt3R(nn.Module):
             raise ValueError("cannot build a memory from zero images")
         return memory
 
+    def build_memory_with_pointmaps(
+        self,
+        x_enc: Float[Tensor, "B V T De"],
+        pos: Int[Tensor, "B V T 2"],
+        image_hw: tuple[int, int],
+        init: int = 2,
+        step: int = 1,
+    ) -> tuple[DecoderMemory, Float[Tensor, "B V H W 7"]]:
+        """:meth:`build_memory` over same-size views, plus the raw pointmaps of the memory pass (for training)."""
+        memory: DecoderMemory | None = None
+        pointmaps: list[Tensor] = []
+        start = 0
+        for size in memory_schedule(x_enc.shape[1], init, step):
+            views = range(start, start + size)
+            memory, new = self.must3r_decoder.update_memory_with_pointmaps(
+                [x_enc[:, i] for i in views], [pos[:, i] for i in views], memory, [image_hw] * size)
+            pointmaps.extend(new)
+            start += size
+        if memory is None:
+            raise ValueError("cannot build a memory from zero images")
+        return memory, torch.stack(pointmaps, dim=1)
+
     def panoptic_features(
         self,
         imgs: Float[Tensor, "V 3 H W"],
@@ -197,8 +219,18 @@ class PanSt3R(nn.Module):
 
     # -- training-mode forward ------------------------------------------------------------------------------------
 
-    def forward(self, imgs: Float[Tensor, "B V 3 H W"], class_embeddings: Float[Tensor, "K L"]) -> TrainingOutput:
-        """Training-mode forward over ``B`` scenes of ``V`` same-size views (official ``PanSt3R.forward``)."""
+    def forward(
+        self,
+        imgs: Float[Tensor, "B V 3 H W"],
+        class_embeddings: Float[Tensor, "K L"],
+        *,
+        memory_pass_pointmaps: bool = False,
+    ) -> TrainingOutput:
+        """Training-mode forward over ``B`` scenes of ``V`` same-size views (official ``PanSt3R.forward``).
+
+        ``memory_pass_pointmaps``: also return the pointmaps of the memory pass (training supervision; the other
+        outputs are unchanged).
+        """
         B, V, _, H, W = imgs.shape
         check_image_size(H, W, self.config.patch_size)
         flat = imgs.reshape(B * V, *imgs.shape[2:])
@@ -207,7 +239,11 @@ class PanSt3R(nn.Module):
         T = x_enc.shape[1]
         x_enc_b, pos_b = x_enc.reshape(B, V, T, -1), pos.reshape(B, V, T, 2)
         with _grad_if_trainable(self.must3r_decoder):
-            memory = self.build_memory([x_enc_b[:, i] for i in range(V)], [pos_b[:, i] for i in range(V)])
+            pointmaps_memory = None
+            if memory_pass_pointmaps:
+                memory, pointmaps_memory = self.build_memory_with_pointmaps(x_enc_b, pos_b, (H, W))
+            else:
+                memory = self.build_memory([x_enc_b[:, i] for i in range(V)], [pos_b[:, i] for i in range(V)])
             kv = self.must3r_decoder.memory_kv(memory)
             pointmaps, y_dec = self.must3r_decoder.render(x_enc_b, pos_b, kv, (H, W))
         with _grad_if_trainable(self.dino_encoder):
@@ -219,7 +255,7 @@ class PanSt3R(nn.Module):
             [f16[:, i] for i in range(V)], [mask_f[:, i] for i in range(V)], [H > W] * V, class_embeddings
         )
         panoptic = _panoptic_in_image_orientation(panoptic_from_mask_transformer(out), H, W)
-        return TrainingOutput(panoptic=panoptic, pointmaps_raw=pointmaps)
+        return TrainingOutput(panoptic=panoptic, pointmaps_raw=pointmaps, pointmaps_memory_raw=pointmaps_memory)
 
     # -- inference ------------------------------------------------------------------------------------------------
 

@@ -65,6 +65,10 @@ def aux_key(layer: int, name: str) -> str:
     return f"aux{layer}/{name}"
 
 
+MEMORY_PASS = "memory"
+"""Prefix of the geometry terms of the memory pass's pointmaps, e.g. ``memory/loss_pts_global``."""
+
+
 # ----------------------------------------------------------------------------------------------- inputs / outputs
 
 
@@ -89,6 +93,8 @@ class ScenePrediction:
     pointmaps_raw: Float[Tensor, "V H W 7"] | None = None
     """``[global xyz (frame of view 0), local xyz (own camera, OpenCV), conf]`` before activation; None: no geometry
     loss (for a model whose geometry is frozen)."""
+    pointmaps_memory_raw: Float[Tensor, "V H W 7"] | None = None
+    """The same from the memory pass (``PanSt3R.forward(memory_pass_pointmaps=True)``); None: no such terms."""
 
 
 @dataclass(frozen=True)
@@ -367,6 +373,10 @@ class PanopticCriterion:
     """Cross-view term: chordal distance between the Procrustes camera rotation of the prediction and the GT one."""
     pose_translation_weight: float = 1.0
     """Cross-view term: distance between the Procrustes camera translations (scale-normalised units)."""
+    memory_pass_weight: float = 0.0
+    """Multiplier of the geometry terms computed again on the memory pass's pointmaps (0: not computed). Our own
+    addition for training from scratch: there the reference view is marked (no ``image2_embed``) and every other
+    view sees only other views, so cross-view geometry has a direct signal; inference is unchanged."""
 
     def __call__(
         self,
@@ -392,9 +402,17 @@ class PanopticCriterion:
                     matches.append(match)
                 for name, value in terms.items():
                     sums[prefix + name] = sums.get(prefix + name, 0.0) + value / num_masks
-            if pred.pointmaps_raw is not None:
-                for name, value in self._geometry_terms(pred.pointmaps_raw, tgt).items():
-                    sums[name] = sums.get(name, 0.0) + value / len(predictions)
+            passes = [("", pred.pointmaps_raw)]
+            if self.memory_pass_weight != 0.0:
+                passes.append((MEMORY_PASS + "/", pred.pointmaps_memory_raw))
+            for prefix, pointmaps_raw in passes:
+                if pointmaps_raw is None:
+                    if prefix:
+                        raise ValueError("memory_pass_weight is set: the predictions need pointmaps_memory_raw "
+                                         "(PanSt3R.forward(..., memory_pass_pointmaps=True))")
+                    continue
+                for name, value in self._geometry_terms(pointmaps_raw, tgt).items():
+                    sums[prefix + name] = sums.get(prefix + name, 0.0) + value / len(predictions)
         total = sum(self._weight(name) * value for name, value in sums.items())
         terms = {name: value for name, value in sums.items()}
         terms[LOSS_TOTAL] = total
@@ -444,7 +462,7 @@ class PanopticCriterion:
 
     def _weight(self, name: str) -> float:
         """Weight of a term in the total (auxiliary terms: their base weight times ``aux_weight``)."""
-        base, is_aux = (name.split("/", 1)[1], True) if "/" in name else (name, False)
+        prefix, base = name.split("/", 1) if "/" in name else ("", name)
         weight = {
             LOSS_CLASS: self.class_weight,
             LOSS_MASK_BCE: self.mask_weight,
@@ -454,4 +472,6 @@ class PanopticCriterion:
             LOSS_POSE_ROTATION: self.pose_rotation_weight,
             LOSS_POSE_TRANSLATION: self.pose_translation_weight,
         }[base]
-        return weight * self.aux_weight if is_aux else weight
+        if prefix == MEMORY_PASS:
+            return weight * self.memory_pass_weight
+        return weight * self.aux_weight if prefix else weight

@@ -64,14 +64,19 @@ def scene_predictions(output, batch_size: int) -> list[ScenePrediction]:
     preds = []
     for b in range(batch_size):
         aux = tuple(MaskOutputs(a.class_logits[b], a.mask_logits[b]) for a in pan.aux)
-        preds.append(ScenePrediction(MaskOutputs(pan.class_logits[b], pan.mask_logits[b]), aux, output.pointmaps_raw[b]))
+        memory = None if output.pointmaps_memory_raw is None else output.pointmaps_memory_raw[b]
+        preds.append(ScenePrediction(MaskOutputs(pan.class_logits[b], pan.mask_logits[b]), aux, output.pointmaps_raw[b],
+                                     memory))
     return preds
 
 
 def _worker_init(_: int) -> None:
     """One thread per data worker: the workers render scenes in parallel, and torch's default of one intra-op
-    thread per core in every worker oversubscribes the CPU many times over."""
+    thread per core in every worker oversubscribes the CPU many times over. Workers ignore SIGTERM (a `kill` of the
+    whole process group): the main process then writes its checkpoint and stops them; torch's watchdog ends them if
+    the main process dies."""
     torch.set_num_threads(1)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 @contextmanager
@@ -101,12 +106,28 @@ def _atomic_torch_save(obj: dict, path: Path) -> None:
 
 
 def _append_csv(path: Path, row: dict) -> None:
-    new = not path.exists()
-    with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(row))
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
+    """Append a row; when its columns differ from the file's (a run resumed with another recipe), the file is
+    rewritten with the union of the columns, earlier rows left blank in the new ones."""
+    header: list[str] = []
+    if path.exists():
+        with path.open(newline="") as f:
+            header = next(csv.reader(f), [])
+    if header == list(row) or not header:
+        with path.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(row))
+            if not header:
+                writer.writeheader()
+            writer.writerow(row)
+        return
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    columns = header + [k for k in row if k not in header]
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows + [row])
+    os.replace(tmp, path)
 
 
 def train_model(preset: TrainPreset, out: Path, *, resume: bool, device: torch.device, max_steps: int | None = None,
@@ -183,7 +204,7 @@ def train_model(preset: TrainPreset, out: Path, *, resume: bool, device: torch.d
                     group["lr"] = lr
                 images = torch.stack([s.images for s in batch]).to(device, non_blocking=True)
                 targets = [targets_to(s.targets, device) for s in batch]
-                output = model(images, class_emb)
+                output = model(images, class_emb, memory_pass_pointmaps=preset.criterion.memory_pass_weight != 0.0)
                 result = preset.criterion(scene_predictions(output, len(batch)), targets, generator=generator)
                 optimizer.zero_grad(set_to_none=True)
                 result.total.backward()

@@ -110,6 +110,28 @@ def test_v2_training_forward_shapes(model: PanSt3R) -> None:
     assert torch.isfinite(pan.mask_logits).all() and pan.mask_logits.std() > 0
 
 
+def test_memory_pass_pointmaps_leave_the_outputs_unchanged(model: PanSt3R) -> None:
+    """Asking for the memory pass's pointmaps changes nothing else; the reference view's memory-pass pointmap is the
+    head on tokens without image2_embed, so it differs from its render-pass pointmap, and every view has one."""
+    imgs = _images(3, 48, 64, seed=4)[None].repeat(2, 1, 1, 1, 1)
+    with torch.no_grad():
+        plain = model(imgs, _classes())
+        both = model(imgs, _classes(), memory_pass_pointmaps=True)
+    assert plain.pointmaps_memory_raw is None
+    torch.testing.assert_close(both.pointmaps_raw, plain.pointmaps_raw, rtol=0, atol=0)
+    torch.testing.assert_close(both.panoptic.mask_logits, plain.panoptic.mask_logits, rtol=0, atol=0)
+    memory_pass = both.pointmaps_memory_raw
+    assert memory_pass is not None and memory_pass.shape == plain.pointmaps_raw.shape
+    assert torch.isfinite(memory_pass).all()
+    assert (memory_pass - plain.pointmaps_raw).abs().amax(dim=(0, 2, 3, 4)).min() > 0
+    x_enc, pos = model.encode(imgs[0])
+    with torch.no_grad():
+        memory = model.build_memory([x_enc[None, i] for i in range(3)], [pos[None, i] for i in range(3)])
+        memory2, _ = model.build_memory_with_pointmaps(x_enc[None], pos[None], (48, 64))
+    for a, b in zip(memory.banks, memory2.banks):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 def test_v2_state_dict_round_trip(model: PanSt3R, tmp_path: Path) -> None:
     save_checkpoint(tmp_path / "v2.safetensors", model)
     loaded = load_checkpoint(tmp_path / "v2.safetensors").model

@@ -382,6 +382,26 @@ def test_pose_loss_weights_switch_the_term():
     torch.testing.assert_close(on.total - off.total, on.terms[LOSS_POSE_ROTATION] + on.terms[LOSS_POSE_TRANSLATION])
 
 
+def test_memory_pass_terms_are_the_geometry_terms_of_the_memory_pointmaps_times_their_weight():
+    gen = torch.Generator().manual_seed(17)
+    world, local, valid, _, _ = rigid_scene(gen, n_views=2)
+    raw = torch.randn(*world.shape[:-1], 7, generator=gen, dtype=torch.float64)
+    raw_memory = torch.randn(*world.shape[:-1], 7, generator=gen, dtype=torch.float64)
+    (pred,), tgt = geometry_only(raw, world, local, valid)
+    with_memory = [dataclasses.replace(pred, pointmaps_memory_raw=raw_memory)]
+    base = PanopticCriterion()([pred], tgt)
+    on = PanopticCriterion(memory_pass_weight=0.5)(with_memory, tgt)
+    alone = PanopticCriterion()(geometry_only(raw_memory, world, local, valid)[0], tgt)
+    memory_terms = {k: v for k, v in on.terms.items() if k.startswith(losses.MEMORY_PASS + "/")}
+    assert sorted(memory_terms) == sorted(f"memory/{k}" for k in (LOSS_POSE_ROTATION, LOSS_POSE_TRANSLATION,
+                                                                  "loss_pts_global", "loss_pts_local"))
+    for name, value in memory_terms.items():
+        torch.testing.assert_close(value, alone.terms[name.split("/", 1)[1]])
+    torch.testing.assert_close(on.total, base.total + 0.5 * sum(memory_terms.values()))  # default weights are 1
+    with pytest.raises(ValueError, match="memory_pass_pointmaps=True"):
+        PanopticCriterion(memory_pass_weight=1.0)([pred], tgt)
+
+
 # ----------------------------------------------------------------------------------------------- procrustes
 
 

@@ -128,3 +128,18 @@ def test_sigterm_stops_with_a_checkpoint(tmp_path: Path, monkeypatch: pytest.Mon
     assert state["step"] == 2 and out.exists()
     assert signal.getsignal(signal.SIGTERM) is not None and signal.getsignal(signal.SIGTERM) != signal.SIG_IGN
 
+
+def test_csv_log_gains_the_columns_of_a_changed_recipe(tmp_path: Path) -> None:
+    import csv
+
+    from panst3r_splat.pipeline.training.loop import _append_csv
+
+    path = tmp_path / "log.csv"
+    _append_csv(path, {"step": 1, "a": 0.5})
+    _append_csv(path, {"step": 2, "a": 0.25})
+    _append_csv(path, {"step": 3, "a": 0.125, "b": 7})
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["step"] for r in rows] == ["1", "2", "3"] and rows[0]["b"] == "" and rows[2]["b"] == "7"
+    assert not path.with_name("log.csv.tmp").exists()
+

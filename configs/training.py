@@ -25,6 +25,9 @@ class TrainPreset:
     The geometry terms also supervise the memory pass's pointmaps (`memory_pass_weight`): with the render pass
     alone, 2,000 steps left the relative rotation exactly at the no-rotation baseline (the render pass treats the
     reference view like any other, so nothing tells it which frame to predict in until correspondence is learnt)."""
+    panoptic: bool = True
+    """Train the panoptic head too (False: the MUSt3R geometry alone, DINOv2 and the panoptic decoder untouched, as
+    PanSt3R starts from a trained MUSt3R)."""
     steps: int = 60_000
     """Total optimiser steps of the schedule (a run can stop earlier and resume)."""
     batch_size: int = 2
@@ -63,6 +66,10 @@ PRESETS: dict[str, TrainPreset] = {
     # 128x96 (48 tokens a view, 2.2x cheaper than 192x144: the RoPE model is not tied to one size) for more steps.
     "pairs": TrainPreset(data=DataConfig(views=2, arc_deg=(40.0, 160.0), width=128, height=96), batch_size=4,
                          eval_every=500),
+    # 2 CPU cores, the same pairs with the geometry losses only (no DINOv2 or panoptic decoder in the step): all of
+    # the compute and gradient go to the cross-view geometry, as MUSt3R is trained before PanSt3R's head.
+    "geometry": TrainPreset(data=DataConfig(views=2, arc_deg=(40.0, 160.0), width=128, height=96), batch_size=4,
+                            eval_every=500, panoptic=False),
     # A CUDA GPU with many CPU cores for the scene rendering: bigger batches, same model and data.
     "gpu": TrainPreset(batch_size=8, num_workers=14, lr=4e-4, steps=40_000, log_every=50, checkpoint_every=1000,
                        eval_every=2000, warmup_steps=1000),

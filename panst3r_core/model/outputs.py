@@ -43,8 +43,8 @@ class PanopticOutput:
 class TrainingOutput:
     """Result of :meth:`PanSt3R.forward`."""
 
-    panoptic: PanopticOutput
-    """Class and mask predictions."""
+    panoptic: PanopticOutput | None
+    """Class and mask predictions (None from a geometry-only forward)."""
     pointmaps_raw: Float[Tensor, "B V H W 7"]
     """Raw head output: [0:3] global points, [3:6] local points, [6] confidence, before activation."""
     pointmaps_memory_raw: Float[Tensor, "B V H W 7"] | None = None

@@ -225,11 +225,13 @@ class PanSt3R(nn.Module):
         class_embeddings: Float[Tensor, "K L"],
         *,
         memory_pass_pointmaps: bool = False,
+        panoptic: bool = True,
     ) -> TrainingOutput:
         """Training-mode forward over ``B`` scenes of ``V`` same-size views (official ``PanSt3R.forward``).
 
         ``memory_pass_pointmaps``: also return the pointmaps of the memory pass (training supervision; the other
-        outputs are unchanged).
+        outputs are unchanged). ``panoptic=False``: the MUSt3R part only (DINOv2 and the panoptic decoder are not
+        run; ``panoptic`` of the output is None), for training the geometry first, as MUSt3R precedes PanSt3R.
         """
         B, V, _, H, W = imgs.shape
         check_image_size(H, W, self.config.patch_size)
@@ -246,6 +248,8 @@ class PanSt3R(nn.Module):
                 memory = self.build_memory([x_enc_b[:, i] for i in range(V)], [pos_b[:, i] for i in range(V)])
             kv = self.must3r_decoder.memory_kv(memory)
             pointmaps, y_dec = self.must3r_decoder.render(x_enc_b, pos_b, kv, (H, W))
+        if not panoptic:
+            return TrainingOutput(panoptic=None, pointmaps_raw=pointmaps, pointmaps_memory_raw=pointmaps_memory)
         with _grad_if_trainable(self.dino_encoder):
             x_dino = self.dino_encoder(flat)
         f16, mask_f = self.panoptic_decoder.view_features(x_enc, y_dec.reshape(B * V, T, -1), x_dino, pos, flat)

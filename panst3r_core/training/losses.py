@@ -86,8 +86,8 @@ class MaskOutputs:
 class ScenePrediction:
     """What the losses need from the model for one scene."""
 
-    masks: MaskOutputs
-    """Final decoder layer."""
+    masks: MaskOutputs | None
+    """Final decoder layer (None: no panoptic loss, for training the geometry alone)."""
     aux_masks: tuple[MaskOutputs, ...] = ()
     """Earlier decoder layers, for deep supervision (empty: none)."""
     pointmaps_raw: Float[Tensor, "V H W 7"] | None = None
@@ -396,7 +396,7 @@ class PanopticCriterion:
         matches = []
         for pred, tgt in zip(predictions, targets):
             layers = [("", pred.masks)] + [(aux_key(i, ""), aux) for i, aux in enumerate(pred.aux_masks)]
-            for prefix, outputs in layers:
+            for prefix, outputs in layers if pred.masks is not None else []:
                 match, terms = self._panoptic_sums(outputs, tgt, generator)
                 if not prefix:
                     matches.append(match)

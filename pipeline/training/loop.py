@@ -63,10 +63,10 @@ def scene_predictions(output, batch_size: int) -> list[ScenePrediction]:
     pan = output.panoptic
     preds = []
     for b in range(batch_size):
-        aux = tuple(MaskOutputs(a.class_logits[b], a.mask_logits[b]) for a in pan.aux)
+        masks = None if pan is None else MaskOutputs(pan.class_logits[b], pan.mask_logits[b])
+        aux = () if pan is None else tuple(MaskOutputs(a.class_logits[b], a.mask_logits[b]) for a in pan.aux)
         memory = None if output.pointmaps_memory_raw is None else output.pointmaps_memory_raw[b]
-        preds.append(ScenePrediction(MaskOutputs(pan.class_logits[b], pan.mask_logits[b]), aux, output.pointmaps_raw[b],
-                                     memory))
+        preds.append(ScenePrediction(masks, aux, output.pointmaps_raw[b], memory))
     return preds
 
 
@@ -204,7 +204,8 @@ def train_model(preset: TrainPreset, out: Path, *, resume: bool, device: torch.d
                     group["lr"] = lr
                 images = torch.stack([s.images for s in batch]).to(device, non_blocking=True)
                 targets = [targets_to(s.targets, device) for s in batch]
-                output = model(images, class_emb, memory_pass_pointmaps=preset.criterion.memory_pass_weight != 0.0)
+                output = model(images, class_emb, memory_pass_pointmaps=preset.criterion.memory_pass_weight != 0.0,
+                               panoptic=preset.panoptic)
                 result = preset.criterion(scene_predictions(output, len(batch)), targets, generator=generator)
                 optimizer.zero_grad(set_to_none=True)
                 result.total.backward()

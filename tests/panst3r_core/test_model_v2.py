@@ -124,6 +124,11 @@ def test_memory_pass_pointmaps_leave_the_outputs_unchanged(model: PanSt3R) -> No
     assert memory_pass is not None and memory_pass.shape == plain.pointmaps_raw.shape
     assert torch.isfinite(memory_pass).all()
     assert (memory_pass - plain.pointmaps_raw).abs().amax(dim=(0, 2, 3, 4)).min() > 0
+    with torch.no_grad():
+        geometry = model(imgs, _classes(), memory_pass_pointmaps=True, panoptic=False)
+    assert geometry.panoptic is None
+    torch.testing.assert_close(geometry.pointmaps_raw, plain.pointmaps_raw, rtol=0, atol=0)
+    torch.testing.assert_close(geometry.pointmaps_memory_raw, memory_pass, rtol=0, atol=0)
     x_enc, pos = model.encode(imgs[0])
     with torch.no_grad():
         memory = model.build_memory([x_enc[None, i] for i in range(3)], [pos[None, i] for i in range(3)])

@@ -398,6 +398,11 @@ def test_memory_pass_terms_are_the_geometry_terms_of_the_memory_pointmaps_times_
     for name, value in memory_terms.items():
         torch.testing.assert_close(value, alone.terms[name.split("/", 1)[1]])
     torch.testing.assert_close(on.total, base.total + 0.5 * sum(memory_terms.values()))  # default weights are 1
+    geometry_alone = PanopticCriterion(memory_pass_weight=0.5)([dataclasses.replace(with_memory[0], masks=None)], tgt)
+    assert all("mask" not in k and "class" not in k for k in geometry_alone.terms)
+    torch.testing.assert_close(geometry_alone.total, on.total - (base.total - sum(
+        v for k, v in base.terms.items() if k in (LOSS_POSE_ROTATION, LOSS_POSE_TRANSLATION, "loss_pts_global",
+                                                  "loss_pts_local"))))
     with pytest.raises(ValueError, match="memory_pass_pointmaps=True"):
         PanopticCriterion(memory_pass_weight=1.0)([pred], tgt)
 

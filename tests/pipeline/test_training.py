@@ -143,3 +143,17 @@ def test_csv_log_gains_the_columns_of_a_changed_recipe(tmp_path: Path) -> None:
     assert [r["step"] for r in rows] == ["1", "2", "3"] and rows[0]["b"] == "" and rows[2]["b"] == "7"
     assert not path.with_name("log.csv.tmp").exists()
 
+
+
+def test_geometry_only_training_leaves_the_panoptic_weights_untouched(tmp_path: Path) -> None:
+    preset = dataclasses.replace(get_preset("smoke"), steps=2, checkpoint_every=10, eval_every=100, panoptic=False)
+    out = train_model(preset, tmp_path / "model.safetensors", resume=False, device=torch.device("cpu"))
+    trained = torch.load(out.with_suffix(".resume.pt"), weights_only=True)["model"]
+    torch.manual_seed(preset.seed)
+    from panst3r_splat.configs.model_presets import MODEL_PRESETS
+    from panst3r_splat.core.model.panst3r import PanSt3R
+
+    initial = PanSt3R(MODEL_PRESETS[preset.model]()).state_dict()
+    changed = {k for k, v in trained.items() if not torch.equal(v, initial[k])}
+    assert any(k.startswith("must3r_decoder.") for k in changed)
+    assert not any(k.startswith(("panoptic_decoder.", "dino_encoder.")) for k in changed)

@@ -3,30 +3,18 @@ between the README markers with the text around them untouched; a README without
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+from _script_modules import load_script
 
 from panst3r_splat.pipeline.errors import UserError
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("benchmarks_readme", ROOT / "benchmarks" / "readme.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-readme = _load()
+readme = load_script("benchmarks/readme.py", "benchmarks_readme")
 
 
 def _usage(seconds: float, cpu: float, peak: float) -> dict[str, Any]:

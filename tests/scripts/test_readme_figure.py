@@ -5,35 +5,23 @@ demo is refused with a one-line message."""
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
+from _script_modules import load_script
 import torch
 from PIL import Image
 
 from panst3r_splat.pipeline.cli import main as cli_main
 
-ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--views", "3", "--test-views", "1", "--size", "64", "--fit-steps", "2", "--budget", "200",
         "--orbit-frames", "3", "--device", "cpu", "--threads", "1"]
 
 
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("scripts_readme_figure", ROOT / "scripts" / "readme_figure.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-figure_script = _load()
+figure_script = load_script("scripts/readme_figure.py", "scripts_readme_figure")
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,27 @@
-"""Writing output folders atomically: build under a temporary name, then swap into place."""
+"""Writing outputs atomically: a file or folder is built under a temporary name, then renamed into place, so a
+reader never sees half of it and an interruption leaves the previous one intact."""
 
 from __future__ import annotations
 
+import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
+
+
+@contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def swap_into_place(tmp: Path, folder: Path, tag: str) -> None:

@@ -27,7 +27,7 @@ import torch
 from jaxtyping import Bool, Float32, Int32, Int64, Shaped, UInt8, UInt16
 from plyfile import PlyData, PlyElement
 
-from panst3r_splat.core.atomic_io import swap_into_place
+from panst3r_splat.core.atomic_io import atomic_output, swap_into_place
 from panst3r_splat.core import class_table
 from panst3r_splat.core.geometry import fused_point_cloud
 from panst3r_splat.core.images import IMAGE_EXTENSIONS
@@ -576,21 +576,14 @@ def load_class_set(path: str | Path) -> ClassSet:
 
 def save_class_set(class_set: ClassSet, path: str | Path) -> None:
     """Write a class set in the ``--classes`` format at exactly ``path`` (no ``.npz`` appended), atomically."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(
-                f,
-                class_names=np.array(class_set.class_names, dtype=str),
-                class_embeddings=class_set.class_embeddings,
-                class_ids=class_set.class_ids,
-                isthing=class_set.isthing,
-            )
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
+        np.savez(
+            f,
+            class_names=np.array(class_set.class_names, dtype=str),
+            class_embeddings=class_set.class_embeddings,
+            class_ids=class_set.class_ids,
+            isthing=class_set.isthing,
+        )
 
 
 def _hashed_gaussians(seed: str, count: int) -> np.ndarray:

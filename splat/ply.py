@@ -12,18 +12,17 @@ Appended properties, ignored by viewers that do not know them: `semantic_id` (da
 from __future__ import annotations
 
 import logging
-import os
 import re
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Mapping
 
 import numpy as np
 import torch
 from jaxtyping import Int32
 from plyfile import PlyData, PlyElement
 
+from panst3r_splat.core.atomic_io import atomic_output
 from panst3r_splat.splat.gaussians import GaussianScene, num_sh_bases, sh_degree_from_bases
 
 logger = logging.getLogger(__name__)
@@ -44,20 +43,6 @@ class PlyGaussians:
     """Dataset class id per Gaussian (0 = void)."""
     instance_ids: Int32[np.ndarray, "N"]
     """Instance id per Gaussian (0 = stuff or void)."""
-
-
-@contextmanager
-def atomic_output(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def f_rest_names(sh_degree: int) -> list[str]:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from jaxtyping import Int32
 
-from panst3r_splat.core.atomic_io import swap_into_place
+from panst3r_splat.core.atomic_io import atomic_output, swap_into_place
 from panst3r_splat.core.geometry import Sim3Fit
 from panst3r_splat.splat.gaussians import Cameras, GaussianScene
 from panst3r_splat.splat.palette import segment_color
@@ -220,13 +220,8 @@ def save_alignment(path: str | Path, alignment: Alignment) -> Path:
     """Write an alignment file (the format of SCENE/alignment.json) atomically, e.g. once `render` has estimated
     the frame of a scene fitted from predictions; returns the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
+    with atomic_output(path) as tmp:
         _write_json(tmp, _alignment_json(alignment))
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

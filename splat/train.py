@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +28,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from panst3r_splat.core.atomic_io import atomic_output
 from panst3r_splat.splat.gaussians import (
     KEY_MEANS, KEY_OPACITIES, KEY_QUATS, KEY_REG_COLORS, KEY_SCALES, KEY_SH0, KEY_SHN, LABEL_KEYS, Cameras,
     GaussianScene, rigid_inverse, sh_colors,
@@ -260,11 +260,8 @@ def save_checkpoint(path: Path, state: _State, config: TrainConfig, device: torc
         "rng_cpu": torch.get_rng_state(),
         "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def _load_checkpoint(path: Path, config: TrainConfig, cameras: Cameras, device: torch.device) -> _State:

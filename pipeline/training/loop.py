@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import os
 import signal
 import threading
 import time
@@ -30,6 +29,7 @@ from tqdm import tqdm
 
 from panst3r_splat.configs.model_presets import MODEL_PRESETS
 from panst3r_splat.configs.training import TrainPreset
+from panst3r_splat.core.atomic_io import atomic_output
 from panst3r_splat.core.checkpoint import load_own_checkpoint, save_checkpoint
 from panst3r_splat.core.model.panst3r import PanSt3R
 from panst3r_splat.core.predictions import builtin_class_set
@@ -99,12 +99,6 @@ def _resume_path(out: Path) -> Path:
     return out.with_suffix(".resume.pt")
 
 
-def _atomic_torch_save(obj: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def _append_csv(path: Path, row: dict) -> None:
     """Append a row; when its columns differ from the file's (a run resumed with another recipe), the file is
     rewritten with the union of the columns, earlier rows left blank in the new ones."""
@@ -122,12 +116,10 @@ def _append_csv(path: Path, row: dict) -> None:
     with path.open(newline="") as f:
         rows = list(csv.DictReader(f))
     columns = header + [k for k in row if k not in header]
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as f:
+    with atomic_output(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows + [row])
-    os.replace(tmp, path)
 
 
 def train_model(preset: TrainPreset, out: Path, *, resume: bool, device: torch.device, max_steps: int | None = None,
@@ -187,13 +179,12 @@ def train_model(preset: TrainPreset, out: Path, *, resume: bool, device: torch.d
     def checkpoint() -> None:
         nonlocal saved_step
         saved_step = step
-        _atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                            "generator": generator.get_state(), "torch_rng": torch.get_rng_state()},
-                           _resume_path(out))
-        tmp = out.with_name(out.name + ".tmp")
-        save_checkpoint(tmp, model, class_names=class_set.class_names, class_embeddings=class_emb,
-                        dtype=torch.float16, metadata={"train_step": str(step), "train_model": preset.model})
-        os.replace(tmp, out)
+        with atomic_output(_resume_path(out)) as tmp:
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                        "generator": generator.get_state(), "torch_rng": torch.get_rng_state()}, tmp)
+        with atomic_output(out) as tmp:
+            save_checkpoint(tmp, model, class_names=class_set.class_names, class_embeddings=class_emb,
+                            dtype=torch.float16, metadata={"train_step": str(step), "train_model": preset.model})
 
     progress = tqdm(total=stop - step, desc="train-model", unit="step", dynamic_ncols=True)
     with _termination_requests() as terminate:

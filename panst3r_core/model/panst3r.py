@@ -175,14 +175,7 @@ class PanSt3R(nn.Module):
             x_enc: per image ``(B, T_i, De)`` encoder tokens, in memory order (the first is the reference).
             pos: per image ``(B, T_i, 2)`` positions.
         """
-        memory: DecoderMemory | None = None
-        start = 0
-        for size in memory_schedule(len(x_enc), init, step):
-            memory = self.must3r_decoder.update_memory(x_enc[start : start + size], pos[start : start + size], memory)
-            start += size
-        if memory is None:
-            raise ValueError("cannot build a memory from zero images")
-        return memory
+        return self._build_memory(x_enc, pos, init, step, None)[0]
 
     def build_memory_with_pointmaps(
         self,
@@ -193,18 +186,30 @@ class PanSt3R(nn.Module):
         step: int = 1,
     ) -> tuple[DecoderMemory, Float[Tensor, "B V H W 7"]]:
         """:meth:`build_memory` over same-size views, plus the raw pointmaps of the memory pass (for training)."""
+        V = x_enc.shape[1]
+        memory, pointmaps = self._build_memory([x_enc[:, i] for i in range(V)], [pos[:, i] for i in range(V)], init,
+                                               step, image_hw)
+        return memory, torch.stack(pointmaps, dim=1)
+
+    def _build_memory(
+        self, x_enc: Sequence[Tensor], pos: Sequence[Tensor], init: int, step: int, image_hw: tuple[int, int] | None
+    ) -> tuple[DecoderMemory, list[Tensor]]:
+        """The memory schedule; with ``image_hw`` also each image's memory-pass pointmap ``(B, H, W, 7)``."""
         memory: DecoderMemory | None = None
         pointmaps: list[Tensor] = []
         start = 0
-        for size in memory_schedule(x_enc.shape[1], init, step):
-            views = range(start, start + size)
-            memory, new = self.must3r_decoder.update_memory_with_pointmaps(
-                [x_enc[:, i] for i in views], [pos[:, i] for i in views], memory, [image_hw] * size)
-            pointmaps.extend(new)
+        for size in memory_schedule(len(x_enc), init, step):
+            new_x, new_pos = x_enc[start : start + size], pos[start : start + size]
+            if image_hw is None:
+                memory = self.must3r_decoder.update_memory(new_x, new_pos, memory)
+            else:
+                memory, new = self.must3r_decoder.update_memory_with_pointmaps(new_x, new_pos, memory,
+                                                                               [image_hw] * size)
+                pointmaps.extend(new)
             start += size
         if memory is None:
             raise ValueError("cannot build a memory from zero images")
-        return memory, torch.stack(pointmaps, dim=1)
+        return memory, pointmaps
 
     def panoptic_features(
         self,

@@ -18,13 +18,15 @@ class TrainPreset:
     """Scenes the run sees."""
     criterion: PanopticCriterion = field(default_factory=lambda: PanopticCriterion(
         num_points=4096, pts_global_weight=4.0, pts_local_weight=2.0, pose_rotation_weight=4.0,
-        pose_translation_weight=4.0, memory_pass_weight=1.0))
+        pose_translation_weight=4.0, memory_pass_weight=1.0, correspondence_weight=1.0))
     """Loss weights: PanSt3R's panoptic weights as published; the geometry terms weighted up because here the
     MUSt3R backbone is trained from scratch together with the panoptic head (PanSt3R freezes a pretrained one), and
     the panoptic sum over 4 decoder layers would otherwise dominate the shared encoder's gradients by about 10:1.
     The geometry terms also supervise the memory pass's pointmaps (`memory_pass_weight`): with the render pass
     alone, 2,000 steps left the relative rotation exactly at the no-rotation baseline (the render pass treats the
-    reference view like any other, so nothing tells it which frame to predict in until correspondence is learnt)."""
+    reference view like any other, so nothing tells it which frame to predict in until correspondence is learnt).
+    The correspondence InfoNCE on the encoder and decoder tokens (`correspondence_weight`) stands in for the CroCo
+    pre-training MUSt3R starts from: without it the global pointmap stayed a copy of the local one for 4,000 steps."""
     panoptic: bool = True
     """Train the panoptic head too (False: the MUSt3R geometry alone, DINOv2 and the panoptic decoder untouched, as
     PanSt3R starts from a trained MUSt3R)."""

@@ -49,6 +49,10 @@ class TrainingOutput:
     """Raw head output: [0:3] global points, [3:6] local points, [6] confidence, before activation."""
     pointmaps_memory_raw: Float[Tensor, "B V H W 7"] | None = None
     """The same head on the memory pass's tokens (only when asked for: a training signal, never used at inference)."""
+    encoder_tokens: Float[Tensor, "B V T Denc"] | None = None
+    """MUSt3R encoder tokens, row-major over the patch grid (for training-only token losses)."""
+    decoder_tokens: Float[Tensor, "B V T Ddec"] | None = None
+    """Render-pass decoder tokens after ``norm_dec``, the pointmap head's input (for training-only token losses)."""
 
 
 @dataclass(frozen=True)

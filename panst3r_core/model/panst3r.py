@@ -253,8 +253,10 @@ class PanSt3R(nn.Module):
                 memory = self.build_memory([x_enc_b[:, i] for i in range(V)], [pos_b[:, i] for i in range(V)])
             kv = self.must3r_decoder.memory_kv(memory)
             pointmaps, y_dec = self.must3r_decoder.render(x_enc_b, pos_b, kv, (H, W))
+        tokens = {"encoder_tokens": x_enc_b, "decoder_tokens": y_dec}
         if not panoptic:
-            return TrainingOutput(panoptic=None, pointmaps_raw=pointmaps, pointmaps_memory_raw=pointmaps_memory)
+            return TrainingOutput(panoptic=None, pointmaps_raw=pointmaps, pointmaps_memory_raw=pointmaps_memory,
+                                  **tokens)
         with _grad_if_trainable(self.dino_encoder):
             x_dino = self.dino_encoder(flat)
         f16, mask_f = self.panoptic_decoder.view_features(x_enc, y_dec.reshape(B * V, T, -1), x_dino, pos, flat)
@@ -264,7 +266,8 @@ class PanSt3R(nn.Module):
             [f16[:, i] for i in range(V)], [mask_f[:, i] for i in range(V)], [H > W] * V, class_embeddings
         )
         panoptic = _panoptic_in_image_orientation(panoptic_from_mask_transformer(out), H, W)
-        return TrainingOutput(panoptic=panoptic, pointmaps_raw=pointmaps, pointmaps_memory_raw=pointmaps_memory)
+        return TrainingOutput(panoptic=panoptic, pointmaps_raw=pointmaps, pointmaps_memory_raw=pointmaps_memory,
+                              **tokens)
 
     # -- inference ------------------------------------------------------------------------------------------------
 

@@ -40,6 +40,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from panst3r_splat.core.procrustes import weighted_procrustes
+from panst3r_splat.core.training.correspondence import correspondence_loss, patch_correspondences
 from panst3r_splat.core.training.matching import (
     NUM_POINTS,
     MatchCostWeights,
@@ -57,6 +58,7 @@ LOSS_PTS_GLOBAL = "loss_pts_global"
 LOSS_PTS_LOCAL = "loss_pts_local"
 LOSS_POSE_ROTATION = "loss_pose_rotation"
 LOSS_POSE_TRANSLATION = "loss_pose_translation"
+LOSS_CORRESPONDENCE = "loss_correspondence"
 LOSS_TOTAL = "loss_total"
 
 
@@ -95,6 +97,9 @@ class ScenePrediction:
     loss (for a model whose geometry is frozen)."""
     pointmaps_memory_raw: Float[Tensor, "V H W 7"] | None = None
     """The same from the memory pass (``PanSt3R.forward(memory_pass_pointmaps=True)``); None: no such terms."""
+    patch_tokens: tuple[Float[Tensor, "V T D"], ...] = ()
+    """Patch tokens (row-major over the patch grid) for the correspondence loss, e.g. the encoder's and the
+    decoder's; empty: no such term."""
 
 
 @dataclass(frozen=True)
@@ -377,6 +382,11 @@ class PanopticCriterion:
     """Multiplier of the geometry terms computed again on the memory pass's pointmaps (0: not computed). Our own
     addition for training from scratch: there the reference view is marked (no ``image2_embed``) and every other
     view sees only other views, so cross-view geometry has a direct signal; inference is unchanged."""
+    correspondence_weight: float = 0.0
+    """InfoNCE between the patch tokens of different views at ground-truth correspondences (``correspondence.py``;
+    0: not computed). Our own addition for training from scratch, in place of CroCo pre-training."""
+    correspondence_temperature: float = 0.1
+    """Temperature of the correspondence InfoNCE (cosine similarities divided by it)."""
 
     def __call__(
         self,
@@ -413,6 +423,9 @@ class PanopticCriterion:
                     continue
                 for name, value in self._geometry_terms(pointmaps_raw, tgt).items():
                     sums[prefix + name] = sums.get(prefix + name, 0.0) + value / len(predictions)
+            if self.correspondence_weight != 0.0:
+                value = self._correspondence_term(pred.patch_tokens, tgt)
+                sums[LOSS_CORRESPONDENCE] = sums.get(LOSS_CORRESPONDENCE, 0.0) + value / len(predictions)
         total = sum(self._weight(name) * value for name, value in sums.items())
         terms = {name: value for name, value in sums.items()}
         terms[LOSS_TOTAL] = total
@@ -460,6 +473,22 @@ class PanopticCriterion:
             LOSS_POSE_TRANSLATION: losses.pose_translation,
         }
 
+    def _correspondence_term(self, token_sets: Sequence[Tensor], tgt: SceneTargets) -> Tensor:
+        """Mean correspondence InfoNCE of one scene over its token sets."""
+        if not token_sets:
+            raise ValueError("correspondence_weight is set: the predictions need patch_tokens")
+        if tgt.gt_pts3d_world is None or tgt.gt_pts3d_local is None or tgt.valid is None:
+            raise ValueError("the correspondence loss needs gt_pts3d_world, gt_pts3d_local and valid targets")
+        V, H, W = tgt.valid.shape
+        T = int(token_sets[0].shape[1])
+        patch = round((H * W / T) ** 0.5)
+        if patch * patch * T != H * W:
+            raise ValueError(f"{T} tokens do not tile a {W}x{H} image with square patches")
+        matches = patch_correspondences(tgt.gt_pts3d_world, tgt.gt_pts3d_local, tgt.valid, patch)
+        losses = [correspondence_loss(tokens, matches, temperature=self.correspondence_temperature)
+                  for tokens in token_sets]
+        return torch.stack(losses).mean()
+
     def _weight(self, name: str) -> float:
         """Weight of a term in the total (auxiliary terms: their base weight times ``aux_weight``)."""
         prefix, base = name.split("/", 1) if "/" in name else ("", name)
@@ -471,6 +500,7 @@ class PanopticCriterion:
             LOSS_PTS_LOCAL: self.pts_local_weight,
             LOSS_POSE_ROTATION: self.pose_rotation_weight,
             LOSS_POSE_TRANSLATION: self.pose_translation_weight,
+            LOSS_CORRESPONDENCE: self.correspondence_weight,
         }[base]
         if prefix == MEMORY_PASS:
             return weight * self.memory_pass_weight

@@ -58,15 +58,17 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def scene_predictions(output, batch_size: int) -> list[ScenePrediction]:
-    """Split a batched `TrainingOutput` into the per-scene inputs of the criterion."""
+def scene_predictions(output, batch_size: int, *, with_tokens: bool = False) -> list[ScenePrediction]:
+    """Split a batched `TrainingOutput` into the per-scene inputs of the criterion (``with_tokens``: the encoder
+    and decoder patch tokens too, for the correspondence loss)."""
     pan = output.panoptic
     preds = []
     for b in range(batch_size):
         masks = None if pan is None else MaskOutputs(pan.class_logits[b], pan.mask_logits[b])
         aux = () if pan is None else tuple(MaskOutputs(a.class_logits[b], a.mask_logits[b]) for a in pan.aux)
         memory = None if output.pointmaps_memory_raw is None else output.pointmaps_memory_raw[b]
-        preds.append(ScenePrediction(masks, aux, output.pointmaps_raw[b], memory))
+        tokens = (output.encoder_tokens[b], output.decoder_tokens[b]) if with_tokens else ()
+        preds.append(ScenePrediction(masks, aux, output.pointmaps_raw[b], memory, tokens))
     return preds
 
 
@@ -197,7 +199,9 @@ def train_model(preset: TrainPreset, out: Path, *, resume: bool, device: torch.d
                 targets = [targets_to(s.targets, device) for s in batch]
                 output = model(images, class_emb, memory_pass_pointmaps=preset.criterion.memory_pass_weight != 0.0,
                                panoptic=preset.panoptic)
-                result = preset.criterion(scene_predictions(output, len(batch)), targets, generator=generator)
+                predictions = scene_predictions(output, len(batch),
+                                                with_tokens=preset.criterion.correspondence_weight != 0.0)
+                result = preset.criterion(predictions, targets, generator=generator)
                 optimizer.zero_grad(set_to_none=True)
                 result.total.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), preset.grad_clip)

@@ -174,6 +174,7 @@ def train_model(preset: TrainPreset, out: Path, *, resume: bool, device: torch.d
     log_path, eval_path = out.with_suffix(".log.csv"), out.with_suffix(".eval.csv")
     started = time.time()
     running: dict[str, float] = {}
+    window_steps = 0
     model.train()
 
     saved_step = -1
@@ -211,12 +212,14 @@ def train_model(preset: TrainPreset, out: Path, *, resume: bool, device: torch.d
                 for name, value in result.terms.items():
                     running[name] = running.get(name, 0.0) + float(value.detach())
                 running["grad_norm"] = running.get("grad_norm", 0.0) + float(grad_norm)
+                window_steps += 1
                 if step % preset.log_every == 0:
                     row = {"step": step, "lr": lr, "minutes": (time.time() - started) / 60}
-                    row.update({k: v / preset.log_every for k, v in sorted(running.items()) if "aux" not in k})
+                    # Mean over the steps of this window (fewer than log_every in the first window after a resume).
+                    row.update({k: v / window_steps for k, v in sorted(running.items()) if "aux" not in k})
                     _append_csv(log_path, row)
                     progress.set_postfix(loss=f"{row['loss_total']:.3f}")
-                    running = {}
+                    running, window_steps = {}, 0
                 if step % preset.eval_every == 0 or step == stop:
                     model.eval()
                     metrics = evaluate_held_out(model, preset.data, class_emb, preset.eval_scenes)

@@ -89,19 +89,28 @@ def test_learning_rate_schedule() -> None:
 
 
 def test_resume_continues_bit_for_bit(tmp_path: Path) -> None:
+    import csv
+
     from safetensors.torch import load_file
 
     preset = dataclasses.replace(get_preset("smoke"), steps=3, checkpoint_every=10, eval_every=100)
     straight = train_model(preset, tmp_path / "a" / "model.safetensors", resume=False, device=torch.device("cpu"))
     first = tmp_path / "b" / "model.safetensors"
-    train_model(preset, first, resume=False, device=torch.device("cpu"), max_steps=2)
+    halves = dataclasses.replace(preset, log_every=2)  # the log window straddles the interruption
+    train_model(halves, first, resume=False, device=torch.device("cpu"), max_steps=1)
     assert first.with_suffix(".resume.pt").exists()
-    train_model(preset, first, resume=True, device=torch.device("cpu"))
+    train_model(halves, first, resume=True, device=torch.device("cpu"))
     a = torch.load(straight.with_suffix(".resume.pt"), weights_only=True)
     b = torch.load(first.with_suffix(".resume.pt"), weights_only=True)
     assert a["step"] == b["step"] == 3
     for key, value in a["model"].items():
         torch.testing.assert_close(b["model"][key], value, rtol=0, atol=0, msg=key)
+    # After the resume, the first log row averages the one step of its window (step 2), not log_every steps.
+    with straight.with_suffix(".log.csv").open(newline="") as f:
+        every_step = {row["step"]: float(row["loss_total"]) for row in csv.DictReader(f)}
+    with first.with_suffix(".log.csv").open(newline="") as f:
+        resumed = {row["step"]: float(row["loss_total"]) for row in csv.DictReader(f)}
+    assert list(resumed) == ["2"] and resumed["2"] == pytest.approx(every_step["2"], rel=1e-6)
     shipped = load_file(str(first))  # the model file loads without pickle and is stored in half precision
     weights = [t for k, t in shipped.items() if not k.startswith("_class_set")]
     assert weights and all(t.dtype == torch.float16 for t in weights if t.is_floating_point())

@@ -5,7 +5,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from panst3r_splat.core.training.losses import PanopticCriterion
+from panst3r_splat.pipeline.synth.config import SynthConfig
 from panst3r_splat.pipeline.training.data import DataConfig
+
+BALANCED_FLOOR_WEIGHTS = (
+    ("table", 1.0), ("chair", 0.8), ("sofa", 1.2), ("bed", 1.2), ("cabinet", 1.0), ("counter", 1.0),
+    ("shelves", 0.8), ("refrigerator", 1.2), ("toilet", 1.0), ("sink", 1.0), ("bag", 1.0), ("person", 1.0),
+    ("lamp", 0.6), ("otherprop", 0.5),
+)
+"""Flatter floor-piece frequencies than the generator's defaults: bed, sofa and refrigerator appeared in only 4-6 of
+24 sampled training pairs of the first model, which never predicted them (model_and_cameras_findings.md)."""
+
+V2_SYNTH = SynthConfig(
+    train_views=8, test_views=0, path="mixed", num_objects=(4, 10), texture_strength=0.45, ceiling_probability=0.9,
+    floor_weights=BALANCED_FLOOR_WEIGHTS, ambient=(0.2, 0.6), light_strength=(0.3, 1.0), fov_deg=(50.0, 80.0),
+    room_size_min=(3.2, 3.0, 2.4), room_size_max=(8.0, 6.5, 3.2), pattern_contrast=0.6,
+)
+"""Rooms of the second model's scene bank: balanced classes, wider lighting, field of view and room sizes."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +74,19 @@ class TrainPreset:
     """Held-out scenes per evaluation."""
     seed: int = 777
     """Initialisation and loss-sampling seed."""
+    threads: int | None = None
+    """Torch intra-op threads of the training process (None: torch's default). On 2 shared cores one thread is
+    fastest: with a data worker busy beside it, 2-thread ops run many times slower."""
+    checkpoint_minutes: float | None = None
+    """Also checkpoint every this many minutes of wall time (a session may end without a signal)."""
+    compact_resume: bool = False
+    """Resume file with fp16 weights and no optimiser moments (small enough to live in the repository; AdamW's
+    moments, with betas (0.9, 0.95), remember about 20 steps and restart from zero on a resume), instead of the
+    bit-for-bit one (fp32 weights and moments)."""
+    grad_share_every: int = 0
+    """Every this many steps, log each loss term's gradient norm on the shared MUSt3R trunk (0: never)."""
+    camera_source: str | None = None
+    """``camera_source`` metadata of the checkpoints (which cameras ``predict --cameras auto`` uses)."""
 
 
 PRESETS: dict[str, TrainPreset] = {
@@ -75,10 +104,36 @@ PRESETS: dict[str, TrainPreset] = {
     # A CUDA GPU with many CPU cores for the scene rendering: bigger batches, same model and data.
     "gpu": TrainPreset(batch_size=8, num_workers=14, lr=4e-4, steps=40_000, log_every=50, checkpoint_every=1000,
                        eval_every=2000, warmup_steps=1000),
+    # The second built-in model (builtin_v2), one stage from scratch on 2 CPU cores: 4 views from rooms rendered
+    # like the evaluation's (8 cameras at 192x144 along orbits or sweeps), rooms mixed in every batch from a growing
+    # bank, 3 of 4 batches downsampled to 128x96; geometry = per-view local pointmaps + dense descriptors (cameras
+    # come from matches), the global-pointmap, pose and memory-pass terms off. docs/training/README.md says why.
+    "v2": TrainPreset(
+        model="builtin_v2",
+        data=DataConfig(views=4, scene_views=8, width=192, height=144, arc_deg=(120.0, 330.0), sampling="bank",
+                        low_res=(128, 96), low_res_probability=0.75, descriptor_queries=256, synth=V2_SYNTH),
+        criterion=PanopticCriterion(num_points=4096, mask_weight=5.0, pts_global_weight=0.0, pts_local_weight=2.0,
+                                    pose_rotation_weight=0.0, pose_translation_weight=0.0, memory_pass_weight=0.0,
+                                    correspondence_weight=0.0, local_per_view=True, descriptor_weight=1.0),
+        batch_size=2, steps=30_000, lr=3e-4, warmup_steps=500, grad_clip=10.0, num_workers=1, threads=1,
+        log_every=50, checkpoint_every=500, checkpoint_minutes=10.0, eval_every=1000, eval_scenes=4,
+        compact_resume=True, grad_share_every=100, camera_source="matches",
+    ),
     # A few steps: the smoke test of the training command.
     "smoke": TrainPreset(data=DataConfig(views=2, width=64, height=48), batch_size=1, steps=3, warmup_steps=1,
                          log_every=1, checkpoint_every=2, eval_every=1000, eval_scenes=1, num_workers=0,
                          criterion=PanopticCriterion(num_points=256, memory_pass_weight=1.0)),
+    # A few steps of the v2 recipe (tests).
+    "smoke_v2": TrainPreset(
+        model="builtin_v2",
+        data=DataConfig(views=3, scene_views=4, width=64, height=48, arc_deg=(40.0, 80.0), sampling="bank",
+                        low_res=(32, 32), low_res_probability=0.5, bank_start=2, bank_growth=0.5, synth=V2_SYNTH),
+        criterion=PanopticCriterion(num_points=256, pts_global_weight=0.0, pose_rotation_weight=0.0,
+                                    pose_translation_weight=0.0, local_per_view=True, descriptor_weight=1.0,
+                                    descriptor_queries=32),
+        batch_size=2, steps=3, warmup_steps=1, log_every=1, checkpoint_every=2, eval_every=1000, eval_scenes=1,
+        num_workers=0, threads=1, compact_resume=True, grad_share_every=1, camera_source="matches",
+    ),
 }
 
 

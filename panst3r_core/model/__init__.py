@@ -6,6 +6,7 @@ the typed outputs and :func:`activate_pointmaps`, and the keyframe policies.
 
 from panst3r_splat.core.model.config import (
     DecoderConfig,
+    DescriptorHeadConfig,
     DinoConfig,
     EncoderConfig,
     InputMixerConfig,
@@ -18,6 +19,7 @@ from panst3r_splat.core.model.config import (
     official_v1_config,
     official_v2_config,
     small_config,
+    small_v2_config,
 )
 from panst3r_splat.core.model.keyframes import (
     AllKeyframes,
@@ -31,6 +33,7 @@ from panst3r_splat.core.model.outputs import (
     InferenceOutput,
     PanopticOutput,
     TrainingOutput,
+    activate_descriptors,
     activate_pointmaps,
 )
 from panst3r_splat.core.model.panst3r import InferenceOptions, PanSt3R, PortraitHandling
@@ -39,6 +42,7 @@ __all__ = [
     "AllKeyframes",
     "AuxPrediction",
     "DecoderConfig",
+    "DescriptorHeadConfig",
     "DinoConfig",
     "EncoderConfig",
     "FarthestPointKeyframes",
@@ -55,6 +59,7 @@ __all__ = [
     "PixelShuffleConfig",
     "PortraitHandling",
     "TrainingOutput",
+    "activate_descriptors",
     "activate_pointmaps",
     "config_from_dict",
     "config_to_dict",
@@ -62,4 +67,5 @@ __all__ = [
     "official_v1_config",
     "official_v2_config",
     "small_config",
+    "small_v2_config",
 ]

@@ -193,6 +193,34 @@ UpscalerConfig = Union[PixelShuffleConfig, LoftUpConfig]
 
 
 @dataclass(frozen=True)
+class DescriptorHeadConfig:
+    """Dense matching descriptors (our built-in models only; the official checkpoints have none).
+
+    MASt3R's matching head regresses ``patch**2 * (D + 1)`` values per token; at our widths that linear layer alone
+    would hold 2.5 M parameters, so this head predicts a coarse field at stride 4 from the [encoder | decoder] tokens
+    and refines it at full resolution with a small convolution over the image (pixel-accurate edges)."""
+
+    input_dim: int = 384
+    """Width of the [MUSt3R encoder | decoder] token concatenation."""
+    dim: int = 24
+    """Descriptor width D (MASt3R: 24)."""
+    coarse_dim: int = 32
+    """Channels of the stride-4 field predicted from the tokens."""
+    image_dim: int = 16
+    """Channels of the full-resolution image branch."""
+    hidden_dim: int = 48
+    """Channels of the fusion layer."""
+    patch_size: int = 16
+    """Token stride in pixels (a multiple of 4)."""
+
+    def __post_init__(self) -> None:
+        if self.patch_size % 4 != 0:
+            raise ValueError(f"descriptor head patch_size={self.patch_size} must be a multiple of 4")
+        if self.dim < 2:
+            raise ValueError(f"descriptor dim={self.dim} must be at least 2")
+
+
+@dataclass(frozen=True)
 class MaskTransformerConfig:
     """Mask2Former-style decoder with queries shared across views (``MaskTransformer`` via ``PanopticDecoder``)."""
 
@@ -245,6 +273,8 @@ class PanSt3RConfig:
     """Query decoder and prediction heads."""
     input_mixer: InputMixerConfig | None = None
     """v2 input mixer (None for v1)."""
+    descriptor_head: DescriptorHeadConfig | None = None
+    """Dense matching descriptors for the cameras from matches (None: no such head, as the official checkpoints)."""
     image_size: int = 512
     """Long side the model was trained at (default ``--size`` of ``predict``)."""
     postprocess_default: str = "qubo"
@@ -282,6 +312,12 @@ class PanSt3RConfig:
             raise ValueError(f"mask_transformer.fpn_dim={self.mask_transformer.fpn_dim} != frame-token width {fpn}")
         if self.mask_transformer.mask_dim != mask:
             raise ValueError(f"mask_transformer.mask_dim={self.mask_transformer.mask_dim} != mask-feature width {mask}")
+        desc = self.descriptor_head
+        if desc is not None and desc.input_dim != self.encoder.embed_dim + self.decoder.embed_dim:
+            raise ValueError(f"descriptor_head.input_dim={desc.input_dim} != encoder + decoder width "
+                             f"{self.encoder.embed_dim + self.decoder.embed_dim}")
+        if desc is not None and desc.patch_size != self.patch_size:
+            raise ValueError(f"descriptor_head.patch_size={desc.patch_size} != patch size {self.patch_size}")
         if isinstance(self.upscaler, LoftUpConfig) and self.upscaler.output_stride != 2:
             raise ValueError("only output_stride=2 is supported for the LoftUp head (masks at H/2 x W/2)")
 
@@ -344,6 +380,36 @@ def small_config(*, lang_dim_encoder: TextEncoderName = "siglip") -> PanSt3RConf
     )
 
 
+def small_v2_config(*, lang_dim_encoder: TextEncoderName = "siglip") -> PanSt3RConfig:
+    """The built-in model, second version: the encoder, decoder and DINOv2 branch of :func:`small_config`, PanSt3R's
+    v2 mask path (InputMixer + LoftUp, which sees the image, so objects of one or two patches get masks of their
+    own) and a dense descriptor head for the cameras from matches.
+
+    Why these sizes (docs/training/README.md, "Second version"): the LoftUp head runs at H/2, so its width (48) and
+    Fourier frequencies (10) are cut to keep the step cost down; one mixer block mixes the three token sources; 8.6 M
+    parameters, so that the fp16 checkpoint and the training run's resume file (fp16 weights, no optimiser moments)
+    stay under 20 MB each.
+    """
+    enc = EncoderConfig(embed_dim=192, depth=5, num_heads=3)
+    dec = DecoderConfig(enc_embed_dim=192, embed_dim=192, depth=4, num_heads=3, landscape_only=False)
+    dino = DinoConfig(hidden_size=128, num_hidden_layers=3, num_attention_heads=2, landscape_only=False)
+    concat = enc.embed_dim + dec.embed_dim + dino.hidden_size
+    return PanSt3RConfig(
+        encoder=enc,
+        decoder=dec,
+        dino=dino,
+        input_mixer=InputMixerConfig(in_dim=concat, hidden_dim=192, num_heads=3, num_layers=1, ff_dim_mult=2.0),
+        upscaler=LoftUpConfig(input_dim=192, dim=48, n_freqs=10, num_heads=4, num_layers=2),
+        mask_transformer=MaskTransformerConfig(
+            fpn_dim=192, hidden_dim=192, mask_dim=48, ff_dim=384, num_queries=48, num_heads=4, dec_layers=3,
+            text_encoder=lang_dim_encoder, landscape_only=False,
+        ),
+        descriptor_head=DescriptorHeadConfig(input_dim=enc.embed_dim + dec.embed_dim),
+        image_size=192,
+        postprocess_default="standard_v2",
+    )
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # JSON round trip
 # ----------------------------------------------------------------------------------------------------------------
@@ -355,6 +421,7 @@ _COMPONENTS: dict[str, type] = {
     "dino": DinoConfig,
     "mask_transformer": MaskTransformerConfig,
     "input_mixer": InputMixerConfig,
+    "descriptor_head": DescriptorHeadConfig,
 }
 
 

@@ -53,6 +53,9 @@ class TrainingOutput:
     """MUSt3R encoder tokens, row-major over the patch grid (for training-only token losses)."""
     decoder_tokens: Float[Tensor, "B V T Ddec"] | None = None
     """Render-pass decoder tokens after ``norm_dec``, the pointmap head's input (for training-only token losses)."""
+    descriptors_raw: Float[Tensor, "B V H W Dd1"] | None = None
+    """Raw output of the descriptor head (models that have one): ``[..., :D]`` descriptors before normalisation,
+    ``[..., D]`` matching confidence before activation (see :func:`activate_descriptors`)."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,13 @@ class InferenceOutput:
     """The decoded queries (before ``decoder_norm``)."""
     keyframes: tuple[int, ...]
     """Indices of the keyframes in memory order; the world frame is the camera of ``keyframes[0]``."""
+    descriptors: tuple[Tensor, ...] | None = None
+    """Per view ``(H, W, D)`` dense matching descriptors, L2-normalised float32, one per input pixel (only models
+    with a descriptor head; None otherwise). Two pixels of different views that see the same surface point have
+    descriptors whose dot product is high: mutual nearest neighbours of the dot product are the matches."""
+    descriptor_conf: tuple[Tensor, ...] | None = None
+    """Per view ``(H, W)`` matching confidence of each descriptor, ``1 + exp(c) >= 1`` (higher: more reliable), for
+    choosing which pixels to match (None with ``descriptors``)."""
 
     def stacked_pointmaps_raw(self) -> Float[Tensor, "V H W 7"]:
         """All pointmaps as one tensor (views must share one size)."""
@@ -89,6 +99,15 @@ def activate_pointmaps(
     """
     raw = raw.float()
     return _norm_exp(raw[..., 0:3]), _norm_exp(raw[..., 3:6]), 1.0 + raw[..., 6].exp()
+
+
+def activate_descriptors(
+    raw: Float[Tensor, "*batch Dd1"],
+) -> tuple[Float[Tensor, "*batch D"], Float[Tensor, "*batch"]]:
+    """``(descriptors, conf)`` from the descriptor head's raw output, in float32: L2-normalised descriptors and a
+    matching confidence ``1 + exp(c)`` (as MASt3R's matching head and the pointmap confidence)."""
+    raw = raw.float()
+    return torch.nn.functional.normalize(raw[..., :-1], dim=-1), 1.0 + raw[..., -1].exp()
 
 
 def _norm_exp(xyz: Tensor) -> Tensor:

@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from panst3r_splat.core.model.config import LoftUpConfig, PanSt3RConfig
 from panst3r_splat.core.model.decoder import DecoderMemory, MemoryKV, MUSt3RDecoder
+from panst3r_splat.core.model.descriptors import DescriptorHead
 from panst3r_splat.core.model.dino import DinoV2Encoder
 from panst3r_splat.core.model.encoder import MUSt3REncoder, check_image_size
 from panst3r_splat.core.model.heads import InputMixer, LoftUpUpscaler, PixelShuffleUpscaler, run_upscaler
@@ -41,6 +42,7 @@ from panst3r_splat.core.model.outputs import (
     InferenceOutput,
     PanopticOutput,
     TrainingOutput,
+    activate_descriptors,
     panoptic_from_mask_transformer,
 )
 
@@ -123,6 +125,24 @@ class InferenceOptions:
 
 
 @dataclass
+class _Rendered:
+    """Per-view results of the render passes, by view index."""
+
+    pointmaps: dict[int, Tensor]
+    """Raw pointmaps ``(H, W, 7)``."""
+    descriptors: dict[int, Tensor]
+    """Raw descriptor-head output ``(H, W, D + 1)`` (empty for models without one)."""
+
+
+def _activated_descriptors(raw: dict[int, Tensor], num_views: int) -> dict[str, tuple[Tensor, ...] | None]:
+    """``descriptors`` and ``descriptor_conf`` fields of the inference output (None without a descriptor head)."""
+    if not raw:
+        return {"descriptors": None, "descriptor_conf": None}
+    activated = [activate_descriptors(raw[i]) for i in range(num_views)]
+    return {"descriptors": tuple(d for d, _ in activated), "descriptor_conf": tuple(c for _, c in activated)}
+
+
+@dataclass
 class _ViewCache:
     """Per-view state carried between the inference stages."""
 
@@ -140,6 +160,8 @@ class PanSt3R(nn.Module):
         self.must3r_decoder = MUSt3RDecoder(config.decoder)
         self.dino_encoder = DinoV2Encoder(config.dino)
         self.panoptic_decoder = PanopticDecoder(config)
+        # Only our own models have one; no such key exists in the official state_dict.
+        self.descriptor_head = DescriptorHead(config.descriptor_head) if config.descriptor_head is not None else None
 
     def set_trainable(
         self, *, must3r_encoder: bool = False, must3r_decoder: bool = False, dino: bool = False, head: bool = True
@@ -254,6 +276,9 @@ class PanSt3R(nn.Module):
             kv = self.must3r_decoder.memory_kv(memory)
             pointmaps, y_dec = self.must3r_decoder.render(x_enc_b, pos_b, kv, (H, W))
         tokens = {"encoder_tokens": x_enc_b, "decoder_tokens": y_dec}
+        if self.descriptor_head is not None:
+            desc = self.descriptor_head(x_enc, y_dec.reshape(B * V, T, -1), flat)
+            tokens["descriptors_raw"] = desc.reshape(B, V, *desc.shape[1:])
         if not panoptic:
             return TrainingOutput(panoptic=None, pointmaps_raw=pointmaps, pointmaps_memory_raw=pointmaps_memory,
                                   **tokens)
@@ -301,8 +326,11 @@ class PanSt3R(nn.Module):
             unrotate_view(pm, m, world_rotated) if r else (_rotate_world(pm) if world_rotated else pm, m)
             for pm, m, r in zip(out.pointmaps_raw, out.mask_logits, rotated)
         ]
+        back = lambda maps: None if maps is None else tuple(  # noqa: E731  (pixels of a rotated view, rotated back)
+            torch.rot90(m, -1, dims=(0, 1)) if r else m for m, r in zip(maps, rotated))
         return dataclasses.replace(
-            out, pointmaps_raw=tuple(v[0] for v in views), mask_logits=tuple(v[1] for v in views)
+            out, pointmaps_raw=tuple(v[0] for v in views), mask_logits=tuple(v[1] for v in views),
+            descriptors=back(out.descriptors), descriptor_conf=back(out.descriptor_conf),
         )
 
     def _forward_inference(
@@ -328,11 +356,13 @@ class PanSt3R(nn.Module):
             kv = self.must3r_decoder.memory_kv(memory)
         del memory
         pointmaps: dict[int, Tensor] = {}
+        descriptors: dict[int, Tensor] = {}
         masks: dict[int, Tensor] = {}
         frame_tokens: dict[int, Tensor] = {}
         mask_feats: dict[int, Tensor] = {}
+        rendered = _Rendered(pointmaps, descriptors)
         for batch in self._batches(keyframes, images, opts, "keyframes"):
-            self._render_batch(batch, images, cache, kv, opts, pointmaps, frame_tokens, mask_feats, out_device)
+            self._render_batch(batch, images, cache, kv, opts, rendered, frame_tokens, mask_feats, out_device)
         decoded = self.panoptic_decoder.mask_transformer(
             [frame_tokens[i] for i in keyframes],
             [mask_feats[i] for i in keyframes],
@@ -346,7 +376,7 @@ class PanSt3R(nn.Module):
         others = [i for i in range(len(images)) if i not in set(keyframes)]
         for batch in self._batches(others, images, opts, "other views"):
             feats: dict[int, Tensor] = {}
-            self._render_batch(batch, images, cache, kv, opts, pointmaps, {}, feats, out_device)
+            self._render_batch(batch, images, cache, kv, opts, rendered, {}, feats, out_device)
             pred = self.panoptic_decoder.mask_transformer.predict(
                 decoded.queries, [feats[i] for i in batch], class_embeddings.to(device)
             )
@@ -358,6 +388,7 @@ class PanSt3R(nn.Module):
             class_logits=decoded.final.class_logits[0].to(out_device),
             queries=decoded.queries[:, 0].to(out_device),
             keyframes=tuple(keyframes),
+            **_activated_descriptors(descriptors, len(images)),
         )
 
     def _encode_all(
@@ -378,12 +409,13 @@ class PanSt3R(nn.Module):
         cache: _ViewCache,
         kv: MemoryKV,
         opts: InferenceOptions,
-        pointmaps: dict[int, Tensor],
+        rendered: _Rendered,
         frame_tokens: dict[int, Tensor],
         mask_feats: dict[int, Tensor],
         out_device: torch.device,
     ) -> None:
-        """Render same-size views against the memory; store pointmaps and (device-side) head features."""
+        """Render same-size views against the memory; store pointmaps, descriptors and (device-side) head
+        features."""
         device = kv.keys[0].device
         imgs = torch.stack([images[i] for i in batch]).to(device)
         x_enc = torch.stack([cache.x_enc[i] for i in batch]).to(device)
@@ -392,8 +424,11 @@ class PanSt3R(nn.Module):
             pm, y_dec = self.must3r_decoder.render(x_enc[None], pos[None], kv, tuple(imgs.shape[-2:]))
             x_dino = self.dino_encoder(imgs)
         f16, mask_f = self.panoptic_decoder.view_features(x_enc, y_dec[0], x_dino, pos, imgs)
+        desc = None if self.descriptor_head is None else self.descriptor_head(x_enc, y_dec[0], imgs)
         for j, i in enumerate(batch):
-            pointmaps[i] = pm[0, j].float().to(out_device)
+            rendered.pointmaps[i] = pm[0, j].float().to(out_device)
+            if desc is not None:
+                rendered.descriptors[i] = desc[j].to(out_device)
             frame_tokens[i] = f16[j : j + 1]
             mask_feats[i] = mask_f[j : j + 1]
 

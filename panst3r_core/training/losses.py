@@ -41,6 +41,7 @@ from torch import Tensor
 
 from panst3r_splat.core.procrustes import weighted_procrustes
 from panst3r_splat.core.training.correspondence import correspondence_loss, patch_correspondences
+from panst3r_splat.core.training.descriptors import descriptor_loss, pixel_correspondences, sample_query_pixels
 from panst3r_splat.core.training.matching import (
     NUM_POINTS,
     MatchCostWeights,
@@ -59,6 +60,9 @@ LOSS_PTS_LOCAL = "loss_pts_local"
 LOSS_POSE_ROTATION = "loss_pose_rotation"
 LOSS_POSE_TRANSLATION = "loss_pose_translation"
 LOSS_CORRESPONDENCE = "loss_correspondence"
+LOSS_DESCRIPTOR = "loss_descriptor"
+DESCRIPTOR_NCE = "descriptor_nce"
+"""The plain mean InfoNCE of the descriptors (logged, not in the total; ``loss_descriptor`` is confidence-weighted)."""
 LOSS_TOTAL = "loss_total"
 
 
@@ -100,6 +104,8 @@ class ScenePrediction:
     patch_tokens: tuple[Float[Tensor, "V T D"], ...] = ()
     """Patch tokens (row-major over the patch grid) for the correspondence loss, e.g. the encoder's and the
     decoder's; empty: no such term."""
+    descriptors_raw: Float[Tensor, "V H W Dd1"] | None = None
+    """Raw descriptor-head output (``activate_descriptors``); None: no descriptor loss."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +122,11 @@ class SceneTargets:
     """Points in each view's own camera frame (OpenCV axes)."""
     valid: Bool[Tensor, "V H W"] | None = None
     """Pixels with a valid GT point (values elsewhere are ignored, NaN and inf included)."""
+    pixel_queries: Int[Tensor, "V P"] | None = None
+    """Query pixels of the descriptor loss (flat indices), drawn ahead (e.g. by a data worker); None: drawn by the
+    criterion."""
+    pixel_matches: Int[Tensor, "V V P"] | None = None
+    """Their ground-truth counterparts (``descriptors.pixel_correspondences``), with ``pixel_queries``."""
 
 
 @dataclass(frozen=True)
@@ -266,6 +277,25 @@ def conf_regression_loss(
     return (conf_v * err - alpha * conf_v.log()).mean()
 
 
+def local_pointmap_loss_per_view(
+    pred_local: Float[Tensor, "V H W 3"],
+    gt_local: Float[Tensor, "V H W 3"],
+    conf: Float[Tensor, "V H W"],
+    valid: Bool[Tensor, "V H W"],
+    *,
+    alpha: float = 0.2,
+) -> Float[Tensor, ""]:
+    """Confidence-aware regression of the local pointmaps, each view's prediction and GT divided by their own mean
+    distance to the camera over the valid pixels: scale-invariant per view (the model's geometry job when the
+    cameras come from matches; per-view scales are then solved from the matched points)."""
+    pred_local = torch.where(valid[..., None], pred_local, 0.0)
+    gt_local = torch.where(valid[..., None], gt_local, 0.0)
+    count = valid.flatten(1).sum(-1).clamp_min(1)[:, None, None, None]
+    pred_scale = (pred_local.norm(dim=-1, keepdim=True).flatten(1).sum(-1)[:, None, None, None] / count).clamp_min(1e-8)
+    gt_scale = (gt_local.norm(dim=-1, keepdim=True).flatten(1).sum(-1)[:, None, None, None] / count).clamp_min(1e-8)
+    return conf_regression_loss(pred_local / pred_scale, gt_local / gt_scale, conf, valid, alpha=alpha)
+
+
 def relative_pose_loss(
     pred_global: Float[Tensor, "V H W 3"],
     pred_local: Float[Tensor, "V H W 3"],
@@ -387,6 +417,15 @@ class PanopticCriterion:
     0: not computed). Our own addition for training from scratch, in place of CroCo pre-training."""
     correspondence_temperature: float = 0.1
     """Temperature of the correspondence InfoNCE (cosine similarities divided by it)."""
+    local_per_view: bool = False
+    """Normalise each view's local pointmap by its own mean distance (scale-invariant per view) instead of the
+    scene's global factor; for a model whose global pointmap is not trained (``pts_global_weight = 0``)."""
+    descriptor_weight: float = 0.0
+    """Pixel-level InfoNCE of the dense descriptors at ground-truth correspondences (``descriptors.py``; 0: off)."""
+    descriptor_queries: int = 256
+    """Query pixels per view for the descriptor InfoNCE."""
+    descriptor_temperature: float = 0.07
+    """Temperature of the descriptor InfoNCE (MASt3R's)."""
 
     def __call__(
         self,
@@ -426,6 +465,9 @@ class PanopticCriterion:
             if self.correspondence_weight != 0.0:
                 value = self._correspondence_term(pred.patch_tokens, tgt)
                 sums[LOSS_CORRESPONDENCE] = sums.get(LOSS_CORRESPONDENCE, 0.0) + value / len(predictions)
+            if self.descriptor_weight != 0.0:
+                for name, value in self._descriptor_terms(pred.descriptors_raw, tgt, generator).items():
+                    sums[name] = sums.get(name, 0.0) + value / len(predictions)
         total = sum(self._weight(name) * value for name, value in sums.items())
         terms = {name: value for name, value in sums.items()}
         terms[LOSS_TOTAL] = total
@@ -458,6 +500,10 @@ class PanopticCriterion:
         """Geometry terms of one scene (the pose term is skipped when both of its weights are zero)."""
         if tgt.gt_pts3d_world is None or tgt.gt_pts3d_local is None or tgt.valid is None:
             raise ValueError("the prediction has pointmaps: give gt_pts3d_world, gt_pts3d_local and valid targets")
+        if self.local_per_view:
+            pred = activate_pointmaps(pointmaps_raw)
+            return {LOSS_PTS_LOCAL: local_pointmap_loss_per_view(pred.pts_local, tgt.gt_pts3d_local, pred.conf,
+                                                                 tgt.valid, alpha=self.conf_alpha)}
         losses = pointmap_losses(
             activate_pointmaps(pointmaps_raw),
             tgt.gt_pts3d_world,
@@ -489,6 +535,30 @@ class PanopticCriterion:
                   for tokens in token_sets]
         return torch.stack(losses).mean()
 
+    def _descriptor_terms(
+        self, descriptors_raw: Tensor | None, tgt: SceneTargets, generator: torch.Generator | None
+    ) -> dict[str, Tensor]:
+        """Confidence-weighted descriptor InfoNCE of one scene, and its plain mean for the logs."""
+        if descriptors_raw is None:
+            raise ValueError("descriptor_weight is set: the predictions need descriptors_raw (a model with a "
+                             "descriptor head)")
+        if tgt.gt_pts3d_world is None or tgt.gt_pts3d_local is None or tgt.valid is None:
+            raise ValueError("the descriptor loss needs gt_pts3d_world, gt_pts3d_local and valid targets")
+        raw = descriptors_raw.float()
+        descriptors, conf = F.normalize(raw[..., :-1], dim=-1), 1.0 + raw[..., -1].exp()
+        if tgt.pixel_queries is not None and tgt.pixel_matches is not None:
+            queries, matches = tgt.pixel_queries, tgt.pixel_matches
+        else:
+            queries = sample_query_pixels(tgt.valid, self.descriptor_queries, generator)
+            matches = pixel_correspondences(tgt.gt_pts3d_world, tgt.gt_pts3d_local, tgt.valid, queries)
+        loss, nce = descriptor_loss(descriptors, conf, queries, matches, temperature=self.descriptor_temperature,
+                                    generator=generator)
+        return {LOSS_DESCRIPTOR: loss, DESCRIPTOR_NCE: nce}
+
+    def term_weight(self, name: str) -> float:
+        """Weight of a logged term in the total (e.g. ``aux0/loss_class``, ``loss_descriptor``)."""
+        return self._weight(name)
+
     def _weight(self, name: str) -> float:
         """Weight of a term in the total (auxiliary terms: their base weight times ``aux_weight``)."""
         prefix, base = name.split("/", 1) if "/" in name else ("", name)
@@ -501,6 +571,8 @@ class PanopticCriterion:
             LOSS_POSE_ROTATION: self.pose_rotation_weight,
             LOSS_POSE_TRANSLATION: self.pose_translation_weight,
             LOSS_CORRESPONDENCE: self.correspondence_weight,
+            LOSS_DESCRIPTOR: self.descriptor_weight,
+            DESCRIPTOR_NCE: 0.0,
         }[base]
         if prefix == MEMORY_PASS:
             return weight * self.memory_pass_weight

@@ -62,6 +62,9 @@ class SynthConfig:
     """Test views sit this far above or below the training path (metres, alternating)."""
     roll_deg: float = 3.0
     """Largest camera roll (degrees)."""
+    floor_weights: tuple[tuple[str, float], ...] | None = None
+    """Relative frequency of each floor piece as ``((class name, weight), ...)``; None: the generator's defaults
+    (``furniture.FLOOR_WEIGHTS``). Training uses flatter weights so that rare classes appear often."""
 
     def __post_init__(self) -> None:
         if self.train_views < 1 or self.test_views < 0:

@@ -225,12 +225,16 @@ _MAX_PER_ROOM = {"lamp": 2, "bed": 2, "refrigerator": 2, "toilet": 2, "sink": 2,
 
 
 def _pick_class(rng: np.random.Generator, chosen: list[str], cfg: SynthConfig) -> str:
-    allowed = [n for n in fu.FLOOR_WEIGHTS if chosen.count(n) < _MAX_PER_ROOM.get(n, 99)]
+    table = fu.FLOOR_WEIGHTS if cfg.floor_weights is None else dict(cfg.floor_weights)
+    unknown = set(table) - set(fu.FLOOR_BUILDERS)
+    if unknown:
+        raise ValueError(f"floor_weights names unknown floor pieces {sorted(unknown)}; known: {sorted(fu.FLOOR_BUILDERS)}")
+    allowed = [n for n in table if chosen.count(n) < _MAX_PER_ROOM.get(n, 99) and table[n] > 0]
     # Repeats go to things (several instances of one class) and to tables (which bring chairs).
     repeatable = [n for n in chosen if n in allowed and (n == "table" or CLASS_BY_NAME[n].id in THING_IDS)]
     if repeatable and rng.random() < cfg.repeat_probability:
         return repeatable[int(rng.integers(len(repeatable)))]
-    weights = np.array([fu.FLOOR_WEIGHTS[n] for n in allowed])
+    weights = np.array([table[n] for n in allowed])
     return allowed[int(rng.choice(len(allowed), p=weights / weights.sum()))]
 
 

@@ -1,4 +1,13 @@
-"""Training samples from synthetic scenes, generated on the fly and deterministic by index.
+"""Training samples from synthetic scenes, deterministic by index.
+
+Two ways of drawing them (``DataConfig.sampling``):
+
+- ``"bank"`` (the second built-in model's recipe): sample ``i`` draws its room from a growing bank of rendered
+  rooms (``bank.py``; seeds ``first_seed + [0, n(i))`` with ``n(i) = bank_start + bank_growth * i``), so the
+  samples of a batch come from different rooms, takes ``views`` of the room's ``scene_views`` cameras in path order,
+  and is shown at the bank's resolution or, for a ``low_res_probability`` share of the batches, downsampled to
+  ``low_res`` (with the intrinsics scaled), so the model sees several focal lengths in pixels.
+- ``"window"`` (the first model's):
 
 Sample `i` uses the scene of seed `first_seed + i // reuse` (always inside the training seed range, see
 `synth.config.HELD_OUT_SEED_START`), rendered with `scene_views` cameras along an arc, and takes a window of `views`
@@ -11,13 +20,17 @@ whole, the `reuse` consecutive samples of one scene are rendered once.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from panst3r_splat.core.training.descriptors import pixel_correspondences, sample_query_pixels
 from panst3r_splat.core.training.losses import SceneTargets
 from panst3r_splat.pipeline.synth.config import HELD_OUT_SEED_START, SynthConfig, training_seed
+from panst3r_splat.pipeline.training.bank import SceneBank
 from panst3r_splat.pipeline.training.targets import normalise_images, scene_targets
 
 
@@ -45,6 +58,21 @@ class DataConfig:
     synth: SynthConfig = SynthConfig(train_views=4, test_views=0, path="mixed", num_objects=(4, 10),
                                      texture_strength=0.45, ceiling_probability=0.9)
     """Scene variety (views, size and arc are overridden by the fields above)."""
+    sampling: Literal["window", "bank"] = "window"
+    """How samples are drawn (module docstring)."""
+    bank_start: int = 32
+    """``"bank"``: rooms in the bank at sample 0."""
+    bank_growth: float = 0.05
+    """``"bank"``: rooms added to the bank per sample (its rendering cost per sample is this times one room's)."""
+    bank_max: int = 50_000
+    """``"bank"``: largest bank."""
+    low_res: tuple[int, int] | None = None
+    """``"bank"``: (width, height) that a share of the batches is downsampled to (None: never)."""
+    low_res_probability: float = 0.0
+    """``"bank"``: share of the batches shown at ``low_res``."""
+    descriptor_queries: int = 0
+    """``"bank"``: query pixels per view whose ground-truth counterparts in the other views the data worker finds
+    ahead for the descriptor loss (0: the criterion does it, on the training process)."""
 
     def scene_config(self) -> SynthConfig:
         return replace(self.synth, train_views=self.scene_views, test_views=0, width=self.width, height=self.height,
@@ -74,18 +102,24 @@ def _jitter(images: np.ndarray, rng: np.random.Generator, strength: float) -> np
 class SyntheticScenes(Dataset):
     """Map-style dataset: index -> `Sample` (rendered on demand, deterministic)."""
 
-    def __init__(self, config: DataConfig, length: int | None = None) -> None:
+    def __init__(self, config: DataConfig, length: int | None = None, *, batch_size: int = 1,
+                 bank_root: Path | None = None) -> None:
         if not 1 <= config.views <= config.scene_views:
             raise ValueError(f"need 1 <= views <= scene_views, got {config.views} and {config.scene_views}")
         self.config = config
         most = (HELD_OUT_SEED_START - config.first_seed) * config.reuse
         self.length = most if length is None else min(length, most)
         self._cached: tuple[int, object] | None = None
+        self.batch_size = batch_size
+        """Samples per batch: all samples of one batch share a resolution (``"bank"`` sampling)."""
+        self.bank = SceneBank(config.scene_config(), bank_root) if config.sampling == "bank" else None
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, index: int) -> Sample:
+        if self.bank is not None:
+            return self._bank_sample(index)
         from panst3r_splat.pipeline.synth import generate_scene
 
         cfg = self.config
@@ -103,6 +137,62 @@ class SyntheticScenes(Dataset):
         targets = scene_targets(scene.depth[views], K, scene.T_world_cam[views], scene.semantics[views],
                                 scene.instances[views])
         return Sample(index=index, images=normalise_images(torch.from_numpy(images)), targets=targets)
+
+
+    def bank_seed(self, index: int) -> int:
+        """Seed of the room that sample ``index`` draws from the bank."""
+        cfg = self.config
+        size = min(cfg.bank_max, cfg.bank_start + int(cfg.bank_growth * index))
+        rng = np.random.default_rng([index, 11])
+        return training_seed(cfg.first_seed + int(rng.integers(size)))
+
+    def _bank_sample(self, index: int) -> Sample:
+        cfg = self.config
+        seed = self.bank_seed(index)
+        scene = self.bank[seed]
+        rng = np.random.default_rng([index, 13])
+        views = np.sort(rng.choice(cfg.scene_views, size=cfg.views, replace=False))
+        if rng.random() < 0.5:
+            views = views[::-1].copy()
+        images, depth = scene.images[views], scene.depth[views]
+        semantics, instances = scene.semantics[views], scene.instances[views]
+        K = scene.K
+        batch_rng = np.random.default_rng([index // self.batch_size, 17])
+        if cfg.low_res is not None and batch_rng.random() < cfg.low_res_probability:
+            images, depth, semantics, instances, K = downsample_views(images, depth, semantics, instances, K,
+                                                                      cfg.low_res)
+        images = _jitter(images, rng, cfg.color_jitter)
+        K_views = np.broadcast_to(K, (len(views), 3, 3))
+        targets = scene_targets(depth, K_views, scene.T_world_cam[views], semantics, instances)
+        if cfg.descriptor_queries > 0:
+            queries = sample_query_pixels(targets.valid, cfg.descriptor_queries,
+                                          torch.Generator().manual_seed(index))
+            matches = pixel_correspondences(targets.gt_pts3d_world, targets.gt_pts3d_local, targets.valid, queries)
+            targets = replace(targets, pixel_queries=queries, pixel_matches=matches)
+        return Sample(index=index, images=normalise_images(torch.from_numpy(np.ascontiguousarray(images))),
+                      targets=targets)
+
+
+def downsample_views(
+    images: np.ndarray, depth: np.ndarray, semantics: np.ndarray, instances: np.ndarray, K: np.ndarray,
+    size: tuple[int, int],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Views at ``size = (width, height)``: images area-averaged, depth and labels by the nearest pixel centre,
+    intrinsics scaled (integer pixel coordinates are pixel centres, as everywhere in the project)."""
+    V, H, W = depth.shape
+    w, h = size
+    sx, sy = W / w, H / h
+    rows = np.minimum(((np.arange(h) + 0.5) * sy).astype(np.int64), H - 1)
+    cols = np.minimum(((np.arange(w) + 0.5) * sx).astype(np.int64), W - 1)
+    small = torch.nn.functional.interpolate(torch.from_numpy(images).permute(0, 3, 1, 2).float(), size=(h, w),
+                                            mode="area")
+    images_small = small.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    pick = lambda a: a[:, rows][:, :, cols]  # noqa: E731
+    K_small = np.array(K, dtype=np.float64, copy=True)
+    K_small[0, 0], K_small[1, 1] = K[0, 0] / sx, K[1, 1] / sy
+    # A pixel centre u (original) is u' = (u + 0.5) / s - 0.5 in the small image.
+    K_small[0, 2], K_small[1, 2] = (K[0, 2] + 0.5) / sx - 0.5, (K[1, 2] + 0.5) / sy - 0.5
+    return images_small, pick(depth), pick(semantics), pick(instances), K_small
 
 
 class ContinuingSampler(Sampler[int]):

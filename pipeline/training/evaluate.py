@@ -12,7 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from panst3r_splat.core.model.outputs import activate_pointmaps
+from panst3r_splat.core.model.outputs import activate_descriptors, activate_pointmaps
+from panst3r_splat.core.training.descriptors import NO_MATCH, pixel_correspondences, sample_query_pixels
 from panst3r_splat.core.training.metrics import geometry_metrics
 from panst3r_splat.pipeline.synth.config import HELD_OUT_SEED_START
 from panst3r_splat.pipeline.training.data import DataConfig
@@ -32,6 +33,30 @@ def _miou(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> float:
             continue
         ious.append((p & g).sum() / max((p | g).sum(), 1))
     return float(np.mean(ious)) if ious else float("nan")
+
+def descriptor_match_accuracy(
+    descriptors: torch.Tensor, valid: torch.Tensor, gt_world: torch.Tensor, gt_local: torch.Tensor,
+    *, num_queries: int = 256, tol_px: float = 2.0,
+) -> float:
+    """Share of query pixels (with a visible counterpart) whose nearest descriptor in the other view lies within
+    ``tol_px`` pixels of the true counterpart, over every ordered view pair. ``descriptors``: ``(V, H, W, D)``."""
+    V, H, W, D = descriptors.shape
+    queries = sample_query_pixels(valid, num_queries, torch.Generator().manual_seed(0))
+    matches = pixel_correspondences(gt_world, gt_local, valid, queries)
+    flat = descriptors.reshape(V, H * W, D)
+    hits, total = 0, 0
+    for a in range(V):
+        for b in range(V):
+            keep = matches[a, b] != NO_MATCH
+            if a == b or not bool(keep.any()):
+                continue
+            found = (flat[a, queries[a][keep]] @ flat[b].T).argmax(dim=1)
+            true = matches[a, b][keep]
+            dist = torch.hypot((found // W - true // W).float(), (found % W - true % W).float())
+            hits += int((dist <= tol_px).sum())
+            total += int(keep.sum())
+    return hits / total if total else float("nan")
+
 
 @torch.no_grad()
 def evaluate_held_out(model, data: DataConfig, class_embeddings: torch.Tensor, num_scenes: int) -> dict[str, float]:
@@ -56,7 +81,13 @@ def evaluate_held_out(model, data: DataConfig, class_embeddings: torch.Tensor, n
                                   scene.semantics.shape[1:]).cpu().numpy() + 1
         gt_sem = scene.semantics[views]
         valid = gt_sem > 0
+        extra = {}
+        if out.descriptors_raw is not None:
+            desc, _ = activate_descriptors(out.descriptors_raw[0].cpu())
+            extra["desc_match_acc_2px"] = descriptor_match_accuracy(desc, tgt.valid, tgt.gt_pts3d_world,
+                                                                    tgt.gt_pts3d_local)
         rows.append({
+            **extra,
             "rot_err_deg": geo.rotation_error_deg,
             "rot_err_identity_deg": geo.rotation_error_identity_deg,
             "local_depth_rel_err": geo.local_depth_rel_error,

@@ -33,7 +33,7 @@ from panst3r_splat.core.atomic_io import atomic_output
 from panst3r_splat.core.checkpoint import load_own_checkpoint, save_checkpoint
 from panst3r_splat.core.model.panst3r import PanSt3R
 from panst3r_splat.core.predictions import builtin_class_set
-from panst3r_splat.core.training.losses import MaskOutputs, ScenePrediction
+from panst3r_splat.core.training.losses import MaskOutputs, PanopticCriterion, ScenePrediction
 from panst3r_splat.pipeline.training.data import ContinuingSampler, SyntheticScenes, collate
 from panst3r_splat.pipeline.training.evaluate import evaluate_held_out
 from panst3r_splat.pipeline.training.targets import targets_to
@@ -68,7 +68,8 @@ def scene_predictions(output, batch_size: int, *, with_tokens: bool = False) -> 
         aux = () if pan is None else tuple(MaskOutputs(a.class_logits[b], a.mask_logits[b]) for a in pan.aux)
         memory = None if output.pointmaps_memory_raw is None else output.pointmaps_memory_raw[b]
         tokens = (output.encoder_tokens[b], output.decoder_tokens[b]) if with_tokens else ()
-        preds.append(ScenePrediction(masks, aux, output.pointmaps_raw[b], memory, tokens))
+        desc = None if output.descriptors_raw is None else output.descriptors_raw[b]
+        preds.append(ScenePrediction(masks, aux, output.pointmaps_raw[b], memory, tokens, desc))
     return preds
 
 
@@ -124,6 +125,78 @@ def _append_csv(path: Path, row: dict) -> None:
         writer.writerows(rows + [row])
 
 
+def _resume_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
+                  generator: torch.Generator, *, compact: bool) -> dict:
+    """What `--resume` needs: weights, optimiser moments (not when compact), step and RNG states."""
+    state = {"step": step, "generator": generator.get_state(), "torch_rng": torch.get_rng_state()}
+    if compact:
+        state["model"] = {k: v.detach().to(torch.float16) if v.is_floating_point() else v
+                          for k, v in model.state_dict().items()}
+    else:
+        state["model"] = model.state_dict()
+        state["optimizer"] = optimizer.state_dict()
+    return state
+
+
+def _checkpoint_metadata(preset: TrainPreset, step: int) -> dict[str, str]:
+    meta = {"train_step": str(step), "train_model": preset.model}
+    if preset.camera_source is not None:
+        meta["camera_source"] = preset.camera_source
+    if preset.criterion.pts_global_weight == 0.0 and preset.criterion.memory_pass_weight == 0.0:
+        meta["global_head_trained"] = "false"
+    return meta
+
+
+class _WindowStats:
+    """Running means of extra per-step figures over one log window (each figure over the steps that had it)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, values: dict[str, float]) -> None:
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+            self.counts[k] = self.counts.get(k, 0) + 1
+
+    def means(self) -> dict[str, float]:
+        out = {k: self.sums[k] / self.counts[k] for k in sorted(self.sums)}
+        self.sums, self.counts = {}, {}
+        return out
+
+
+def class_pixel_shares(batch) -> dict[str, float]:
+    """Share of the batch's labelled pixels per class (``px/<name>``), to check that every class is seen."""
+    from panst3r_splat.core.class_table import CLASSES
+
+    counts = torch.zeros(len(CLASSES), dtype=torch.float64)
+    for sample in batch:
+        masks, classes = sample.targets.gt_masks, sample.targets.gt_classes
+        counts.index_add_(0, classes.cpu(), masks.flatten(1).sum(1).double().cpu())
+    total = float(counts.sum()) or 1.0
+    return {f"px/{c.name}": float(counts[i]) / total for i, c in enumerate(CLASSES)}
+
+
+def gradient_shares(model: PanSt3R, criterion: PanopticCriterion, terms: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Gradient norm of each weighted loss term (auxiliary layers pooled into their base term) on the shared
+    MUSt3R encoder and decoder (``gnorm/<term>``): which term drives the trunk."""
+    trunk = [p for m in (model.must3r_encoder, model.must3r_decoder) for p in m.parameters() if p.requires_grad]
+    pooled: dict[str, torch.Tensor] = {}
+    for name, value in terms.items():
+        if name == "loss_total" or not value.requires_grad:
+            continue
+        weight = criterion.term_weight(name)
+        if weight == 0.0:
+            continue
+        base = name.split("/", 1)[-1]
+        pooled[base] = pooled.get(base, 0.0) + weight * value
+    out = {}
+    for base, value in pooled.items():
+        grads = torch.autograd.grad(value, trunk, retain_graph=True, allow_unused=True)
+        out[f"gnorm/{base}"] = float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None)))
+    return out
+
+
 def train_model(preset: TrainPreset, out: Path, *, resume: bool, device: torch.device, max_steps: int | None = None,
                 max_minutes: float | None = None, init_from: Path | None = None) -> Path:
     """Train (or continue training) and return the model checkpoint path.
@@ -139,6 +212,8 @@ def train_model(preset: TrainPreset, out: Path, *, resume: bool, device: torch.d
             only the model file of an earlier run is at hand (not bit-for-bit; `resume` is).
     """
     out.parent.mkdir(parents=True, exist_ok=True)
+    if preset.threads is not None:
+        torch.set_num_threads(preset.threads)
     torch.manual_seed(preset.seed)
     torch.backends.cuda.matmul.allow_tf32 = True  # no effect on CPU; small accuracy cost, large speed gain on GPUs
     torch.backends.cudnn.allow_tf32 = True
@@ -151,8 +226,11 @@ def train_model(preset: TrainPreset, out: Path, *, resume: bool, device: torch.d
         if not state_path.exists():
             raise FileNotFoundError(f"no resume file {state_path}; start without --resume")
         state = torch.load(state_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        model.load_state_dict({k: v.float() for k, v in state["model"].items()})
+        if "optimizer" in state:
+            optimizer.load_state_dict(state["optimizer"])
+        else:
+            log.info("compact resume file: fp16 weights, AdamW moments restart from zero")
         step = int(state["step"])
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
@@ -166,7 +244,7 @@ def train_model(preset: TrainPreset, out: Path, *, resume: bool, device: torch.d
     class_set = builtin_class_set(model.config.mask_transformer.lang_dim)
     class_emb = torch.from_numpy(class_set.class_embeddings).to(device)
     stop = preset.steps if max_steps is None else min(preset.steps, step + max_steps)
-    dataset = SyntheticScenes(preset.data)
+    dataset = SyntheticScenes(preset.data, batch_size=preset.batch_size)
     loader = DataLoader(dataset, batch_size=preset.batch_size, sampler=ContinuingSampler(step * preset.batch_size,
                         stop * preset.batch_size), num_workers=preset.num_workers, collate_fn=collate,
                         worker_init_fn=_worker_init,
@@ -178,16 +256,19 @@ def train_model(preset: TrainPreset, out: Path, *, resume: bool, device: torch.d
     model.train()
 
     saved_step = -1
+    last_checkpoint = time.time()
+    stats = _WindowStats()
 
     def checkpoint() -> None:
         nonlocal saved_step
         saved_step = step
+        nonlocal last_checkpoint
+        last_checkpoint = time.time()
         with atomic_output(_resume_path(out)) as tmp:
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                        "generator": generator.get_state(), "torch_rng": torch.get_rng_state()}, tmp)
+            torch.save(_resume_state(model, optimizer, step, generator, compact=preset.compact_resume), tmp)
         with atomic_output(out) as tmp:
             save_checkpoint(tmp, model, class_names=class_set.class_names, class_embeddings=class_emb,
-                            dtype=torch.float16, metadata={"train_step": str(step), "train_model": preset.model})
+                            dtype=torch.float16, metadata=_checkpoint_metadata(preset, step))
 
     progress = tqdm(total=stop - step, desc="train-model", unit="step", dynamic_ncols=True)
     with _termination_requests() as terminate:
@@ -204,8 +285,12 @@ def train_model(preset: TrainPreset, out: Path, *, resume: bool, device: torch.d
                                                 with_tokens=preset.criterion.correspondence_weight != 0.0)
                 result = preset.criterion(predictions, targets, generator=generator)
                 optimizer.zero_grad(set_to_none=True)
+                if preset.grad_share_every and step % preset.grad_share_every == 0:
+                    stats.add(gradient_shares(model, preset.criterion, result.terms))
                 result.total.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), preset.grad_clip)
+                stats.add({"clipped": float(grad_norm > preset.grad_clip)})
+                stats.add(class_pixel_shares(batch))
                 optimizer.step()
                 step += 1
                 progress.update(1)
@@ -217,6 +302,7 @@ def train_model(preset: TrainPreset, out: Path, *, resume: bool, device: torch.d
                     row = {"step": step, "lr": lr, "minutes": (time.time() - started) / 60}
                     # Mean over the steps of this window (fewer than log_every in the first window after a resume).
                     row.update({k: v / window_steps for k, v in sorted(running.items()) if "aux" not in k})
+                    row.update(stats.means())
                     _append_csv(log_path, row)
                     progress.set_postfix(loss=f"{row['loss_total']:.3f}")
                     running, window_steps = {}, 0
@@ -228,7 +314,9 @@ def train_model(preset: TrainPreset, out: Path, *, resume: bool, device: torch.d
                     log.info("step %d held-out: %s", step, ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
                 timed_out = max_minutes is not None and (time.time() - started) / 60 > max_minutes
                 terminated = terminate.is_set()
-                if step % preset.checkpoint_every == 0 or step == stop or timed_out or terminated:
+                on_timer = (preset.checkpoint_minutes is not None
+                            and (time.time() - last_checkpoint) / 60 >= preset.checkpoint_minutes)
+                if step % preset.checkpoint_every == 0 or step == stop or timed_out or terminated or on_timer:
                     checkpoint()
                 if timed_out:
                     log.info("stopping after %.1f minutes at step %d (resume with --resume)", max_minutes, step)

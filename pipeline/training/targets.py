@@ -83,6 +83,8 @@ def targets_to(targets: SceneTargets, device: torch.device) -> SceneTargets:
         gt_pts3d_world=move(targets.gt_pts3d_world),
         gt_pts3d_local=move(targets.gt_pts3d_local),
         valid=move(targets.valid),
+        pixel_queries=move(targets.pixel_queries),
+        pixel_matches=move(targets.pixel_matches),
     )
 
 

@@ -74,11 +74,17 @@ def scene_predictions(output, batch_size: int, *, with_tokens: bool = False) -> 
 
 
 def _worker_init(_: int) -> None:
-    """One thread per data worker: the workers render scenes in parallel, and torch's default of one intra-op
+    """One thread per data worker (torch and BLAS): the workers render scenes in parallel, and the default of one
     thread per core in every worker oversubscribes the CPU many times over. Workers ignore SIGTERM (a `kill` of the
     whole process group): the main process then writes its checkpoint and stops them; torch's watchdog ends them if
     the main process dies."""
     torch.set_num_threads(1)
+    try:  # numpy's BLAS too (the scene renderer's matrix products), when threadpoolctl is there to say so
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:
+        pass
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 

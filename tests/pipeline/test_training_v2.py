@@ -118,3 +118,15 @@ def test_timer_checkpoint(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(loop, "_resume_state", spy)
     train_model(preset, out, resume=False, device=torch.device("cpu"))
     assert seen[:3] == [1, 2, 3]
+
+
+def test_gpu_preset_runs_on_cpu_with_parallel_workers(tmp_path: Path, monkeypatch) -> None:
+    """The v2_gpu preset's data path (several workers, each pinned to one thread) with tiny samples, on CPU."""
+    monkeypatch.setenv("PANST3R_SCENE_BANK", str(tmp_path / "bank"))
+    tiny = get_preset("smoke_v2")
+    gpu = get_preset("v2_gpu")
+    assert gpu.model == tiny.model == "builtin_v2" and gpu.num_workers > 1
+    preset = dataclasses.replace(gpu, data=tiny.data, criterion=tiny.criterion, batch_size=2, num_workers=2,
+                                 steps=2, warmup_steps=1, eval_every=1000, checkpoint_minutes=None, grad_share_every=0)
+    out = train_model(preset, tmp_path / "model.safetensors", resume=False, device=torch.device("cpu"))
+    assert torch.load(out.with_suffix(".resume.pt"), weights_only=True)["step"] == 2

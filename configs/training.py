@@ -119,7 +119,7 @@ PRESETS: dict[str, TrainPreset] = {
     # come from matches), the global-pointmap, pose and memory-pass terms off. docs/training/README.md says why.
     "v2": TrainPreset(
         model="builtin_v2", data=_V2_DATA, criterion=_V2_CRITERION,
-        batch_size=2, steps=30_000, lr=3e-4, warmup_steps=500, grad_clip=10.0, num_workers=1, threads=1,
+        batch_size=2, steps=30_000, lr=3e-4, warmup_steps=500, grad_clip=50.0, num_workers=1, threads=1,
         log_every=50, checkpoint_every=500, checkpoint_minutes=10.0, eval_every=1000, eval_scenes=4,
         compact_resume=True, grad_share_every=100, camera_source="matches",
     ),
@@ -129,7 +129,7 @@ PRESETS: dict[str, TrainPreset] = {
     "v2_gpu": TrainPreset(
         model="builtin_v2",
         data=dataclasses.replace(_V2_DATA, bank_growth=0.25),
-        criterion=_V2_CRITERION, batch_size=16, steps=30_000, lr=3e-4, warmup_steps=500, grad_clip=10.0,
+        criterion=_V2_CRITERION, batch_size=16, steps=30_000, lr=3e-4, warmup_steps=500, grad_clip=50.0,
         num_workers=14, threads=None, log_every=50, checkpoint_every=500, checkpoint_minutes=5.0, eval_every=1000,
         eval_scenes=4, compact_resume=True, grad_share_every=100, camera_source="matches",
     ),

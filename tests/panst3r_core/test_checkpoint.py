@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _fixtures import PARITY_FIXTURE
 
 from panst3r_splat.core.checkpoint import (
     CheckpointError,
@@ -35,14 +36,8 @@ from panst3r_splat.core.model.config import (
     PixelShuffleConfig,
 )
 
-#: The parity fixture; PANST3R_PARITY_FIXTURE points elsewhere (e.g. a copy on another machine).
-FIXTURE = Path(
-    os.environ.get(
-        "PANST3R_PARITY_FIXTURE",
-        Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "official_tiny_v1",
-    )
-)
-needs_fixture = pytest.mark.skipif(not (FIXTURE / "checkpoint.pth").exists(), reason="parity fixture not available")
+#: The parity fixture (a copy of the official code's outputs kept with the tests).
+FIXTURE = PARITY_FIXTURE
 
 
 class _Payload:
@@ -79,7 +74,6 @@ def _refused(path: Path, match: str) -> str:
 # -- the official format ---------------------------------------------------------------------------------------------
 
 
-@needs_fixture
 def test_official_fixture_loads_with_its_architecture() -> None:
     loaded = load_checkpoint(FIXTURE / "checkpoint.pth")
     cfg = loaded.config
@@ -99,7 +93,6 @@ def test_official_fixture_loads_with_its_architecture() -> None:
         "must3r_encoder.patch_embed.proj.weight"])
 
 
-@needs_fixture
 def test_pickle_that_runs_code_is_refused(official: dict, workdir: Path) -> None:
     marker = workdir / "PWNED"
     bad = dict(official, extra=_Payload(marker))
@@ -117,7 +110,6 @@ def test_raw_pickle_that_runs_code_is_refused(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-@needs_fixture
 @pytest.mark.parametrize(
     "field,source",
     [
@@ -139,7 +131,6 @@ def test_args_strings_that_call_code_are_refused(official: dict, workdir: Path, 
     assert not marker.exists()
 
 
-@needs_fixture
 def test_wrong_shape_is_refused(official: dict, workdir: Path) -> None:
     bad = dict(official, weights=dict(official["weights"]))
     key = "must3r_decoder.head_dec.proj.weight"
@@ -149,7 +140,6 @@ def test_wrong_shape_is_refused(official: dict, workdir: Path) -> None:
     assert key in message and "(1792, 47)" in message
 
 
-@needs_fixture
 def test_missing_and_unexpected_keys_are_refused(official: dict, workdir: Path) -> None:
     missing = dict(official, weights=dict(official["weights"]))
     del missing["weights"]["panoptic_decoder.mask_transformer.cls_logit_scale"]
@@ -162,7 +152,6 @@ def test_missing_and_unexpected_keys_are_refused(official: dict, workdir: Path) 
     _refused(workdir / "extra.pth", "1 unexpected keys.*nocls_token")
 
 
-@needs_fixture
 def test_transformers4_dino_names_load_to_the_same_model(official: dict, workdir: Path) -> None:
     renames = {"q_proj": "attention.query", "k_proj": "attention.key", "v_proj": "attention.value",
                "o_proj": "output.dense"}
@@ -179,7 +168,6 @@ def test_transformers4_dino_names_load_to_the_same_model(official: dict, workdir
         assert torch.equal(loaded.model.state_dict()[key], value), key
 
 
-@needs_fixture
 def test_unknown_dino_folder_is_refused(official: dict, tmp_path: Path) -> None:
     torch.save(official, tmp_path / "no_dino.pth")  # no dinov2_tiny/ next to it, nor in the working directory
     message = _refused(tmp_path / "no_dino.pth", "dinov2_tiny")

@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _fixtures import PARITY_FIXTURE
 from _merging_helpers import MERGES, qubo_weights, same_partition, solve_qubo
 
 from panst3r_splat.core.merging import QuboConfig
 from panst3r_splat.core.merging.solver import _anneal_official
 
-FIXTURE = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "official_tiny_v1"
-pytestmark = pytest.mark.skipif(not (FIXTURE / "outputs.npz").exists(), reason="parity fixture not available")
+FIXTURE = PARITY_FIXTURE
 IMAGE_HW = (48, 64)
 CASES = ("pp", "synpp")
 

@@ -23,11 +23,8 @@ from panst3r_splat.core.merging.solver import (
 from panst3r_splat.core.merging.synthetic import synthetic_masks
 from panst3r_splat.core.merging.weights import _weight_from_masks
 
-try:  # hypothesis is a test extra; without it the seeded cases below still run
-    from hypothesis import given, settings
-    from hypothesis import strategies as st
-except ImportError:
-    given = None
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 LAMBDA = 1e-3
 
@@ -108,12 +105,10 @@ def test_solver_reaches_the_brute_force_minimum(n, seed, mask_like):
     check_solver_against_brute_force(n, seed, mask_like)
 
 
-if given is not None:
-
-    @settings(max_examples=20, deadline=None)
-    @given(n=st.integers(1, 16), seed=st.integers(0, 2**31 - 1), mask_like=st.booleans())
-    def test_solver_reaches_the_brute_force_minimum_property(n, seed, mask_like):
-        check_solver_against_brute_force(n, seed, mask_like)
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(1, 16), seed=st.integers(0, 2**31 - 1), mask_like=st.booleans())
+def test_solver_reaches_the_brute_force_minimum_property(n, seed, mask_like):
+    check_solver_against_brute_force(n, seed, mask_like)
 
 
 @pytest.mark.parametrize("seed", range(4))

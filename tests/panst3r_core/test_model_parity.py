@@ -7,23 +7,18 @@ pointmaps, confidences and class logits, 1e-3 for mask logits (attention masks f
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from _fixtures import PARITY_FIXTURE
+
 from panst3r_splat.core.model import InferenceOptions, LinspaceKeyframes, PanSt3R, activate_pointmaps
 
-#: The parity fixture; PANST3R_PARITY_FIXTURE points elsewhere (e.g. a copy on another machine).
-FIXTURE = Path(
-    os.environ.get(
-        "PANST3R_PARITY_FIXTURE",
-        Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "official_tiny_v1",
-    )
-)
-pytestmark = pytest.mark.skipif(not (FIXTURE / "checkpoint.pth").exists(), reason="parity fixture not available")
+#: The parity fixture (a copy of the official code's outputs kept with the tests).
+FIXTURE = PARITY_FIXTURE
 
 ATOL = 1e-4
 ATOL_MASK = 1e-3

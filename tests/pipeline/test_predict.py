@@ -19,6 +19,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+from _fixtures import PARITY_FIXTURE
 
 from panst3r_splat.core import class_table
 from panst3r_splat.core.checkpoint import save_checkpoint
@@ -42,13 +43,7 @@ from panst3r_splat.pipeline.errors import UserError
 from panst3r_splat.pipeline.predict import checkpoint_class_set, keyframe_policy
 
 REPO = Path(__file__).resolve().parents[2]
-_FIXTURE_NAME = Path("fixtures") / "official_tiny_v1"
-FIXTURE = next(
-    (p for p in (REPO.parent / "shared" / _FIXTURE_NAME, Path("/work/shared") / _FIXTURE_NAME)
-     if (p / "checkpoint.pth").is_file()),
-    None,
-)
-needs_fixture = pytest.mark.skipif(FIXTURE is None, reason="parity fixture official_tiny_v1 not found in ../shared")
+FIXTURE = PARITY_FIXTURE
 
 CLASS_NAMES = ("wall", "floor", "chair", "table", "bed")
 ORIG_W, ORIG_H = 80, 60  # 4:3, bucketed to 64x48 at the model's training size 64
@@ -355,7 +350,6 @@ def test_error_builtin_model_missing(capsys: pytest.CaptureFixture[str], photos:
     assert "--checkpoint" in line and "absent.safetensors" in line
 
 
-@needs_fixture
 def test_error_official_checkpoint_without_classes(capsys: pytest.CaptureFixture[str], photos: Path,
                                                    tmp_path: Path) -> None:
     line = _cli_error(capsys, ["predict", "--images", str(photos), "--out", str(tmp_path / "p"),
@@ -461,7 +455,6 @@ def test_predict_siglip_defaults_to_the_checkpoint_names(own_checkpoint: Path, p
     assert arrays["class_names"].tolist() == list(CLASS_NAMES)
 
 
-@needs_fixture
 def test_official_checkpoint_with_siglip_uses_the_class_table(fixture_photos: Path, siglip_768: Path,
                                                               tmp_path: Path) -> None:
     assert FIXTURE is not None
@@ -522,7 +515,6 @@ def _same_up_to_renumbering(a: np.ndarray, b: np.ndarray) -> bool:
     return len(pairs) == len({x for x, _ in pairs}) == len({y for _, y in pairs}) and ((a == 0) == (b == 0)).all()
 
 
-@needs_fixture
 @pytest.mark.parametrize(("keyframes", "tag", "expected_keyframes"), [("all", "allkf", [0, 1, 2]),
                                                                       ("2", "kf2", [0, 2])])
 def test_parity_through_the_command(fixture_photos: Path, tmp_path: Path, keyframes: str, tag: str,
@@ -545,7 +537,6 @@ def test_parity_through_the_command(fixture_photos: Path, tmp_path: Path, keyfra
         assert _same_up_to_renumbering(got["panoptic"], ref["pp_qubo_pan"])
 
 
-@needs_fixture
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_predict_on_cuda_matches_the_cpu(fixture_photos: Path, tmp_path: Path) -> None:

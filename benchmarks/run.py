@@ -15,7 +15,8 @@ Sections (each prints its table as soon as it is measured):
 4. **Lifting vs one render pass** (label lifting of 16 views against one forward + backward RGB render of each;
    the scene and cameras of `benchmarks/rasterize.py`).
 5. **CPU rasteriser training steps per second vs Gaussians** (1k, 5k, 20k; 128x96 and 192x144; one thread and all
-   cores), plus the gsplat backend on CUDA.
+   cores): the compiled numba backend (the CPU default) and the plain-torch reference, timed alternately; plus the
+   gsplat backend on CUDA. (`benchmarks/rasterize.py --compare` has the 5k-100k, up to 512x384 ratios.)
 
 On a CUDA machine sections 1 and 2 are measured on the GPU too (peak allocated GPU memory beside the RSS).
 Peak memory is the process's resident-set peak during a stage (VmHWM, reset before each stage; see
@@ -217,10 +218,13 @@ def rasteriser_steps(plan: Plan, cpu_threads: tuple[int, ...]) -> list[dict[str,
         for w, h in plan.raster_sizes:
             viewmats, Ks = bench.orbit_cameras(1, w, h)
             for threads in cpu_threads:
-                with torch_threads(threads):
-                    wall, cpu = bench.train_step_time(scene, viewmats, Ks, w, h, plan.repeats)
-                rows.append({"gaussians": n, "width": w, "height": h, "device": "cpu", "threads": threads,
-                             "backend": "torch", "seconds": wall, "cpu_seconds": cpu, "steps_per_second": 1 / wall})
+                with torch_threads(threads):  # both CPU backends alternately, so they see the same load
+                    pair = bench.time_pair(bench.train_step(scene, viewmats, Ks, w, h, "torch"),
+                                           bench.train_step(scene, viewmats, Ks, w, h, "numba"), plan.repeats)
+                for backend, (wall, cpu) in zip(("torch", "numba"), pair):
+                    rows.append({"gaussians": n, "width": w, "height": h, "device": "cpu", "threads": threads,
+                                 "backend": backend, "seconds": wall, "cpu_seconds": cpu,
+                                 "steps_per_second": 1 / wall})
             if torch.cuda.is_available():
                 rows.append(gsplat_step(scene, viewmats, Ks, w, h, plan.repeats) | {"gaussians": n})
     return rows
@@ -313,10 +317,11 @@ def format_report(report: dict[str, Any]) -> str:
     lines += [f"   {x['segments']:>5} segments: lifting {x['seconds']:.3f} s = {x['ratio_to_render_pass']:.2f}x the "
               "render pass" for x in lift["lifting"]]
     lines += ["", "5. rasteriser training steps per second (one view, forward + backward)",
-              f"{'gaussians':>10} {'size':>9} {'device':<6} {'threads':>7} {'steps/s':>8} {'wall s':>8} {'CPU s':>7}"]
+              f"{'gaussians':>10} {'size':>9} {'device':<6} {'backend':<7} {'threads':>7} {'steps/s':>8} "
+              f"{'wall s':>8} {'CPU s':>7}"]
     for r in report["rasteriser"]:
         cpu = f"{r['cpu_seconds']:.3f}" if r["cpu_seconds"] is not None else "-"
-        lines.append(f"{r['gaussians']:>10} {r['width']:>4}x{r['height']:<4} {r['device']:<6} "
+        lines.append(f"{r['gaussians']:>10} {r['width']:>4}x{r['height']:<4} {r['device']:<6} {r['backend']:<7} "
                      f"{str(r['threads'] or '-'):>7} {r['steps_per_second']:>8.2f} {r['seconds']:>8.3f} {cpu:>7}")
     lines.append(f"\ntotal benchmark time {report['seconds']:.0f} s")
     return "\n".join(lines) + "\n"

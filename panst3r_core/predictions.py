@@ -42,6 +42,15 @@ SURROGATE_DIR = "pred_surrogateid"
 POINT_CONF_THRESHOLD = 3.0
 """Confidence threshold of ``points.ply`` (the official viewer's default)."""
 
+CAMERAS_FILE = "cameras.json"
+CAMERA_SOURCES = ("head", "matches", "sfm")
+"""Where a predictions folder's cameras come from (``predict --cameras``): PanSt3R's own pointmap head, the classical
+solver on the model's dense matches (:mod:`panst3r_splat.core.cameras`), or COLMAP."""
+CAMERA_RESIDUAL_COLUMNS = ("num_pairs", "num_inliers", "rotation_residual_deg", "reprojection_px")
+"""Columns of ``camera_residuals``: usable view pairs, inlier matches of those pairs, median disagreement of the
+view's pairs with the averaged rotations (degrees), median reprojection error of the matches landing in the view
+(pixels). NaN where the source does not measure them (``head``) or the view is unconnected."""
+
 SEGMENT_REQUIRED_KEYS = ("id", "category_id", "isthing", "score", "query_id", "area")
 """Keys every entry of ``segments.json`` carries (COCO-panoptic ``segments_info`` plus the query and area)."""
 
@@ -126,11 +135,40 @@ class Predictions:
     """Camera-to-world, OpenCV axes."""
     panoptic: Int32[np.ndarray, "V H W"]
     """Merged segment id per pixel, 0 = void, same id = same object in every view."""
+    camera_source: str = "head"
+    """Where ``K``, ``T_world_cam`` and ``pts3d`` come from, one of :data:`CAMERA_SOURCES` (folders written before
+    the key existed load as ``head``)."""
+    camera_ok: Bool[np.ndarray, "V"] | None = None
+    """Whether each view has a camera. False: its camera and ``pts3d`` are NaN, it is left out of ``points.ply`` and
+    of fitting (its 2D labels are still written). None at construction = every view."""
+    camera_scale: Float32[np.ndarray, "V"] | None = None
+    """Factor from each view's local pointmap to the world, ``pts3d = camera_scale * R pts3d_local + t`` (NaN when
+    unconnected; ones for ``head``, whose global points are the model's own). None at construction = ones."""
+    camera_residuals: Float32[np.ndarray, "V 4"] | None = None
+    """Per-view solver statistics, columns :data:`CAMERA_RESIDUAL_COLUMNS`. None at construction = NaN."""
 
     def __post_init__(self) -> None:
         for name, (dtype, ndim) in _FIELD_SPECS.items():
             object.__setattr__(self, name, _coerce(name, getattr(self, name), dtype, ndim))
+        self._fill_camera_record()
         self._check_shapes()
+
+    def _fill_camera_record(self) -> None:
+        source = self.camera_source
+        if isinstance(source, (np.ndarray, np.generic)):
+            source = str(np.asarray(source).item())
+        if source not in CAMERA_SOURCES:
+            raise ValueError(f"camera_source must be one of {', '.join(CAMERA_SOURCES)}, got {source!r}")
+        object.__setattr__(self, "camera_source", source)
+        V = self.images.shape[0]
+        defaults = {
+            "camera_ok": np.ones(V, dtype=bool),
+            "camera_scale": np.ones(V, dtype=np.float32),
+            "camera_residuals": np.full((V, len(CAMERA_RESIDUAL_COLUMNS)), np.nan, dtype=np.float32),
+        }
+        for name, (dtype, ndim) in _CAMERA_SPECS.items():
+            value = getattr(self, name)
+            object.__setattr__(self, name, _coerce(name, defaults[name] if value is None else value, dtype, ndim))
 
     @property
     def num_views(self) -> int:
@@ -155,6 +193,9 @@ class Predictions:
             "K": (V, 3, 3),
             "T_world_cam": (V, 4, 4),
             "panoptic": (V, H, W),
+            "camera_ok": (V,),
+            "camera_scale": (V,),
+            "camera_residuals": (V, len(CAMERA_RESIDUAL_COLUMNS)),
         }
         for name, shape in expected.items():
             got = getattr(self, name).shape
@@ -175,8 +216,29 @@ class Predictions:
             raise ValueError("predictions key 'orig_hw' must hold positive sizes")
 
     def to_npz_dict(self) -> dict[str, np.ndarray]:
-        """The arrays under their ``predictions.npz`` keys."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        """The arrays under their ``predictions.npz`` keys (``camera_source`` as a 0-d string array)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["camera_source"] = np.array(self.camera_source, dtype=str)
+        return out
+
+    def camera_records(self) -> list[dict[str, Any]]:
+        """Per view, what ``cameras.json`` lists: name, source, status, scale and residuals (NaN -> None)."""
+
+        def number(x: float) -> float | None:
+            return None if not np.isfinite(x) else float(x)
+
+        records = []
+        for v in range(self.num_views):
+            entry: dict[str, Any] = {
+                "name": str(self.image_names[v]),
+                "source": self.camera_source,
+                "status": "ok" if self.camera_ok[v] else "unconnected",
+                "scale": number(self.camera_scale[v]),
+            }
+            for column, value in zip(CAMERA_RESIDUAL_COLUMNS, self.camera_residuals[v]):
+                entry[column] = number(value) if not column.startswith("num_") or not np.isfinite(value) else int(value)
+            records.append(entry)
+        return records
 
 
 _FIELD_SPECS: dict[str, tuple[Any, int]] = {
@@ -198,7 +260,14 @@ _FIELD_SPECS: dict[str, tuple[Any, int]] = {
     "panoptic": (np.int32, 3),
 }
 PREDICTION_KEYS: tuple[str, ...] = tuple(_FIELD_SPECS)
-"""Keys of ``predictions.npz``, in the order of CLI.md."""
+"""Keys every ``predictions.npz`` has, in the order of CLI.md."""
+_CAMERA_SPECS: dict[str, tuple[Any, int]] = {
+    "camera_ok": (np.bool_, 1),
+    "camera_scale": (np.float32, 1),
+    "camera_residuals": (np.float32, 2),
+}
+CAMERA_KEYS: tuple[str, ...] = ("camera_source", *_CAMERA_SPECS)
+"""Keys of the camera record (issue #17); folders written before them load as ``head`` with every view connected."""
 
 
 def load_predictions(folder: str | Path) -> Predictions:
@@ -214,12 +283,12 @@ def load_predictions(folder: str | Path) -> Predictions:
                 raise ValueError(
                     f"{path} lacks key(s) {', '.join(repr(k) for k in missing)}: re-run `panst3r-splat predict`"
                 )
-            for key in PREDICTION_KEYS:
+            for key in PREDICTION_KEYS + tuple(k for k in CAMERA_KEYS if k in npz.files):
                 try:
                     arrays[key] = npz[key]
                 except ValueError as err:  # object arrays need pickle, which we refuse
                     raise ValueError(f"{path}: key {key!r} cannot be read without pickle ({err})") from err
-            extra = sorted(set(npz.files) - set(PREDICTION_KEYS))
+            extra = sorted(set(npz.files) - set(PREDICTION_KEYS) - set(CAMERA_KEYS))
     except ValueError:
         raise
     except Exception as err:  # zipfile.BadZipFile, OSError, EOFError for truncated files
@@ -487,11 +556,14 @@ def save_predictions(
     try:
         np.savez(tmp / PREDICTIONS_FILE, **pred.to_npz_dict())
         write_segments(tmp / SEGMENTS_FILE, entries, num_classes=len(pred.class_names))
+        ok = pred.camera_ok  # views without a camera have NaN points: never in the cloud
         points, colors = fused_point_cloud(
-            torch.from_numpy(pred.pts3d), torch.from_numpy(pred.images), torch.from_numpy(pred.conf),
+            torch.from_numpy(pred.pts3d[ok]), torch.from_numpy(pred.images[ok]), torch.from_numpy(pred.conf[ok]),
             point_conf_threshold,
         )
         write_points_ply(tmp / POINTS_FILE, points, colors)
+        cameras = {"source": pred.camera_source, "views": pred.camera_records()}
+        (tmp / CAMERAS_FILE).write_text(json.dumps(cameras, indent=1) + "\n")
         write_label_pngs(tmp, pred, entries)
         swap_into_place(tmp, folder, tag)
     except BaseException:

@@ -12,12 +12,13 @@ from typing import Literal, Optional
 
 MergeName = Literal["qubo", "standard_v2", "standard_v1"]
 DeviceName = Literal["auto", "cpu", "cuda"]
+CameraSourceName = Literal["auto", "head", "matches", "sfm"]
 
 
 def demo(*, out: Path = Path("demo_out"), device: DeviceName = "auto", views: int = 8, test_views: int = 4,
          size: str = "default", oracle: bool = False, images: Optional[Path] = None, seed: int = 1_000_001,
          fit_steps: int = 400, budget: int = 5000, orbit_frames: int = 60, merge: Optional[MergeName] = None,
-         overwrite: bool = False, threads: int = 1) -> None:
+         overwrite: bool = False, threads: int = 1, cameras: CameraSourceName = "auto") -> None:
     """The main job on the built-in defaults: synthetic scene -> predict + merge -> fit -> render -> eval.
 
     Prints one summary table (each stage's wall time, CPU time and peak memory; PQ^scene and mIoU direct and lifted;
@@ -41,6 +42,7 @@ def demo(*, out: Path = Path("demo_out"), device: DeviceName = "auto", views: in
         overwrite: redo every stage even where a finished one with the same settings exists.
         threads: torch CPU threads (1 is fastest for the demo's small tensors, above all on a busy machine; 0: torch's
             default).
+        cameras: camera source of the predict stage (see `predict --cameras`).
     """
     import sys
 
@@ -49,7 +51,7 @@ def demo(*, out: Path = Path("demo_out"), device: DeviceName = "auto", views: in
 
     options = DemoOptions(out=out, device=resolve_device(device), views=views, test_views=test_views, size=size,
                           seed=seed, fit_steps=fit_steps, budget=budget, orbit_frames=orbit_frames, merge=merge,
-                          oracle=oracle, images=images, overwrite=overwrite, threads=threads)
+                          oracle=oracle, images=images, overwrite=overwrite, threads=threads, cameras=cameras)
     result = run_demo(options)
     sys.stdout.write("\n" + format_summary(result))
 
@@ -107,7 +109,7 @@ def predict(*, images: Path, out: Path, checkpoint: Optional[Path] = None, class
             keyframes: str = "auto",
             keyframe_selection: Literal["linspace", "farthest"] = "linspace", merge: Optional[MergeName] = None,
             split: str = "train", device: DeviceName = "auto", batch_size: int = 1, max_video_frames: int = 100,
-            seed: int = 0) -> None:
+            seed: int = 0, cameras: CameraSourceName = "auto") -> None:
     """PanSt3R forward pass + multi-view mask merging on a folder of unposed images.
 
     Writes OUT/predictions.npz, segments.json, points.ply and the pred_semantics/ + pred_surrogateid/ label PNGs
@@ -133,6 +135,10 @@ def predict(*, images: Path, out: Path, checkpoint: Optional[Path] = None, class
         batch_size: views per encoder/render call (1 as the official demo; larger is faster on a GPU).
         max_video_frames: frames sampled evenly from a video input.
         seed: seed of the QUBO solver (results are deterministic given it).
+        cameras: where the cameras come from: 'head' (PanSt3R's global pointmaps, as the paper), 'matches' (the
+            model's dense descriptors, matched and solved classically; needs a checkpoint with a descriptor head),
+            'sfm' (COLMAP; not available yet), or 'auto' (the checkpoint's camera_source metadata, else 'matches'
+            when the model has a descriptor head, else 'head').
     """
     from panst3r_splat.pipeline.devices import resolve_device
     from panst3r_splat.pipeline.predict import PredictOptions, run_predict
@@ -140,7 +146,7 @@ def predict(*, images: Path, out: Path, checkpoint: Optional[Path] = None, class
     options = PredictOptions(checkpoint=checkpoint, classes=classes, siglip=siglip, class_names=class_names,
                              size=size, keyframes=keyframes, keyframe_selection=keyframe_selection, merge=merge,
                              split=split, device=resolve_device(device), batch_size=batch_size,
-                             max_video_frames=max_video_frames, seed=seed)
+                             max_video_frames=max_video_frames, seed=seed, cameras=cameras)
     run_predict(images, out, options)
 
 
@@ -205,7 +211,7 @@ def fit(*, out: Path, predictions: Optional[Path] = None, dataset: Optional[Path
         steps: int = 1500, device: DeviceName = "auto", seed: int = 0, budget: int = 20000, sh_degree: int = 1,
         conf_threshold: float = 3.0, split: str = "train", ignore_void: bool = False, camera_refine: bool = False,
         background: Literal["mean", "black", "white"] = "mean", overwrite: bool = False,
-        stop_after: Optional[int] = None) -> None:
+        stop_after: Optional[int] = None, poses: Optional[str] = None) -> None:
     """Fit a labelled 3DGS scene from predictions (or, with --oracle, from a dataset's ground truth).
 
     An interrupted fit resumes from the checkpoint beside --out (.OUT.train.ckpt) when run again.
@@ -228,6 +234,9 @@ def fit(*, out: Path, predictions: Optional[Path] = None, dataset: Optional[Path
             what parts of the scene no input view saw render in).
         overwrite: replace a fitted scene already in --out.
         stop_after: stop after this many steps (checkpointed) without writing the scene; run again to continue.
+        poses: dataset:SCENE: fit --predictions under the cameras of a Panoptic Lifting scene (pose/, intrinsic/,
+            frames matched by file stem), each view's local pointmap scaled by multi-view consistency; the scene is
+            then in the dataset's frame (the paper's novel-view protocol).
     """
     import dataclasses
 
@@ -245,6 +254,8 @@ def fit(*, out: Path, predictions: Optional[Path] = None, dataset: Optional[Path
                         "`panst3r-splat predict --images SCENE` and pass --predictions")
     if oracle and dataset is None:
         raise UserError("--oracle needs --dataset PANLI_SCENE")
+    if poses is not None and predictions is None:
+        raise UserError("--poses places predictions under known cameras and needs --predictions PRED")
     if steps < 1 or budget < 1:
         raise UserError(f"--steps and --budget must be positive, got {steps} and {budget}")
     if not 0 <= sh_degree <= 3:
@@ -256,7 +267,10 @@ def fit(*, out: Path, predictions: Optional[Path] = None, dataset: Optional[Path
     if dataset is not None:
         inputs = inputs_from_dataset(dataset, split=split, seed=seed)
     else:
-        inputs = inputs_from_predictions(predictions, conf_threshold=conf_threshold)
+        from panst3r_splat.pipeline.known_poses import parse_poses
+
+        inputs = inputs_from_predictions(predictions, conf_threshold=conf_threshold,
+                                         poses=None if poses is None else parse_poses(poses))
     train = dataclasses.replace(TrainConfig(), steps=steps, seed=seed, camera_refine=camera_refine)
     options = FitOptions(train=train, budget=budget, sh_degree=sh_degree, ignore_void=ignore_void,
                          background=background, stop_after=stop_after)

@@ -124,6 +124,8 @@ class DemoOptions:
     """A user's photos instead of the synthetic scene: predict -> fit -> orbit, no scores."""
     overwrite: bool = False
     """Redo every stage even when a finished one with the same settings exists."""
+    cameras: str = "auto"
+    """Camera source of the predict stage (``predict --cameras``)."""
     threads: int = DEFAULT_THREADS
     """Torch CPU threads while the demo runs (0: leave torch's setting); restored afterwards."""
 
@@ -412,7 +414,8 @@ def _synth_stage(options: DemoOptions, width: int, height: int) -> _Stage:
 def _predict_stage(options: DemoOptions, source: Path, size: str, after: tuple[StageRecord, ...]) -> _Stage:
     from panst3r_splat.pipeline.predict import PredictOptions, default_checkpoint_path, run_predict
 
-    predict = PredictOptions(size=size, merge=options.merge, split="train", device=options.device)
+    predict = PredictOptions(size=size, merge=options.merge, split="train", device=options.device,
+                             cameras=options.cameras)  # type: ignore[arg-type]  # checked by run_predict
     checkpoint = default_checkpoint_path()
 
     def produce(folder: Path) -> dict[str, Any]:
@@ -422,9 +425,11 @@ def _predict_stage(options: DemoOptions, source: Path, size: str, after: tuple[S
         V, H, W = pred.panoptic.shape
         return {"views": V, "width": W, "height": H, "merge": result.merge, "segments": len(result.segments),
                 "things": sum(bool(s["isthing"]) for s in result.segments), "void_fraction": void,
-                "keyframes": len(pred.keyframes)}
+                "keyframes": len(pred.keyframes), "camera_source": pred.camera_source,
+                "cameras_connected": int(pred.camera_ok.sum())}
 
     settings = {"source": _source_fingerprint(Path(source), Path(options.out)), "size": size, "merge": options.merge,
+                "cameras": options.cameras,
                 "checkpoint": [str(checkpoint), checkpoint.stat().st_size if checkpoint.is_file() else None,
                                checkpoint.stat().st_mtime if checkpoint.is_file() else None]}
     return _Stage("predict", "predict + merge", PREDICTIONS, settings,

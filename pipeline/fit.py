@@ -209,8 +209,14 @@ def confidence_threshold(conf: np.ndarray, threshold: float) -> float:
     return lowered
 
 
-def inputs_from_predictions(folder: Path, *, conf_threshold: float = POINT_CONF_THRESHOLD) -> FitInputs:
-    """Cameras, images, merged panoptic maps, fused points and legend of a predictions folder (model resolution)."""
+def inputs_from_predictions(folder: Path, *, conf_threshold: float = POINT_CONF_THRESHOLD,
+                            poses: Optional[Path] = None) -> FitInputs:
+    """Cameras, images, merged panoptic maps, fused points and legend of a predictions folder (model resolution).
+
+    With `poses` (a Panoptic Lifting scene), the cameras are the scene's own (`pose/`, `intrinsic/`, matched by file
+    stem) and each view's local pointmap is placed under its camera with a scale from multi-view consistency
+    (`known_poses`); the scene frame is then the dataset's (identity alignment), and every view takes part.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"predictions folder {folder} does not exist; write one with `panst3r-splat predict`")
@@ -220,33 +226,81 @@ def inputs_from_predictions(folder: Path, *, conf_threshold: float = POINT_CONF_
     except ValueError as err:
         raise UserError(str(err)) from None
     V, H, W, _ = pred.images.shape
-    names = tuple(frame_stem(str(n)) for n in pred.image_names)
-    if len(set(names)) != len(names):
+    all_names = tuple(frame_stem(str(n)) for n in pred.image_names)
+    if len(set(all_names)) != len(all_names):
         raise UserError(f"{folder}: input frames share names; rename the images so every view has its own name")
-    cameras = Cameras(K=torch.from_numpy(pred.K).float(), T_world_cam=torch.from_numpy(pred.T_world_cam).float(),
-                      width=W, height=H, names=names)
-    threshold = confidence_threshold(pred.conf, conf_threshold)
-    points, colors = fused_point_cloud(torch.from_numpy(pred.pts3d), torch.from_numpy(pred.images),
-                                       torch.from_numpy(pred.conf), threshold)
+    if poses is not None:
+        return _inputs_under_poses(folder, pred, segments, Path(poses), all_names, conf_threshold)
+    ok = pred.camera_ok  # views the camera solver could not place have NaN cameras: they take no part in the fit
+    if ok.sum() < 2 and V >= 2:
+        raise UserError(f"{folder}: only {int(ok.sum())} of {V} views have a camera ({pred.camera_source}); re-run "
+                        "`panst3r-splat predict` with overlapping photos or --cameras head")
+    if not ok.all():
+        logger.warning("fit: leaving out %d views without a camera: %s", int((~ok).sum()),
+                       ", ".join(n for n, good in zip(all_names, ok) if not good))
+    names = tuple(n for n, good in zip(all_names, ok) if good)
+    cameras = Cameras(K=torch.from_numpy(pred.K[ok]).float(),
+                      T_world_cam=torch.from_numpy(pred.T_world_cam[ok]).float(), width=W, height=H, names=names)
+    threshold = confidence_threshold(pred.conf[ok], conf_threshold)
+    points, colors = fused_point_cloud(torch.from_numpy(pred.pts3d[ok]), torch.from_numpy(pred.images[ok]),
+                                       torch.from_numpy(pred.conf[ok]), threshold)
     finite = torch.isfinite(points).all(dim=1)
     points, colors = points[finite], colors[finite]
     if len(points) == 0:
         raise UserError(f"{folder} holds no finite predicted point; re-run `panst3r-splat predict`")
+    legend = _legend(folder, pred, segments, ok)
+    source = {"kind": "predictions", "path": str(folder.resolve()), "conf_threshold": threshold,
+              "views": list(names), "orig_hw": pred.orig_hw[ok].tolist(), "to_orig": pred.to_orig[ok].tolist(),
+              "class_names": [str(c) for c in pred.class_names], "camera_source": pred.camera_source}
+    return FitInputs(cameras=cameras, images=torch.from_numpy(pred.images[ok]),
+                     segment_maps=torch.from_numpy(pred.panoptic[ok].astype(np.int64)),
+                     points=points.numpy().astype(np.float32), colors=colors.numpy().astype(np.uint8),
+                     legend=legend, source=source)
+
+
+def _legend(folder: Path, pred: Any, segments: list[dict[str, Any]], ok: np.ndarray) -> tuple[SegmentInfo, ...]:
+    """The legend of the predictions' segments; every segment id of the used views' panoptic maps must be in it."""
     legend = tuple(make_segment(s["id"], s["category_id"], int(pred.class_ids[s["category_id"]]),
                                 str(pred.class_names[s["category_id"]]), s["isthing"], s["score"])
                    for s in segments)
-    present = set(np.unique(pred.panoptic).tolist()) - {0}
+    present = set(np.unique(pred.panoptic[ok]).tolist()) - {0}
     missing = sorted(present - {s.id for s in legend})
     if missing:
         raise UserError(f"{folder / SEGMENTS_FILE} lacks segment ids {missing[:10]} of the panoptic maps; "
                         "re-run `panst3r-splat merge` on the folder")
+    return legend
+
+
+def _inputs_under_poses(folder: Path, pred: Any, segments: list[dict[str, Any]], scene: Path,
+                        names: tuple[str, ...], conf_threshold: float) -> FitInputs:
+    """`inputs_from_predictions` with the cameras of a dataset scene and the local pointmaps placed under them."""
+    from panst3r_splat.pipeline.known_poses import dataset_cameras, place_predictions
+
+    known = dataset_cameras(pred, scene)
+    placement = place_predictions(pred, known)
+    V, H, W, _ = pred.images.shape
+    cameras = Cameras(K=torch.from_numpy(known.K).float(), T_world_cam=torch.from_numpy(known.T_world_cam).float(),
+                      width=W, height=H, names=names)
+    conf = np.where(np.isfinite(placement.pts3d).all(-1), pred.conf, 0.0).astype(np.float32)
+    threshold = confidence_threshold(conf, conf_threshold)
+    points, colors = fused_point_cloud(torch.from_numpy(placement.pts3d.astype(np.float32)),
+                                       torch.from_numpy(pred.images), torch.from_numpy(conf), threshold)
+    finite = torch.isfinite(points).all(dim=1)
+    points, colors = points[finite], colors[finite]
+    if len(points) == 0:
+        raise UserError(f"{folder} holds no valid local point to place under the poses of {scene}")
+    ok = np.ones(V, dtype=bool)
+    identity = Alignment(scale=1.0, R=((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)), t=(0.0, 0.0, 0.0),
+                         residual=0.0, rotation_error_deg=0.0, views=names, dataset=known.dataset)
     source = {"kind": "predictions", "path": str(folder.resolve()), "conf_threshold": threshold,
               "views": list(names), "orig_hw": pred.orig_hw.tolist(), "to_orig": pred.to_orig.tolist(),
-              "class_names": [str(c) for c in pred.class_names]}
+              "class_names": [str(c) for c in pred.class_names], "camera_source": "dataset",
+              "poses": {"dataset": known.dataset, "scales": placement.scale.tolist(),
+                        "connected": placement.connected.tolist(), "matches": placement.matches.tolist()}}
     return FitInputs(cameras=cameras, images=torch.from_numpy(pred.images),
                      segment_maps=torch.from_numpy(pred.panoptic.astype(np.int64)),
                      points=points.numpy().astype(np.float32), colors=colors.numpy().astype(np.uint8),
-                     legend=legend, source=source)
+                     legend=_legend(folder, pred, segments, ok), source=source, alignment=identity)
 
 
 def inputs_from_dataset(folder: Path, *, split: Optional[str] = "train", max_points: int = MAX_INIT_POINTS,

@@ -2,8 +2,8 @@
 
 - Gaussians: `splat.gaussians.GaussianScene` parameters (gsplat key names plus the instance-colour set and the lifted
   labels) in one `ParameterDict`, initialised from the dataparser's points (`init_from_points`).
-- Rendering: `splat.rasterize.rasterize` (gsplat's CUDA kernels on GPU, our torch rasteriser on CPU); nerfstudio's
-  OpenGL cameras are converted once, in `conventions`.
+- Rendering: `splat.rasterize.rasterize` (gsplat's CUDA kernels on GPU, our compiled Numba rasteriser on CPU);
+  nerfstudio's OpenGL cameras are converted once, in `conventions`.
 - Training loss: L1 + D-SSIM on RGB plus PanSt3R's instance-colour regularisation (a second colour set rendered with
   the same geometry must paint every panoptic segment of the view in its own random colour; docs/method.md section 5).
 - Densification: gsplat's `DefaultStrategy` on the `info` of our rasteriser. It edits every row of every entry,

@@ -34,6 +34,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from panst3r_splat.core import class_table
+from panst3r_splat.core.cameras import SolverOptions, solve_cameras_from_descriptors
 from panst3r_splat.core.checkpoint import FORMAT_NAME, CheckpointError, LoadedCheckpoint, load_checkpoint
 from panst3r_splat.core.geometry import PrincipalPoint, camera_from_pointmaps
 from panst3r_splat.core.images import IMAGE_EXTENSIONS, NATIVE, LoadedImages, bucket_resolutions, load_images
@@ -49,6 +50,8 @@ from panst3r_splat.core.model import (
 )
 from panst3r_splat.core.model.keyframes import DEFAULT_MAX_KEYFRAMES
 from panst3r_splat.core.predictions import (
+    CAMERA_RESIDUAL_COLUMNS,
+    CAMERA_SOURCES,
     PREDICTIONS_FILE,
     ClassSet,
     Predictions,
@@ -56,7 +59,7 @@ from panst3r_splat.core.predictions import (
     save_predictions,
 )
 from panst3r_splat.pipeline.classes import class_set_for_names, read_names_file, siglip_class_set
-from panst3r_splat.pipeline.errors import UserError
+from panst3r_splat.pipeline.errors import NotImplementedYet, UserError
 from panst3r_splat.pipeline.merge import merge_predictions
 
 log = logging.getLogger(__name__)
@@ -64,6 +67,11 @@ log = logging.getLogger(__name__)
 KeyframeSelection = Literal["linspace", "farthest"]
 """How K keyframes are chosen: ``linspace`` over the input order (official, right for videos and ordered captures)
 or ``farthest`` (farthest-point sampling on encoder descriptors, for large unordered photo collections)."""
+
+CameraChoice = Literal["auto", "head", "matches", "sfm"]
+"""``predict --cameras``: a source of :data:`panst3r_splat.core.predictions.CAMERA_SOURCES`, or ``auto``."""
+CAMERA_SOURCE_METADATA_KEY = "camera_source"
+"""Checkpoint metadata key naming the camera source a model should use (written by ``train-model``)."""
 
 CAMERA_CHUNK_VIEWS = 16
 """Views per camera-estimation call (bounds the memory of the Weiszfeld iterations on large collections)."""
@@ -106,6 +114,8 @@ class PredictOptions:
     """Frames sampled evenly from a video input."""
     seed: int = 0
     """Seed of the QUBO solver."""
+    cameras: CameraChoice = "auto"
+    """Camera source: ``auto``, ``head``, ``matches`` or ``sfm`` (see :func:`resolve_camera_source`)."""
 
 
 @dataclass(frozen=True)
@@ -350,7 +360,9 @@ def infer(loaded: LoadedCheckpoint, images: LoadedImages, class_set: ClassSet, p
         return out
     keyframes = tuple(dict.fromkeys(0 for _ in out.keyframes))  # the copy (view 1) is view 0
     return InferenceOutput(pointmaps_raw=out.pointmaps_raw[:1], mask_logits=out.mask_logits[:1],
-                           class_logits=out.class_logits, queries=out.queries, keyframes=keyframes)
+                           class_logits=out.class_logits, queries=out.queries, keyframes=keyframes,
+                           descriptors=None if out.descriptors is None else out.descriptors[:1],
+                           descriptor_conf=None if out.descriptor_conf is None else out.descriptor_conf[:1])
 
 
 def estimate_cameras(
@@ -372,11 +384,88 @@ def estimate_cameras(
     return torch.cat(Ks), torch.cat(poses)
 
 
+def check_camera_choice(choice: str) -> None:
+    """Refuse, before any work, a ``--cameras`` value that cannot be served."""
+    if choice not in ("auto", *CAMERA_SOURCES):
+        raise UserError(f"unknown --cameras {choice!r}; choose auto, {', '.join(CAMERA_SOURCES)}")
+    if choice == "sfm":
+        raise NotImplementedYet("predict --cameras sfm", "COLMAP through pycolmap; use --cameras head or matches")
+
+
+def resolve_camera_source(choice: str, loaded: LoadedCheckpoint, has_descriptors: bool) -> str:
+    """``--cameras``: ``auto`` = the checkpoint's ``camera_source`` metadata, else ``matches`` when the model has a
+    descriptor head, else ``head`` (official checkpoints); an explicit source is checked against the model."""
+    check_camera_choice(choice)
+    source = choice
+    if choice == "auto":
+        meta = loaded.metadata.get(CAMERA_SOURCE_METADATA_KEY)
+        if meta is not None and meta not in CAMERA_SOURCES:
+            raise UserError(f"the checkpoint's camera_source metadata {meta!r} is not one of "
+                            f"{', '.join(CAMERA_SOURCES)}; pass --cameras head|matches|sfm")
+        source = meta or ("matches" if has_descriptors else "head")
+        if meta == "matches" and not has_descriptors:
+            log.warning("the checkpoint asks for camera_source=matches but has no descriptor head; using head")
+            source = "head"
+    if source == "matches" and not has_descriptors:
+        raise UserError("--cameras matches needs a checkpoint with a descriptor head and this one has none; use "
+                        "--cameras head (its own cameras) or sfm")
+    check_camera_choice(source)
+    return source
+
+
+@dataclass(frozen=True)
+class SolvedCameras:
+    """The cameras of the chosen source, in the form the predictions folder stores."""
+
+    source: str
+    K: Float[Tensor, "V 3 3"]
+    T_world_cam: Float[Tensor, "V 4 4"]
+    pts3d: Float[Tensor, "V H W 3"]
+    """Global points (NaN for views without a camera)."""
+    camera_ok: np.ndarray
+    """(V,) bool."""
+    scale: np.ndarray
+    """(V,) float: local pointmap -> world factor."""
+    residuals: np.ndarray
+    """(V, 4) float, columns ``CAMERA_RESIDUAL_COLUMNS``."""
+
+
+def cameras_from_matches(output: InferenceOutput, pts3d_local: Float[Tensor, "V H W 3"],
+                         mode: PrincipalPoint) -> SolvedCameras:
+    """The classical solver on the model's dense descriptors (:mod:`panst3r_splat.core.cameras`); views it cannot
+    connect get NaN cameras and points and are named in one warning line."""
+    if output.descriptors is None or output.descriptor_conf is None:
+        raise UserError("--cameras matches needs a checkpoint with a descriptor head; use --cameras head")
+    local = pts3d_local.double().numpy()
+    try:
+        solution = solve_cameras_from_descriptors(local, output.descriptors, output.descriptor_conf,
+                                                  SolverOptions(principal_point=mode))
+    except ValueError as err:
+        raise UserError(f"--cameras matches: {err}") from None
+    missing = np.flatnonzero(~solution.camera_ok)
+    if missing.size:
+        log.warning("cameras: %d of %d views share too few matches with the others and get no camera (views %s); "
+                    "they are left out of points.ply and fit", missing.size, solution.num_views,
+                    ", ".join(str(int(v)) for v in missing))
+    log.info("cameras from matches: %d views in %.1f s, median reprojection error %.2f px",
+             int(solution.camera_ok.sum()), solution.seconds, float(np.nanmedian(solution.reprojection_px)))
+    residuals = np.stack([solution.num_pairs, solution.num_inliers, solution.rotation_residual_deg,
+                          solution.reprojection_px], axis=1).astype(np.float64)
+    residuals[~solution.camera_ok] = np.nan
+    return SolvedCameras(
+        source="matches", K=torch.from_numpy(solution.K).float(),
+        T_world_cam=torch.from_numpy(solution.T_world_cam).float(),
+        pts3d=torch.from_numpy(solution.global_pointmaps(local)).float(), camera_ok=solution.camera_ok,
+        scale=solution.scale, residuals=residuals,
+    )
+
+
 def run_predict(images: Path, out: Path, options: PredictOptions) -> PredictResult:
     """The whole stage; see the module docstring. Bad input raises `UserError` (one line)."""
     start = time.perf_counter()
     check_out_folder(Path(out))
     check_class_options(options)
+    check_camera_choice(options.cameras)
     if options.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {options.batch_size}")
     source = resolve_inputs(Path(images), options.split)
@@ -392,13 +481,30 @@ def run_predict(images: Path, out: Path, options: PredictOptions) -> PredictResu
              time.perf_counter() - t_model, options.device)
     pts3d, pts3d_local, conf = activate_pointmaps(output.stacked_pointmaps_raw())
     mode = PrincipalPoint.OFFICIAL if loaded.format != FORMAT_NAME else PrincipalPoint.CENTER
-    K, T_world_cam = estimate_cameras(pts3d, pts3d_local, conf, mode, options.device)
     V, H, W = conf.shape
+    source = resolve_camera_source(options.cameras, loaded, output.descriptors is not None)
+    if source == "matches" and V < 2:
+        if options.cameras != "auto":
+            raise UserError("--cameras matches needs at least 2 images; give more photos or use --cameras head")
+        source = "head"  # one image: nothing to match
+    solved = None
+    if source == "matches":
+        try:
+            solved = cameras_from_matches(output, pts3d_local, mode)
+        except UserError as err:
+            if options.cameras != "auto":
+                raise
+            log.warning("%s; --cameras auto falls back to the model's own cameras (head)", err)
+    if solved is None:
+        K, T_world_cam = estimate_cameras(pts3d, pts3d_local, conf, mode, options.device)
+        solved = SolvedCameras(source="head", K=K, T_world_cam=T_world_cam, pts3d=pts3d,
+                               camera_ok=np.ones(V, dtype=bool), scale=np.ones(V),
+                               residuals=np.full((V, len(CAMERA_RESIDUAL_COLUMNS)), np.nan))
     placeholder = np.zeros((V, H, W), dtype=np.int32)
     pred = Predictions(
         image_names=np.array(imgs.names, dtype=str),
         images=imgs.images_uint8,
-        pts3d=pts3d,
+        pts3d=solved.pts3d,
         pts3d_local=pts3d_local,
         conf=conf,
         mask_logits=output.stacked_mask_logits().float(),
@@ -409,9 +515,13 @@ def run_predict(images: Path, out: Path, options: PredictOptions) -> PredictResu
         orig_hw=imgs.orig_hw,
         to_orig=imgs.to_orig,
         keyframes=np.array(output.keyframes, dtype=np.int64),
-        K=K,
-        T_world_cam=T_world_cam,
+        K=solved.K,
+        T_world_cam=solved.T_world_cam,
         panoptic=placeholder,
+        camera_source=solved.source,
+        camera_ok=solved.camera_ok,
+        camera_scale=solved.scale,
+        camera_residuals=solved.residuals,
     )
     merged = merge_predictions(pred, merge_name, device=options.device, seed=options.seed)
     try:
@@ -427,6 +537,9 @@ __all__ = [
     "KeyframeSelection",
     "PredictOptions",
     "PredictResult",
+    "CameraChoice",
+    "SolvedCameras",
+    "cameras_from_matches",
     "check_class_options",
     "check_out_folder",
     "checkpoint_class_set",
@@ -437,6 +550,7 @@ __all__ = [
     "keyframe_policy",
     "load_model",
     "read_inputs",
+    "resolve_camera_source",
     "resolve_class_set",
     "resolve_inputs",
     "resolve_merge",

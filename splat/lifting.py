@@ -71,7 +71,7 @@ class LiftOptions:
     eps2d: float = 0.3
     """2D blur added to every projected covariance (pixels^2), as in training."""
     backend: Backend = "auto"
-    """"auto" (gsplat on CUDA, torch elsewhere), "gsplat" or "torch"."""
+    """"auto" (gsplat on CUDA, numba on CPU), "gsplat", "numba" or "torch" (the plain-torch reference)."""
     progress: bool = False
     """Show a progress bar over view chunks."""
 

@@ -1,6 +1,8 @@
-"""One rasterisation call for every device: gsplat's CUDA kernels on GPU, the plain-torch twin elsewhere.
+"""One rasterisation call for every device: gsplat's CUDA kernels on GPU, compiled Numba kernels on CPU.
 
-Both backends return the same tensors and the same `info` keys, so training code, `DefaultStrategy` densification
+Three backends: "gsplat" (CUDA), "numba" (`rasterize_numba.py`, the CPU default: projection, binning and compositing
+compiled, forward and backward) and "torch" (`rasterize_torch.py`, plain torch on any device: the reference twin the
+tests compare the others with). All return the same tensors and the same `info` keys, so training code, `DefaultStrategy` densification
 and label lifting never ask which one ran. Conventions at this boundary (CLI.md): `viewmats` are `T_cam_world`
 (world -> camera, OpenCV axes: x right, y down, z forward); `Ks` put integer pixel coordinates at pixel centres
 (image centre ((W - 1) / 2, (H - 1) / 2)). gsplat puts pixel centres at +0.5, so `Ks` are shifted by +0.5 in cx, cy
@@ -17,7 +19,7 @@ from torch import Tensor
 
 from panst3r_splat.splat.rasterize_torch import RenderMode, rasterize_torch
 
-Backend = Literal["auto", "gsplat", "torch"]
+Backend = Literal["auto", "gsplat", "numba", "torch"]
 
 
 def to_gsplat_intrinsics(Ks: Float[Tensor, "C 3 3"]) -> Float[Tensor, "C 3 3"]:
@@ -28,14 +30,16 @@ def to_gsplat_intrinsics(Ks: Float[Tensor, "C 3 3"]) -> Float[Tensor, "C 3 3"]:
     return Ks + shift
 
 
-def resolve_backend(backend: Backend, device: torch.device) -> Literal["gsplat", "torch"]:
-    """'auto' -> gsplat on CUDA, torch elsewhere; an explicit gsplat request off CUDA is an error."""
+def resolve_backend(backend: Backend, device: torch.device) -> Literal["gsplat", "numba", "torch"]:
+    """'auto' -> gsplat on CUDA, numba on CPU, torch elsewhere; gsplat off CUDA or numba off CPU is an error."""
     if backend == "auto":
-        return "gsplat" if device.type == "cuda" else "torch"
+        return {"cuda": "gsplat", "cpu": "numba"}.get(device.type, "torch")
+    if backend not in ("gsplat", "numba", "torch"):
+        raise ValueError(f"backend must be 'auto', 'gsplat', 'numba' or 'torch'; got {backend!r}")
     if backend == "gsplat" and device.type != "cuda":
-        raise ValueError(f"backend='gsplat' needs CUDA tensors (got {device}); use backend='torch' or 'auto'")
-    if backend not in ("gsplat", "torch"):
-        raise ValueError(f"backend must be 'auto', 'gsplat' or 'torch'; got {backend!r}")
+        raise ValueError(f"backend='gsplat' needs CUDA tensors (got {device}); use backend='numba', 'torch' or 'auto'")
+    if backend == "numba" and device.type != "cpu":
+        raise ValueError(f"backend='numba' needs CPU tensors (got {device}); use backend='gsplat', 'torch' or 'auto'")
     return backend
 
 
@@ -86,13 +90,13 @@ def rasterize(
             depth (divided by alpha), "RGB+D" / "RGB+ED" both (depth last).
         backgrounds: [C, D] colour behind the Gaussians.
         absgrad: also fill `info["means2d"].absgrad` (for `DefaultStrategy(absgrad=True)`).
-        backend: "auto" (gsplat on CUDA, torch elsewhere), "gsplat" or "torch".
+        backend: "auto" (gsplat on CUDA, numba on CPU, torch elsewhere), "gsplat", "numba" or "torch".
 
     Returns:
         `colors` [C, H, W, E] (E = D, 1 or D + 1 by mode), `alphas` [C, H, W, 1], and `info`, the dict
         `DefaultStrategy` reads: `means2d` [C, N, 2] (call `retain_grad()` before backward), `radii` [C, N],
         `width`, `height`, `n_cameras`, `gaussian_ids` / `camera_ids` (None: non-packed layout), `depths`,
-        `conics`, `opacities`, and `backend` ("gsplat" or "torch").
+        `conics`, `opacities`, and `backend` ("gsplat", "numba" or "torch").
     """
     _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, backgrounds, width, height)
     chosen = resolve_backend(backend, means.device)
@@ -104,6 +108,14 @@ def rasterize(
             means, quats, scales, opacities, colors, viewmats, Ks_gs, width, height,
             near_plane=near_plane, far_plane=far_plane, eps2d=eps2d, sh_degree=None, packed=False,
             backgrounds=backgrounds, render_mode=render_mode, absgrad=absgrad,
+        )  # fmt: skip
+    elif chosen == "numba":
+        from panst3r_splat.splat.rasterize_numba import rasterize_numba  # imported late: it loads Numba
+
+        render, alphas, info = rasterize_numba(
+            means, quats, scales, opacities, colors, viewmats, Ks_gs, width, height,
+            render_mode=render_mode, backgrounds=backgrounds, near_plane=near_plane, far_plane=far_plane,
+            eps2d=eps2d, absgrad=absgrad,
         )  # fmt: skip
     else:
         render, alphas, info = rasterize_torch(

@@ -84,8 +84,8 @@ class TrainConfig:
     camera_lr: float = 1e-4
     background: tuple[float, float, float] = (0.0, 0.0, 0.0)
     """Background colour behind the Gaussians."""
-    backend: Literal["auto", "gsplat", "torch"] = "auto"
-    """Rasteriser backend (auto: gsplat on CUDA, the plain-torch one on CPU)."""
+    backend: Literal["auto", "gsplat", "numba", "torch"] = "auto"
+    """Rasteriser backend (auto: gsplat on CUDA, the compiled Numba one on CPU; torch: the plain-torch reference)."""
     checkpoint_every: int = 100
     """Write the resume checkpoint every this many steps (and at the end)."""
     progress: bool = True

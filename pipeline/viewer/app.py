@@ -2,8 +2,8 @@
 
 Why render on the server: the pinned viser (0.2.7, nerfstudio 1.1.5's pin) cannot draw Gaussian splats in the
 browser (client-side splats arrived in later viser releases). So every connected browser gets its own render thread
-that rasterises the scene with the project's rasteriser (`splat.rasterize`: gsplat on CUDA, the plain-torch twin
-on CPU) from the browser's camera and shows it as the scene's background image, with its depth so that frusta
+that rasterises the scene with the project's rasteriser (`splat.rasterize`: gsplat on CUDA, the compiled
+Numba rasteriser on CPU) from the browser's camera and shows it as the scene's background image, with its depth so that frusta
 and other 3D elements are hidden behind surfaces. While the camera (or a slider) moves it renders at a small
 preview size and, once nothing has changed for `SETTLE_S`, at the still size. A side benefit: the browser shows
 exactly the renderer that produces the evaluated label renders, not an approximation of it. The costs: a frame is

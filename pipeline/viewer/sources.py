@@ -133,22 +133,24 @@ def predictions_source(path: Path) -> PredictionsSource:
         make_segment(e["id"], e["category_id"], int(e.get("class_id", pred.class_ids[e["category_id"]])),
                      str(e.get("class_name", pred.class_names[e["category_id"]])), e["isthing"], e["score"])
         for e in entries)
-    V, H, W, _ = pred.images.shape
+    ok = pred.camera_ok  # views the camera solver could not place (NaN cameras and points) are not shown
+    images, panoptic = pred.images[ok], pred.panoptic[ok]
+    V, H, W, _ = images.shape
     step = max(1, math.ceil(V * H * W / MAX_POINTS))
     take = slice(None, None, step)
-    points = pred.pts3d.reshape(-1, 3)[take]
-    depth = pred.pts3d_local.reshape(-1, 3)[take, 2]
-    conf = pred.conf.reshape(-1)[take]
+    points = pred.pts3d[ok].reshape(-1, 3)[take]
+    depth = pred.pts3d_local[ok].reshape(-1, 3)[take, 2]
+    conf = pred.conf[ok].reshape(-1)[take]
     confident = np.abs(depth[conf >= POINT_CONF_THRESHOLD])
     median_depth = float(np.median(confident if confident.size else np.abs(depth))) if depth.size else 1.0
-    focal = float(np.median(pred.K[:, 1, 1]))
-    cameras = Cameras(K=torch.from_numpy(pred.K), T_world_cam=torch.from_numpy(pred.T_world_cam), width=W, height=H,
-                      names=tuple(str(n) for n in pred.image_names))
-    ids, counts = np.unique(pred.panoptic, return_counts=True)
+    focal = float(np.median(pred.K[ok, 1, 1]))
+    cameras = Cameras(K=torch.from_numpy(pred.K[ok]), T_world_cam=torch.from_numpy(pred.T_world_cam[ok]), width=W,
+                      height=H, names=tuple(str(n) for n, good in zip(pred.image_names, ok) if good))
+    ids, counts = np.unique(panoptic, return_counts=True)
     return PredictionsSource(
-        path=path, points=points, rgb=pred.images.reshape(-1, 3)[take].astype(np.float32) / 255.0, depth=depth,
-        conf=conf, segment_ids=pred.panoptic.reshape(-1)[take].astype(np.int64),
-        segments=segments, cameras=cameras, thumbnails=tuple(_thumbnail(im) for im in pred.images),
+        path=path, points=points, rgb=images.reshape(-1, 3)[take].astype(np.float32) / 255.0, depth=depth,
+        conf=conf, segment_ids=panoptic.reshape(-1)[take].astype(np.int64),
+        segments=segments, cameras=cameras, thumbnails=tuple(_thumbnail(im) for im in images),
         pixel_areas={int(i): int(c) for i, c in zip(ids, counts) if i != 0},
         point_size=1.5 * median_depth / focal * math.sqrt(step),
     )

@@ -60,7 +60,7 @@ def test_round_trip_without_pickle(tmp_path):
     pred = _predictions()
     folder = pio.save_predictions(pred, tmp_path / "pred", SEGMENTS)
     with np.load(folder / pio.PREDICTIONS_FILE, allow_pickle=False) as npz:
-        assert set(npz.files) == set(pio.PREDICTION_KEYS)
+        assert set(npz.files) == set(pio.PREDICTION_KEYS) | set(pio.CAMERA_KEYS)
         assert npz["image_names"].dtype.kind == "U" and npz["class_names"].dtype.kind == "U"
         assert npz["class_ids"].dtype == np.int32 and npz["isthing"].dtype == bool
         assert npz["keyframes"].dtype == np.int64 and npz["panoptic"].dtype == np.int32
@@ -69,6 +69,56 @@ def test_round_trip_without_pickle(tmp_path):
         a, b = getattr(pred, key), getattr(loaded, key)
         assert a.dtype == b.dtype, key
         np.testing.assert_array_equal(a, b, err_msg=key)
+
+
+def _with_camera_record() -> pio.Predictions:
+    pts3d = np.random.default_rng(1).normal(size=(V, H, W, 3)).astype(np.float32)
+    pts3d[1] = np.nan
+    T = np.tile(np.eye(4, dtype=np.float32), (V, 1, 1))
+    T[1] = np.nan
+    residuals = np.array([[1, 250, 0.4, 0.7], [np.nan] * 4], dtype=np.float32)
+    return _predictions(pts3d=pts3d, T_world_cam=T, camera_source="matches", camera_ok=np.array([True, False]),
+                        camera_scale=np.array([1.0, np.nan]), camera_residuals=residuals)
+
+
+def test_camera_record_round_trips_and_is_listed_in_cameras_json(tmp_path):
+    pred = _with_camera_record()
+    folder = _save(tmp_path, pred)
+    loaded = pio.load_predictions(folder)
+    assert loaded.camera_source == "matches"
+    np.testing.assert_array_equal(loaded.camera_ok, [True, False])
+    np.testing.assert_array_equal(loaded.camera_scale, pred.camera_scale)
+    np.testing.assert_array_equal(loaded.camera_residuals, pred.camera_residuals)
+    import json
+
+    cameras = json.loads((folder / pio.CAMERAS_FILE).read_text())
+    assert cameras["source"] == "matches"
+    first, second = cameras["views"]
+    assert first == {"name": "frame_0.jpg", "source": "matches", "status": "ok", "scale": 1.0, "num_pairs": 1,
+                     "num_inliers": 250, "rotation_residual_deg": pytest.approx(0.4),
+                     "reprojection_px": pytest.approx(0.7)}
+    assert second["status"] == "unconnected" and second["scale"] is None and second["num_pairs"] is None
+    points, _ = pio.read_points_ply(folder / pio.POINTS_FILE)
+    assert len(points) and np.isfinite(points).all()  # the unconnected view's NaN points are left out
+
+
+def test_folders_without_camera_record_load_as_head(tmp_path):
+    folder = _save(tmp_path)
+    with np.load(folder / pio.PREDICTIONS_FILE) as npz:
+        old = {k: npz[k] for k in pio.PREDICTION_KEYS}  # as written before the camera record existed
+    np.savez(folder / pio.PREDICTIONS_FILE, **old)
+    loaded = pio.load_predictions(folder)
+    assert loaded.camera_source == "head" and loaded.camera_ok.all() and (loaded.camera_scale == 1).all()
+    assert np.isnan(loaded.camera_residuals).all()
+
+
+def test_camera_record_is_validated():
+    with pytest.raises(ValueError, match="camera_source"):
+        _predictions(camera_source="guess")
+    with pytest.raises(ValueError, match="camera_ok"):
+        _predictions(camera_ok=np.array([True]))
+    with pytest.raises(ValueError, match="camera_ok must be a bool"):
+        _predictions(camera_ok=np.array([1, 0]))
 
 
 def test_segments_json_is_completed(tmp_path):

@@ -325,7 +325,8 @@ def test_model_renders_what_the_splat_package_renders(gt_pipeline) -> None:
     g = model.gaussian_scene()
     T = torch.from_numpy(views.T_world_cam[1:2])
     render, alpha, _ = rasterize(g.means, g.quats, g.scales, g.opacities, g.colors(T)[..., :3], rigid_inverse(T),
-                                 torch.from_numpy(views.K[1:2]), views.width, views.height, backend="torch")
+                                 torch.from_numpy(views.K[1:2]), views.width, views.height,
+                                 backend=model.config.backend)  # the same rasteriser: only the camera path differs
     torch.testing.assert_close(outputs["rgb"], render[0].clamp(0, 1), atol=1e-5, rtol=0)
     torch.testing.assert_close(outputs["accumulation"], alpha[0], atol=1e-5, rtol=0)
     for name in ("rgb", "semantic", "instance", "panoptic"):

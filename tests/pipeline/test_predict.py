@@ -68,6 +68,10 @@ CONTRACT = {
     "K": (("V", 3, 3), "float32"),
     "T_world_cam": (("V", 4, 4), "float32"),
     "panoptic": (("V", "H", "W"), "int32"),
+    "camera_source": ((), "U"),
+    "camera_ok": (("V",), "bool"),
+    "camera_scale": (("V",), "float32"),
+    "camera_residuals": (("V", 4), "float32"),
 }
 
 

@@ -1,0 +1,161 @@
+"""Matches between views: the container, pair selection and mutual-nearest-neighbour matching of dense descriptors.
+
+A match is *directed*: a grid pixel of view ``a`` (where its local point is read) and the sub-pixel position where the
+same surface point appears in view ``b``. Descriptor matches land on grid pixels in both views; ground-truth matches
+(:mod:`.oracle`) land anywhere in ``b``, which keeps them exact. Pixel convention: integer coordinates are pixel
+centres, ``(x, y)`` order.
+
+Matching follows MASt3R's fast reciprocal matching in spirit (mutual nearest neighbours of descriptor dot products on
+a subset of pixels), with the subset chosen by descriptor confidence on a coarse grid so matches spread over the image.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from jaxtyping import Float, Int
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PairMatches:
+    """Matches from view ``view_a`` to view ``view_b``."""
+
+    view_a: int
+    """Index of the view whose grid pixels are matched."""
+    view_b: int
+    """Index of the view the matches land in."""
+    pixels_a: Int[np.ndarray, "M 2"]
+    """Integer pixel ``(x, y)`` of each match in view ``a``."""
+    uv_b: Float[np.ndarray, "M 2"]
+    """Sub-pixel ``(x, y)`` of each match in view ``b``."""
+
+    def __post_init__(self) -> None:
+        pixels = np.asarray(self.pixels_a)
+        uv = np.asarray(self.uv_b, dtype=np.float64)
+        if pixels.ndim != 2 or pixels.shape[1] != 2 or uv.shape != pixels.shape:
+            raise ValueError(f"pixels_a and uv_b must both be (M, 2), got {pixels.shape} and {uv.shape}")
+        if pixels.dtype.kind not in "iu":
+            raise ValueError(f"pixels_a must be integer pixel coordinates, got dtype {pixels.dtype}")
+        if self.view_a == self.view_b:
+            raise ValueError(f"a view cannot be matched with itself (view {self.view_a})")
+        object.__setattr__(self, "pixels_a", pixels.astype(np.int64))
+        object.__setattr__(self, "uv_b", uv)
+
+    def __len__(self) -> int:
+        return int(self.pixels_a.shape[0])
+
+    def reversed(self) -> PairMatches:
+        """The same matches from ``b`` to ``a`` (only when ``uv_b`` lies on grid pixels, as descriptor matches do)."""
+        pixels_b = np.rint(self.uv_b).astype(np.int64)
+        if not np.allclose(pixels_b, self.uv_b, atol=1e-6):
+            raise ValueError("only matches that land on grid pixels can be reversed")
+        return PairMatches(self.view_b, self.view_a, pixels_b, self.pixels_a.astype(np.float64))
+
+
+@dataclass(frozen=True)
+class MatchingOptions:
+    """How dense descriptors are turned into matches."""
+
+    max_pixels: int = 1024
+    """Pixels per view that take part (the most confident of a coarse grid)."""
+    grid_cell: int = 2
+    """The candidates are the most confident pixel of each ``grid_cell x grid_cell`` block (spreads the matches)."""
+    min_conf: float = 1.5
+    """Pixels whose descriptor confidence is below this never match (``conf = 1 + exp(c) >= 1``)."""
+    min_similarity: float = 0.5
+    """Mutual nearest neighbours whose descriptor dot product is below this are dropped."""
+    all_pairs_up_to: int = 16
+    """Every view pair is matched up to this many views; beyond, each view with its ``neighbours`` most similar."""
+    neighbours: int = 10
+    """Views each view is matched with when there are more than ``all_pairs_up_to`` (by global descriptor)."""
+
+
+def select_pixels(
+    descriptor_conf: Float[np.ndarray, "H W"], options: MatchingOptions
+) -> Int[np.ndarray, "P 2"]:
+    """Integer ``(x, y)`` of the pixels of one view that take part in matching (see :class:`MatchingOptions`)."""
+    conf = np.asarray(descriptor_conf, dtype=np.float64)
+    height, width = conf.shape
+    # The cell grows with the image so that about max_pixels candidates remain: they then cover the whole image.
+    cell = max(int(options.grid_cell), int(np.ceil(np.sqrt(height * width / max(options.max_pixels, 1)))), 1)
+    hc, wc = height // cell, width // cell
+    if hc == 0 or wc == 0:
+        cell, hc, wc = 1, height, width
+    blocks = conf[: hc * cell, : wc * cell].reshape(hc, cell, wc, cell).transpose(0, 2, 1, 3).reshape(hc, wc, -1)
+    best = blocks.argmax(axis=-1)  # [hc, wc] index inside each block
+    ys = np.arange(hc)[:, None] * cell + best // cell
+    xs = np.arange(wc)[None, :] * cell + best % cell
+    best_conf = blocks.max(axis=-1)
+    keep = best_conf >= options.min_conf
+    xs, ys, scores = xs[keep], ys[keep], best_conf[keep]
+    tie_break = np.random.default_rng(0).permutation(len(scores))  # equal confidences: an even spread, not the top
+    order = np.lexsort((tie_break, -scores))[: options.max_pixels]
+    return np.stack([xs[order], ys[order]], axis=-1).astype(np.int64)
+
+
+def mutual_nearest_neighbours(
+    desc_a: Float[torch.Tensor, "Pa D"], desc_b: Float[torch.Tensor, "Pb D"], min_similarity: float
+) -> tuple[Int[np.ndarray, "M"], Int[np.ndarray, "M"]]:
+    """Index pairs ``(i, j)`` where ``desc_b[j]`` is the best match of ``desc_a[i]`` and vice versa (dot product)."""
+    if desc_a.shape[0] == 0 or desc_b.shape[0] == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty
+    sim_b, best_b = (desc_a @ desc_b.T).max(dim=1)  # [Pa]: row-wise maxima are contiguous, hence fast
+    best_a = (desc_b @ desc_a.T).argmax(dim=1)  # [Pb]
+    idx_a = torch.arange(desc_a.shape[0])
+    mutual = (best_a[best_b] == idx_a) & (sim_b >= min_similarity)
+    return idx_a[mutual].numpy(), best_b[mutual].numpy()
+
+
+def _global_descriptor(desc: torch.Tensor) -> torch.Tensor:
+    """Mean of a view's selected descriptors, L2-normalised (a crude but cheap retrieval descriptor)."""
+    if desc.shape[0] == 0:
+        return torch.zeros(desc.shape[1], dtype=desc.dtype)
+    return torch.nn.functional.normalize(desc.mean(dim=0), dim=0)
+
+
+def select_pairs(global_desc: Float[torch.Tensor, "V D"], options: MatchingOptions) -> list[tuple[int, int]]:
+    """View pairs ``(a, b)``, ``a < b``, to match: all of them up to ``all_pairs_up_to`` views, else each view with
+    its ``neighbours`` most similar views by global descriptor (the union, so a pair appears once)."""
+    num_views = global_desc.shape[0]
+    if num_views <= options.all_pairs_up_to:
+        return list(itertools.combinations(range(num_views), 2))
+    sim = global_desc @ global_desc.T
+    sim.fill_diagonal_(-float("inf"))
+    k = min(options.neighbours, num_views - 1)
+    nearest = sim.topk(k, dim=1).indices.numpy()  # [V, k]
+    pairs = {(min(a, int(b)), max(a, int(b))) for a in range(num_views) for b in nearest[a]}
+    return sorted(pairs)
+
+
+def match_descriptors(
+    descriptors: list[Float[torch.Tensor, "H W D"]] | tuple[torch.Tensor, ...],
+    descriptor_conf: list[Float[torch.Tensor, "H W"]] | tuple[torch.Tensor, ...],
+    options: MatchingOptions = MatchingOptions(),
+) -> list[PairMatches]:
+    """Mutual-nearest-neighbour matches of every selected view pair, one directed :class:`PairMatches` per pair
+    (from the lower to the higher view index; matches land on grid pixels, so :meth:`PairMatches.reversed` works)."""
+    if len(descriptors) != len(descriptor_conf):
+        raise ValueError(f"{len(descriptors)} descriptor maps but {len(descriptor_conf)} confidence maps")
+    pixels, selected = [], []
+    for v, (desc, conf) in enumerate(zip(descriptors, descriptor_conf)):
+        desc = torch.as_tensor(desc, dtype=torch.float32)
+        if desc.ndim != 3 or tuple(conf.shape) != tuple(desc.shape[:2]):
+            raise ValueError(f"view {v}: descriptors must be (H, W, D) with (H, W) confidence, got "
+                             f"{tuple(desc.shape)} and {tuple(conf.shape)}")
+        px = select_pixels(np.asarray(torch.as_tensor(conf, dtype=torch.float32)), options)
+        pixels.append(px)
+        selected.append(desc[torch.from_numpy(px[:, 1]), torch.from_numpy(px[:, 0])])  # [P, D]
+    global_desc = torch.stack([_global_descriptor(d) for d in selected])
+    out: list[PairMatches] = []
+    for a, b in select_pairs(global_desc, options):
+        ia, ib = mutual_nearest_neighbours(selected[a], selected[b], options.min_similarity)
+        out.append(PairMatches(a, b, pixels[a][ia], pixels[b][ib].astype(np.float64)))
+    log.debug("matched %d view pairs, %d matches in all", len(out), sum(len(m) for m in out))
+    return out

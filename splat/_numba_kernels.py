@@ -1,0 +1,530 @@
+"""Numba-compiled CPU kernels of the rasteriser: tile binning and per-tile compositing, forward and backward.
+
+Plain NumPy arrays in, plain NumPy arrays out; `rasterize_numba.py` wraps them for torch. The maths is gsplat 1.4.0's
+`rasterize_to_pixels_fwd.cu` / `rasterize_to_pixels_bwd.cu` (one pixel = one CUDA thread there, one inner-loop
+iteration here); the loop order is Gaussian-outer, pixel-inner inside a 16x16 tile, so the backward pass sums each
+Gaussian's gradient over the tile's pixels in registers (the CUDA kernel's warp reduction) and writes it once.
+
+Float constants come in the `cst` array of the data's dtype (`_CONSTANTS`) and pixel centres in `pxs` / `pys`,
+because Numba promotes a float32 value to float64 when it meets a Python float or an int: with typed constants,
+float32 inputs are composited in float32 exactly as the CUDA kernel and the torch twin do.
+
+Kernels are compiled on first use for the dtypes they meet (float32, float64) and cached on disk (`cache=True`:
+Numba's cache, next to this file or in the user's cache folder when the package folder is read-only, or in
+`NUMBA_CACHE_DIR`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+# Order of the entries of `cst` (see `constants`).
+_HALF, _ALPHA_MIN, _ALPHA_MAX, _T_MIN, _ONE, _ZERO = range(6)
+
+
+def constants(dtype: np.dtype, alpha_min: float, alpha_max: float, t_min: float) -> np.ndarray:
+    """The kernels' float constants in the data's dtype (float32 rounding of 1/255 etc. as in torch and CUDA)."""
+    return np.array([0.5, alpha_min, alpha_max, t_min, 1.0, 0.0], dtype=dtype)
+
+
+@njit(nogil=True, cache=True)
+def bin_tiles(means2d, radii, n_per_cam, tile_w, tile_h, n_cams):  # pragma: no cover - compiled
+    """Tile lists in Gaussian-index order: (offsets [C*th*tw + 1], flat Gaussian ids, tiles per Gaussian [M]).
+
+    The tile box of a Gaussian is gsplat's (`isect_tiles.cu`, float32 arithmetic, as `rasterize_torch._tile_ranges`):
+    floor / ceil of (mean -+ radius) / 16, clamped to the tile grid.
+    """
+    n_tiles = n_cams * tile_h * tile_w
+    M = radii.shape[0]
+    boxes = np.zeros((M, 4), np.int64)
+    tiles_per_gauss = np.zeros(M, np.int32)
+    sixteen = np.float32(16.0)
+    for m in range(M):
+        if radii[m] <= 0:
+            continue
+        mx, my = np.float32(means2d[m, 0]) / sixteen, np.float32(means2d[m, 1]) / sixteen
+        r = np.float32(radii[m]) / sixteen
+        boxes[m, 0] = int(min(max(np.floor(mx - r), np.float32(0.0)), np.float32(tile_w)))
+        boxes[m, 1] = int(min(max(np.ceil(mx + r), np.float32(0.0)), np.float32(tile_w)))
+        boxes[m, 2] = int(min(max(np.floor(my - r), np.float32(0.0)), np.float32(tile_h)))
+        boxes[m, 3] = int(min(max(np.ceil(my + r), np.float32(0.0)), np.float32(tile_h)))
+        tiles_per_gauss[m] = (boxes[m, 1] - boxes[m, 0]) * (boxes[m, 3] - boxes[m, 2])
+    counts = np.zeros(n_tiles + 1, np.int64)
+    for m in range(M):
+        base = (m // n_per_cam) * tile_h
+        for ty in range(boxes[m, 2], boxes[m, 3]):
+            for tx in range(boxes[m, 0], boxes[m, 1]):
+                counts[(base + ty) * tile_w + tx + 1] += 1
+    offsets = np.cumsum(counts)
+    cursor = offsets[:-1].copy()
+    ids = np.empty(offsets[-1], np.int64)
+    for m in range(M):
+        base = (m // n_per_cam) * tile_h
+        for ty in range(boxes[m, 2], boxes[m, 3]):
+            for tx in range(boxes[m, 0], boxes[m, 1]):
+                t = (base + ty) * tile_w + tx
+                ids[cursor[t]] = m
+                cursor[t] += 1
+    return offsets, ids, tiles_per_gauss
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def sort_tiles(offsets, ids, depths, unit, n_units):  # pragma: no cover - compiled
+    """Sort each tile's list front to back, stably (ties keep index order, as gsplat's radix sort of its keys)."""
+    n_tiles = offsets.shape[0] - 1
+    for t in range(unit, n_tiles, n_units):
+        a, b = offsets[t], offsets[t + 1]
+        if b - a > 1:
+            seg = ids[a:b].copy()
+            order = np.argsort(depths[seg], kind="mergesort")
+            for j in range(b - a):
+                ids[a + j] = seg[order[j]]
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def pixel_extents(conics, opacities, alpha_min, out, unit, n_units):  # pragma: no cover - compiled
+    """Half-widths [M, 2] of the box outside which a Gaussian's alpha is below `alpha_min` (-1: nowhere above).
+
+    alpha = opacity * exp(-sigma) >= alpha_min needs sigma <= t = log(opacity / alpha_min); the ellipse
+    sigma = t has half-widths sqrt(2 t cov_xx), sqrt(2 t cov_yy) with cov = conic^-1. A 2% + 0.01 px margin
+    covers float32 rounding, so the box drops only pixels the kernel would skip anyway (like the torch twin's
+    block culling). Column 2 is t itself (with the margin): pixels with a larger sigma are skipped before the
+    exponential. Computed in float64; writes rows [unit * M / n_units, (unit + 1) * M / n_units) of `out` [M, 3].
+    """
+    M = conics.shape[0]
+    for m in range(unit * M // n_units, (unit + 1) * M // n_units):
+        a, b, c = np.float64(conics[m, 0]), np.float64(conics[m, 1]), np.float64(conics[m, 2])
+        op = np.float64(opacities[m])
+        det = a * c - b * b
+        if not op >= np.float64(alpha_min) * (1.0 - 1e-6):
+            out[m, 0] = -1.0
+            out[m, 1] = -1.0
+            out[m, 2] = -1.0
+        elif a > 0 and c > 0 and det > 0 and math.isfinite(det):
+            t = max(math.log(op / np.float64(alpha_min)), 0.0) * 1.02 + 1e-6
+            out[m, 0] = math.sqrt(2.0 * t * c / det) + 0.01
+            out[m, 1] = math.sqrt(2.0 * t * a / det) + 0.01
+            out[m, 2] = t
+        else:
+            out[m, 0] = 1e30
+            out[m, 1] = 1e30
+            out[m, 2] = 1e30
+
+
+@njit(cache=True, inline="always")
+def _span(centre, half_width, lo, hi):  # pragma: no cover - compiled
+    """Pixels [first, last] of [lo, hi) whose centre x + 0.5 lies within `half_width` of `centre`."""
+    first_f = np.ceil(centre - half_width - 0.5)
+    last_f = np.floor(centre + half_width - 0.5)
+    first = lo if not first_f > lo else (hi if first_f >= hi else int(first_f))
+    last = hi - 1 if not last_f < hi - 1 else (lo - 1 if last_f < lo else int(last_f))
+    return first, last
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def composite_forward(offsets, ids, tile_order, means2d, conics, opacities, colors, extents, pxs, pys,
+                      width, height, tile_w, tile_h, unit, n_units, cst, out, t_final, last):  # pragma: no cover
+    """Front-to-back compositing of every tile (rasterize_to_pixels_fwd.cu); writes `out`, `t_final`, `last`.
+
+    `out` [C*H*W, D] gets sum_k alpha_k T_k c_k, `t_final` [C*H*W] the transmittance left, `last` [C*H*W] the
+    position in `ids` of the last contributing Gaussian (-1: none). Busy tiles, heaviest first in `tile_order`,
+    are dealt round-robin to `n_units` units; this call does unit `unit`.
+    """
+    D = colors.shape[1]
+    half, alpha_min, alpha_max, t_min, one = cst[_HALF], cst[_ALPHA_MIN], cst[_ALPHA_MAX], cst[_T_MIN], cst[_ONE]
+    n_busy = tile_order.shape[0]
+    T = np.empty(256, colors.dtype)
+    acc = np.empty((256, D), colors.dtype)
+    lastl = np.empty(256, np.int64)
+    done = np.empty(256, np.bool_)
+    for j in range(unit, n_busy, n_units):
+        tile = tile_order[j]
+        cam = tile // (tile_h * tile_w)
+        rem = tile % (tile_h * tile_w)
+        x0, y0 = (rem % tile_w) * 16, (rem // tile_w) * 16
+        x1, y1 = min(x0 + 16, width), min(y0 + 16, height)
+        npx = x1 - x0
+        P = npx * (y1 - y0)
+        T[:P] = one
+        acc[:P] = 0
+        lastl[:P] = -1
+        done[:P] = False
+        n_done = 0
+        for i in range(offsets[tile], offsets[tile + 1]):
+            g = ids[i]
+            if extents[g, 0] < 0:
+                continue
+            mx, my = means2d[g, 0], means2d[g, 1]
+            ca, cb, cc = conics[g, 0], conics[g, 1], conics[g, 2]
+            op = opacities[g]
+            s_cut = extents[g, 2]
+            xa, xb = _span(np.float64(mx), extents[g, 0], x0, x1)
+            ya, yb = _span(np.float64(my), extents[g, 1], y0, y1)
+            for y in range(ya, yb + 1):
+                dy = my - pys[y]
+                for x in range(xa, xb + 1):
+                    p = (y - y0) * npx + (x - x0)
+                    if done[p]:
+                        continue
+                    dx = mx - pxs[x]
+                    sigma = dx * (half * ca * dx + cb * dy) + half * cc * dy * dy
+                    if sigma > s_cut:
+                        continue
+                    alpha = min(alpha_max, op * np.exp(-sigma))
+                    if sigma < 0 or alpha < alpha_min:
+                        continue
+                    next_t = T[p] * (one - alpha)
+                    if next_t <= t_min:
+                        done[p] = True
+                        n_done += 1
+                        continue
+                    vis = alpha * T[p]
+                    for k in range(D):
+                        acc[p, k] += vis * colors[g, k]
+                    T[p] = next_t
+                    lastl[p] = i
+            if n_done == P:
+                break
+        base = cam * height * width
+        for y in range(y0, y1):
+            for x in range(x0, x1):
+                p = (y - y0) * npx + (x - x0)
+                q = base + y * width + x
+                for k in range(D):
+                    out[q, k] = acc[p, k]
+                t_final[q] = T[p]
+                last[q] = lastl[p]
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def composite_backward(offsets, ids, tile_order, means2d, conics, opacities, colors, extents, pxs, pys,
+                       width, height, tile_w, tile_h, unit, n_units, cst, t_final, last, v_out, v_t,
+                       with_colors, with_abs, v_geom, v_colors):  # pragma: no cover - compiled
+    """Back-to-front gradients of every tile (rasterize_to_pixels_bwd.cu), summed per parallel unit.
+
+    `v_out` [C*H*W, D] and `v_t` [C*H*W] are the gradients of the composited sum and of the final transmittance.
+    This call (unit `unit` of `n_units`) adds its Gaussians' gradients into its own `v_geom` [M, 8] (mean x, y,
+    conic a, b, c, opacity, |mean x|, |mean y|) and, when `with_colors`, `v_colors` [M, D]; the caller sums over
+    units (deterministic: the tiles of a unit are fixed by `tile_order`).
+
+    As the CUDA kernel, each pixel's transmittance in front of a Gaussian is recovered from the final one by
+    dividing by (1 - alpha) on the way back, and `buf` holds sum_{j behind} alpha_j T_j c_j. With
+    dL/dT_final = v_t: dL/dalpha_k = sum_d (c_kd T_k - buf_d / (1 - alpha_k)) v_out_d - v_t T_final / (1 - alpha_k).
+    """
+    D = colors.shape[1]
+    half, alpha_min, alpha_max, one, zero = cst[_HALF], cst[_ALPHA_MIN], cst[_ALPHA_MAX], cst[_ONE], cst[_ZERO]
+    n_busy = tile_order.shape[0]
+    T = np.empty(256, colors.dtype)
+    tf = np.empty(256, colors.dtype)
+    vt = np.empty(256, colors.dtype)
+    buf = np.empty((256, D), colors.dtype)
+    vo = np.empty((256, D), colors.dtype)
+    lastl = np.empty(256, np.int64)
+    col_acc = np.empty(D, colors.dtype)
+    for j in range(unit, n_busy, n_units):
+        tile = tile_order[j]
+        cam = tile // (tile_h * tile_w)
+        rem = tile % (tile_h * tile_w)
+        x0, y0 = (rem % tile_w) * 16, (rem // tile_w) * 16
+        x1, y1 = min(x0 + 16, width), min(y0 + 16, height)
+        npx = x1 - x0
+        base = cam * height * width
+        max_last = np.int64(-1)
+        for y in range(y0, y1):
+            for x in range(x0, x1):
+                p = (y - y0) * npx + (x - x0)
+                q = base + y * width + x
+                T[p] = t_final[q]
+                tf[p] = t_final[q]
+                vt[p] = v_t[q]
+                lastl[p] = last[q]
+                max_last = max(max_last, last[q])
+                for k in range(D):
+                    buf[p, k] = 0
+                    vo[p, k] = v_out[q, k]
+        for i in range(max_last, offsets[tile] - 1, -1):
+            g = ids[i]
+            if extents[g, 0] < 0:
+                continue
+            mx, my = means2d[g, 0], means2d[g, 1]
+            ca, cb, cc = conics[g, 0], conics[g, 1], conics[g, 2]
+            op = opacities[g]
+            s_cut = extents[g, 2]
+            xa, xb = _span(np.float64(mx), extents[g, 0], x0, x1)
+            ya, yb = _span(np.float64(my), extents[g, 1], y0, y1)
+            s_mx = s_my = s_ca = s_cb = s_cc = s_op = s_ax = s_ay = zero
+            col_acc[:] = 0
+            for y in range(ya, yb + 1):
+                dy = my - pys[y]
+                for x in range(xa, xb + 1):
+                    p = (y - y0) * npx + (x - x0)
+                    if i > lastl[p]:
+                        continue
+                    dx = mx - pxs[x]
+                    sigma = dx * (half * ca * dx + cb * dy) + half * cc * dy * dy
+                    if sigma > s_cut:
+                        continue
+                    vis = np.exp(-sigma)
+                    raw = op * vis
+                    alpha = min(alpha_max, raw)
+                    if sigma < 0 or alpha < alpha_min:
+                        continue
+                    ra = one / (one - alpha)
+                    T[p] = T[p] * ra
+                    fac = alpha * T[p]
+                    v_alpha = zero
+                    for k in range(D):
+                        v_alpha += (colors[g, k] * T[p] - buf[p, k] * ra) * vo[p, k]
+                        buf[p, k] += colors[g, k] * fac
+                    v_alpha -= vt[p] * tf[p] * ra
+                    if with_colors:
+                        for k in range(D):
+                            col_acc[k] += fac * vo[p, k]
+                    if raw < alpha_max:  # a clamped alpha passes no gradient to shape or opacity
+                        v_sigma = -alpha * v_alpha
+                        s_ca += half * v_sigma * dx * dx
+                        s_cb += v_sigma * dx * dy
+                        s_cc += half * v_sigma * dy * dy
+                        gx = v_sigma * (ca * dx + cb * dy)
+                        gy = v_sigma * (cb * dx + cc * dy)
+                        s_mx += gx
+                        s_my += gy
+                        if with_abs:
+                            s_ax += abs(gx)
+                            s_ay += abs(gy)
+                        s_op += vis * v_alpha
+            v_geom[g, 0] += s_mx
+            v_geom[g, 1] += s_my
+            v_geom[g, 2] += s_ca
+            v_geom[g, 3] += s_cb
+            v_geom[g, 4] += s_cc
+            v_geom[g, 5] += s_op
+            v_geom[g, 6] += s_ax
+            v_geom[g, 7] += s_ay
+            if with_colors:
+                for k in range(D):
+                    v_colors[g, k] += col_acc[k]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Projection (gsplat's pinhole `fully_fused_projection`, non-packed), forward and backward, in float64
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@njit(cache=True, inline="always")
+def _rotmat(qw, qx, qy, qz):  # pragma: no cover - compiled
+    """Rotation of a (normalised) wxyz quaternion, row-major 9-tuple (gsplat `_quat_to_rotmat`)."""
+    return (1.0 - 2.0 * (qy * qy + qz * qz), 2.0 * (qx * qy - qw * qz), 2.0 * (qx * qz + qw * qy),
+            2.0 * (qx * qy + qw * qz), 1.0 - 2.0 * (qx * qx + qz * qz), 2.0 * (qy * qz - qw * qx),
+            2.0 * (qx * qz - qw * qy), 2.0 * (qy * qz + qw * qx), 1.0 - 2.0 * (qx * qx + qy * qy))
+
+
+@njit(cache=True, inline="always")
+def _project_one(means, quats, scales, viewmats, Ks, c, n, width, height, eps2d, buf):  # pragma: no cover
+    """Camera-space centre, covariances and Jacobian of Gaussian n in camera c, written into `buf` [48].
+
+    buf: 0-2 mean_c, 3-11 R (world, normalised quaternion), 12-20 covar_c, 21-26 J (2x3), 27-29 cov2d (p, q, r)
+    with eps2d, 30-31 clamped x/z, y/z, 32-33 clamp flags, 34 |q|, 35-38 normalised quaternion, 39-47 M = R S.
+    """
+    qw, qx, qy, qz = np.float64(quats[n, 0]), np.float64(quats[n, 1]), np.float64(quats[n, 2]), np.float64(quats[n, 3])
+    qn = max(math.sqrt(qw * qw + qx * qx + qy * qy + qz * qz), 1e-12)
+    qw, qx, qy, qz = qw / qn, qx / qn, qy / qn, qz / qn
+    buf[34], buf[35], buf[36], buf[37], buf[38] = qn, qw, qx, qy, qz
+    R = _rotmat(qw, qx, qy, qz)
+    for i in range(9):
+        buf[3 + i] = R[i]
+        buf[39 + i] = R[i] * np.float64(scales[n, i % 3])
+    cov = np.empty(9)  # M M^T
+    for i in range(3):
+        for j in range(3):
+            cov[i * 3 + j] = (buf[39 + i * 3] * buf[39 + j * 3] + buf[40 + i * 3] * buf[40 + j * 3]
+                              + buf[41 + i * 3] * buf[41 + j * 3])
+    for i in range(3):
+        buf[i] = (np.float64(viewmats[c, i, 0]) * np.float64(means[n, 0]) + np.float64(viewmats[c, i, 1])
+                  * np.float64(means[n, 1]) + np.float64(viewmats[c, i, 2]) * np.float64(means[n, 2])
+                  + np.float64(viewmats[c, i, 3]))
+    tmp = np.empty(9)  # W cov
+    for i in range(3):
+        for j in range(3):
+            tmp[i * 3 + j] = (np.float64(viewmats[c, i, 0]) * cov[j] + np.float64(viewmats[c, i, 1]) * cov[3 + j]
+                              + np.float64(viewmats[c, i, 2]) * cov[6 + j])
+    for i in range(3):
+        for j in range(3):
+            buf[12 + i * 3 + j] = (tmp[i * 3] * np.float64(viewmats[c, j, 0]) + tmp[i * 3 + 1]
+                                   * np.float64(viewmats[c, j, 1]) + tmp[i * 3 + 2] * np.float64(viewmats[c, j, 2]))
+    fx, fy, cx, cy = np.float64(Ks[c, 0, 0]), np.float64(Ks[c, 1, 1]), np.float64(Ks[c, 0, 2]), np.float64(Ks[c, 1, 2])
+    tan_fovx, tan_fovy = 0.5 * width / fx, 0.5 * height / fy
+    lim_x_pos, lim_x_neg = (width - cx) / fx + 0.3 * tan_fovx, cx / fx + 0.3 * tan_fovx
+    lim_y_pos, lim_y_neg = (height - cy) / fy + 0.3 * tan_fovy, cy / fy + 0.3 * tan_fovy
+    z = buf[2]
+    u, v = buf[0] / z, buf[1] / z
+    uc, vc = min(max(u, -lim_x_neg), lim_x_pos), min(max(v, -lim_y_neg), lim_y_pos)
+    buf[30], buf[31] = uc, vc
+    buf[32] = 1.0 if (u >= -lim_x_neg and u <= lim_x_pos) else 0.0
+    buf[33] = 1.0 if (v >= -lim_y_neg and v <= lim_y_pos) else 0.0
+    buf[21], buf[22], buf[23] = fx / z, 0.0, -fx * uc / z
+    buf[24], buf[25], buf[26] = 0.0, fy / z, -fy * vc / z
+    for i in range(2):  # cov2d = J covar_c J^T
+        for j in range(i, 2):
+            s = 0.0
+            for k in range(3):
+                for l in range(3):
+                    s += buf[21 + i * 3 + k] * buf[12 + k * 3 + l] * buf[21 + j * 3 + l]
+            buf[27 + i + j] = s
+    buf[27] += eps2d
+    buf[29] += eps2d
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def project_forward(means, quats, scales, viewmats, Ks, width, height, near, far, eps2d,
+                    means2d, depths, conics, radii, unit, n_units):  # pragma: no cover - compiled
+    """means2d [C, N, 2], depths [C, N], conics [C, N, 3], radii [C, N] of every Gaussian in every camera.
+
+    As `rasterize_torch.project_gaussians`: kept when in the depth range, det > 0, its 3-sigma box overlaps the
+    image; culled ones get radius 0 (their other values are finite and unused).
+    """
+    C, N = depths.shape
+    for cn in range(unit * C * N // n_units, (unit + 1) * C * N // n_units):
+        c, n = cn // N, cn % N
+        buf = np.empty(48)
+        _project_one(means, quats, scales, viewmats, Ks, c, n, width, height, eps2d, buf)
+        z = buf[2]
+        in_range = z > near and z < far
+        zs = z if in_range else 1.0
+        mx = (np.float64(Ks[c, 0, 0]) * buf[0] + np.float64(Ks[c, 0, 1]) * buf[1] + np.float64(Ks[c, 0, 2]) * zs) / zs
+        my = (np.float64(Ks[c, 1, 0]) * buf[0] + np.float64(Ks[c, 1, 1]) * buf[1] + np.float64(Ks[c, 1, 2]) * zs) / zs
+        p, q, r = buf[27], buf[28], buf[29]
+        det = p * r - q * q
+        det_safe = max(det, 1e-10)
+        means2d[c, n, 0], means2d[c, n, 1] = mx, my
+        depths[c, n] = z
+        conics[c, n, 0], conics[c, n, 1], conics[c, n, 2] = r / det_safe, -q / det_safe, p / det_safe
+        b = 0.5 * (p + r)
+        radius = np.ceil(3.0 * math.sqrt(b + math.sqrt(max(b * b - det, 0.01))))
+        inside = mx + radius > 0 and mx - radius < width and my + radius > 0 and my - radius < height
+        keep = det > 0 and in_range and inside and math.isfinite(radius)
+        if not keep:
+            radii[c, n] = 0
+        elif radius < 2147483648.0:
+            radii[c, n] = np.int32(radius)
+        else:  # what torch's float -> int32 cast gives on x86 (a negative radius: culled downstream)
+            radii[c, n] = np.int32(-2147483648)
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def project_backward(means, quats, scales, viewmats, Ks, width, height, eps2d, radii, v_means2d, v_conics,
+                     v_depths, v_means, v_quats, v_scales, unit, n_units):  # pragma: no cover - compiled
+    """Gradients of means [N, 3], quats [N, 4], scales [N, 3] from those of means2d, conics and depths.
+
+    One Gaussian per iteration, summed over cameras (no races); culled Gaussians (radius 0) get nothing, as
+    their upstream gradients are zero. The chain is gsplat's `fully_fused_projection_bwd`: conic = cov2d^-1 so
+    dL/dcov2d = -conic G conic (G the symmetric conic gradient), cov2d = J covar_c J^T, covar_c = W covar W^T,
+    covar = M M^T with M = R S, R from the normalised quaternion; J's clamped x/z and y/z pass no gradient.
+    """
+    C, N = radii.shape
+    for n in range(unit * N // n_units, (unit + 1) * N // n_units):
+        buf = np.empty(48)
+        g_mean = np.zeros(3)
+        g_cov = np.zeros(9)  # world-space covariance gradient, summed over cameras
+        any_cam = False
+        for c in range(C):
+            if radii[c, n] <= 0:
+                continue
+            any_cam = True
+            _project_one(means, quats, scales, viewmats, Ks, c, n, width, height, eps2d, buf)
+            x, y, z = buf[0], buf[1], buf[2]
+            p, q, r = buf[27], buf[28], buf[29]
+            det = p * r - q * q
+            ia, ib, ic = r / det, -q / det, p / det  # conic
+            ga, gb, gc = np.float64(v_conics[c, n, 0]), 0.5 * np.float64(v_conics[c, n, 1]), np.float64(v_conics[c, n, 2])
+            # V = -Conic G Conic (symmetric)
+            t00, t01 = ia * ga + ib * gb, ia * gb + ib * gc
+            t10, t11 = ib * ga + ic * gb, ib * gb + ic * gc
+            V00 = -(t00 * ia + t01 * ib)
+            V01 = -(t00 * ib + t01 * ic)
+            V11 = -(t10 * ib + t11 * ic)
+            V = (V00, V01, V01, V11)
+            # covar_c gradient: J^T V J ; J gradient: 2 V J covar_c
+            gcc = np.empty(9)
+            for k in range(3):
+                for l in range(3):
+                    s = 0.0
+                    for i in range(2):
+                        for j in range(2):
+                            s += buf[21 + i * 3 + k] * V[i * 2 + j] * buf[21 + j * 3 + l]
+                    gcc[k * 3 + l] = s
+            gJ = np.empty(6)
+            for i in range(2):
+                for k in range(3):
+                    s = 0.0
+                    for j in range(2):
+                        for l in range(3):
+                            s += V[i * 2 + j] * buf[21 + j * 3 + l] * buf[12 + l * 3 + k]
+                    gJ[i * 3 + k] = 2.0 * s
+            fx, fy = np.float64(Ks[c, 0, 0]), np.float64(Ks[c, 1, 1])
+            uc, vc = buf[30], buf[31]
+            # J = [[fx/z, 0, -fx uc/z], [0, fy/z, -fy vc/z]]
+            g_z = -fx / (z * z) * gJ[0] + fx * uc / (z * z) * gJ[2] - fy / (z * z) * gJ[4] + fy * vc / (z * z) * gJ[5]
+            g_uc, g_vc = -fx / z * gJ[2], -fy / z * gJ[5]
+            g_x = g_uc / z * buf[32]
+            g_y = g_vc / z * buf[33]
+            g_z += -(g_uc * buf[32] * x + g_vc * buf[33] * y) / (z * z)
+            # means2d = (K[:2] @ mean_c) / z
+            vm0, vm1 = np.float64(v_means2d[c, n, 0]), np.float64(v_means2d[c, n, 1])
+            k00, k01, k02 = np.float64(Ks[c, 0, 0]), np.float64(Ks[c, 0, 1]), np.float64(Ks[c, 0, 2])
+            k10, k11, k12 = np.float64(Ks[c, 1, 0]), np.float64(Ks[c, 1, 1]), np.float64(Ks[c, 1, 2])
+            num0, num1 = k00 * x + k01 * y + k02 * z, k10 * x + k11 * y + k12 * z
+            g_x += (k00 * vm0 + k10 * vm1) / z
+            g_y += (k01 * vm0 + k11 * vm1) / z
+            g_z += (k02 * vm0 + k12 * vm1) / z - (num0 * vm0 + num1 * vm1) / (z * z)
+            g_z += np.float64(v_depths[c, n])
+            # mean_c = W mean + t ; covar_c = W covar W^T
+            for i in range(3):
+                g_mean[i] += (np.float64(viewmats[c, 0, i]) * g_x + np.float64(viewmats[c, 1, i]) * g_y
+                              + np.float64(viewmats[c, 2, i]) * g_z)
+            for a in range(3):
+                for b in range(3):
+                    s = 0.0
+                    for k in range(3):
+                        for l in range(3):
+                            s += np.float64(viewmats[c, k, a]) * gcc[k * 3 + l] * np.float64(viewmats[c, l, b])
+                    g_cov[a * 3 + b] += s
+        if not any_cam:
+            for i in range(3):
+                v_means[n, i] = 0
+                v_scales[n, i] = 0
+            for i in range(4):
+                v_quats[n, i] = 0
+            continue
+        for i in range(3):
+            v_means[n, i] = g_mean[i]
+        # covar = M M^T: dL/dM = (G + G^T) M ; M = R diag(s)
+        gM = np.empty(9)
+        for i in range(3):
+            for j in range(3):
+                s = 0.0
+                for k in range(3):
+                    s += (g_cov[i * 3 + k] + g_cov[k * 3 + i]) * buf[39 + k * 3 + j]
+                gM[i * 3 + j] = s
+        gR = np.empty(9)
+        for j in range(3):
+            sj = np.float64(scales[n, j])
+            acc = 0.0
+            for i in range(3):
+                gR[i * 3 + j] = gM[i * 3 + j] * sj
+                acc += gM[i * 3 + j] * buf[3 + i * 3 + j]
+            v_scales[n, j] = acc
+        qn, qw, qx, qy, qz = buf[34], buf[35], buf[36], buf[37], buf[38]
+        g00, g01, g02, g10, g11, g12, g20, g21, g22 = gR[0], gR[1], gR[2], gR[3], gR[4], gR[5], gR[6], gR[7], gR[8]
+        vw = 2.0 * (-qz * g01 + qy * g02 + qz * g10 - qx * g12 - qy * g20 + qx * g21)
+        vx = 2.0 * (qy * g01 + qz * g02 + qy * g10 - 2.0 * qx * g11 - qw * g12 + qz * g20 + qw * g21 - 2.0 * qx * g22)
+        vy = 2.0 * (-2.0 * qy * g00 + qx * g01 + qw * g02 + qx * g10 + qz * g12 - qw * g20 + qz * g21 - 2.0 * qy * g22)
+        vz = 2.0 * (-2.0 * qz * g00 - qw * g01 + qx * g02 + qw * g10 - 2.0 * qz * g11 + qy * g12 + qx * g20 + qy * g21)
+        dot = vw * qw + vx * qx + vy * qy + vz * qz
+        v_quats[n, 0] = (vw - dot * qw) / qn
+        v_quats[n, 1] = (vx - dot * qx) / qn
+        v_quats[n, 2] = (vy - dot * qy) / qn
+        v_quats[n, 3] = (vz - dot * qz) / qn

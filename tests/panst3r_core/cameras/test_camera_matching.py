@@ -1,0 +1,88 @@
+"""Mutual-nearest-neighbour matching, pixel and pair selection, and the match container."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from panst3r_splat.core.cameras.matching import (
+    MatchingOptions,
+    PairMatches,
+    match_descriptors,
+    mutual_nearest_neighbours,
+    select_pairs,
+    select_pixels,
+)
+
+
+def _codes(n: int, dim: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.nn.functional.normalize(torch.randn(n, dim, generator=g), dim=1)
+
+
+def test_mutual_nearest_neighbours_recover_a_permutation() -> None:
+    desc_a = _codes(50, 32, 0)
+    perm = torch.randperm(50, generator=torch.Generator().manual_seed(1))
+    ia, ib = mutual_nearest_neighbours(desc_a, desc_a[perm], min_similarity=0.9)
+    assert len(ia) == 50
+    np.testing.assert_array_equal(perm[torch.from_numpy(ib)].numpy(), ia)
+
+
+def test_mutual_nearest_neighbours_drop_one_sided_and_weak_matches() -> None:
+    a = torch.tensor([[1.0, 0.0], [0.8, 0.6]])
+    b = torch.tensor([[1.0, 0.0]])  # both a's like b[0] best; only a[0] is b[0]'s best
+    ia, ib = mutual_nearest_neighbours(a, b, min_similarity=0.5)
+    assert ia.tolist() == [0] and ib.tolist() == [0]
+    assert len(mutual_nearest_neighbours(a, -b, min_similarity=0.5)[0]) == 0  # similarity -1 is below the floor
+    assert len(mutual_nearest_neighbours(a[:0], b, min_similarity=0.5)[0]) == 0
+
+
+def test_select_pixels_keeps_confident_block_maxima() -> None:
+    conf = np.ones((8, 8))
+    conf[1, 2] = 5.0
+    conf[6, 7] = 3.0
+    conf[6, 6] = 2.0  # same 2x2 block as (6, 7): only the block's best survives
+    px = select_pixels(conf, MatchingOptions(grid_cell=2, min_conf=1.5, max_pixels=16))
+    assert px.tolist() == [[2, 1], [7, 6]]  # (x, y), most confident first
+    # Fewer pixels wanted: the cells grow (one 8x8 cell here), so the choice still covers the image.
+    assert select_pixels(conf, MatchingOptions(grid_cell=2, min_conf=1.5, max_pixels=1)).tolist() == [[2, 1]]
+    spread = select_pixels(np.full((64, 64), 2.0), MatchingOptions(grid_cell=2, max_pixels=64))
+    assert len(spread) == 64 and spread[:, 1].max() >= 56  # equal confidences: the whole image, not its top rows
+
+
+def test_select_pairs_all_then_nearest() -> None:
+    desc = _codes(6, 8, 2)
+    assert select_pairs(desc, MatchingOptions(all_pairs_up_to=16)) == list(itertools.combinations(range(6), 2))
+    few = select_pairs(desc, MatchingOptions(all_pairs_up_to=3, neighbours=1))
+    sim = desc @ desc.T
+    sim.fill_diagonal_(-2.0)
+    for v in range(6):  # each view is paired with its most similar one
+        best = int(sim[v].argmax())
+        assert (min(v, best), max(v, best)) in few
+    assert len(few) < 15
+
+
+def test_match_descriptors_matches_shifted_views() -> None:
+    H, W, D = 12, 16, 64
+    field = _codes(H * (W + 4), D, 3).reshape(H, W + 4, D)
+    descs = [field[:, :W], field[:, 4:]]  # view 1 is view 0 shifted 4 pixels left
+    conf = [torch.full((H, W), 3.0)] * 2
+    (pair,) = match_descriptors(descs, conf, MatchingOptions(grid_cell=1, max_pixels=H * W, min_similarity=0.9))
+    assert (pair.view_a, pair.view_b) == (0, 1)
+    np.testing.assert_array_equal(pair.uv_b, pair.pixels_a + [-4, 0])
+    assert len(pair) == H * (W - 4)
+    back = pair.reversed()
+    assert (back.view_a, back.view_b) == (1, 0)
+    np.testing.assert_array_equal(back.reversed().pixels_a, pair.pixels_a)
+
+
+def test_pair_matches_refuse_bad_input() -> None:
+    with pytest.raises(ValueError, match="itself"):
+        PairMatches(1, 1, np.zeros((0, 2), dtype=int), np.zeros((0, 2)))
+    with pytest.raises(ValueError, match="integer"):
+        PairMatches(0, 1, np.zeros((1, 2)), np.zeros((1, 2)))
+    with pytest.raises(ValueError, match="grid pixels"):
+        PairMatches(0, 1, np.zeros((1, 2), dtype=int), np.full((1, 2), 0.5)).reversed()

@@ -1,0 +1,173 @@
+"""The camera solver against exact answers: synthetic rooms with ground-truth matches and stand-in descriptors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from _camera_scenes import HEIGHT, WIDTH, room, rotating_camera
+
+from panst3r_splat.core.cameras import SolverOptions, solve_cameras, solve_cameras_from_descriptors
+from panst3r_splat.core.cameras.metrics import pair_errors
+from panst3r_splat.core.cameras.refine import RefineOptions
+from panst3r_splat.core.cameras.intrinsics import intrinsics_from_local_pointmaps
+from panst3r_splat.core.cameras.oracle import (
+    corrupt_matches,
+    distort_pointmaps,
+    ground_truth_matches,
+    synthetic_descriptors,
+    world_points,
+)
+
+EXACT_RAD = 1e-6
+"""Noiseless matches: rotations and translation directions exact to this (radians)."""
+
+
+def _errors(solution, scene):
+    return pair_errors(solution.T_world_cam, scene.T_world_cam)
+
+
+def test_noiseless_matches_give_exact_cameras_scales_and_points() -> None:
+    scene = room()
+    matches = ground_truth_matches(scene.depth, scene.K, scene.T_world_cam)
+    solution = solve_cameras(scene.pts3d_local, matches)
+    errors = _errors(solution, scene)
+    assert solution.camera_ok.all()
+    assert np.radians(errors.rotation_deg.max()) < EXACT_RAD
+    assert np.radians(np.nanmax(errors.translation_deg)) < EXACT_RAD
+    # Scales: the world is view 0's pointmap, so solved * given scale is the same for every view.
+    np.testing.assert_allclose(solution.scale * scene.scales / scene.scales[0], 1.0, rtol=1e-6)
+    np.testing.assert_allclose(solution.K, scene.K, rtol=1e-9)
+    # Global points = the true world points expressed in view 0's camera frame at view 0's pointmap scale.
+    T0_inv = np.linalg.inv(scene.T_world_cam[0])
+    true_world = world_points(scene.depth, scene.K, scene.T_world_cam)
+    expected = scene.scales[0] * (np.einsum("ij,vhwj->vhwi", T0_inv[:3, :3], true_world) + T0_inv[:3, 3])
+    got = solution.global_pointmaps(scene.pts3d_local)
+    valid = np.isfinite(expected)
+    assert np.abs(got[valid] - expected[valid]).max() < 1e-6 * np.abs(expected[valid]).max()
+    assert np.nanmax(solution.reprojection_px) < 1e-6
+    np.testing.assert_allclose(solution.T_world_cam[0], np.eye(4), atol=1e-12)
+
+
+@pytest.mark.parametrize("offset, path", [(3, "orbit"), (4, "sweep")])
+def test_outliers_and_pixel_noise_stay_within_one_degree(offset: int, path: str) -> None:
+    scene = room(offset, path=path)
+    exact = ground_truth_matches(scene.depth, scene.K, scene.T_world_cam, seed=offset)
+    matches = corrupt_matches(exact, outlier_share=0.3, noise_px=0.5, image_hw=(HEIGHT, WIDTH), seed=offset)
+    solution = solve_cameras(scene.pts3d_local, matches)
+    errors = _errors(solution, scene)
+    assert solution.camera_ok.all()
+    assert errors.median_rotation_deg < 1.0 and errors.rotation_deg.max() < 2.5, errors.rotation_deg
+    assert errors.median_translation_deg < 2.0
+    assert np.nanmax(solution.reprojection_px) < 2.0  # the 0.5 px noise, not the outliers, sets the median
+    # Trusting the depth (points fixed on the exact pointmaps, as a model's are not) brings every pair within 1 deg.
+    trusted = solve_cameras(scene.pts3d_local, matches, SolverOptions(refine=RefineOptions(free_depths=False)))
+    assert _errors(trusted, scene).rotation_deg.max() < 1.0
+
+
+def test_view_without_matches_gets_nan_camera() -> None:
+    scene = room()
+    lonely = 5
+    matches = [m for m in ground_truth_matches(scene.depth, scene.K, scene.T_world_cam)
+               if lonely not in (m.view_a, m.view_b)]
+    solution = solve_cameras(scene.pts3d_local, matches)
+    assert solution.camera_ok.tolist() == [v != lonely for v in range(len(scene.depth))]
+    assert np.isnan(solution.T_world_cam[lonely]).all() and np.isnan(solution.scale[lonely])
+    assert solution.num_pairs[lonely] == 0 and np.isnan(solution.reprojection_px[lonely])
+    assert np.isnan(solution.global_pointmaps(scene.pts3d_local)[lonely]).all()
+    others = [v for v in range(len(scene.depth)) if v != lonely]
+    sub = pair_errors(solution.T_world_cam[others], scene.T_world_cam[others])
+    assert np.radians(sub.rotation_deg.max()) < EXACT_RAD
+    assert _errors(solution, scene).connected_share == pytest.approx(7 / 8)
+
+
+def test_pure_rotation_keeps_one_centre() -> None:
+    scene = rotating_camera()
+    matches = ground_truth_matches(scene.depth, scene.K, scene.T_world_cam)
+    solution = solve_cameras(scene.pts3d_local, matches)
+    assert solution.camera_ok.all()
+    assert np.radians(_errors(solution, scene).rotation_deg.max()) < EXACT_RAD
+    room_size = np.nanmax(np.abs(scene.pts3d_local))
+    assert np.abs(solution.T_world_cam[:, :3, 3]).max() < 1e-6 * room_size  # every centre at view 0's
+
+
+def test_identical_images_are_placed_at_one_pose() -> None:
+    scene = room()
+    order = [0, 0, 1, 2]  # view 0 twice: identical images, identical descriptors
+    world = world_points(scene.depth, scene.K, scene.T_world_cam)[order]
+    descriptors, conf = synthetic_descriptors(world)
+    pts = scene.pts3d_local[order]
+    solution = solve_cameras_from_descriptors(pts, descriptors, conf)
+    assert solution.camera_ok.all()
+    T = solution.T_world_cam
+    relative = T[0, :3, :3].T @ T[1, :3, :3]
+    assert np.degrees(np.arccos(np.clip((np.trace(relative) - 1) / 2, -1, 1))) < 0.1
+    assert np.linalg.norm(T[1, :3, 3] - T[0, :3, 3]) < 1e-3 * np.nanmax(np.abs(pts[0]))
+    # No baseline between the two: their relative scale comes from the other views' (approximate) matches.
+    assert solution.scale[1] == pytest.approx(1.0, rel=1e-2)
+    assert pair_errors(T[1:], scene.T_world_cam[[0, 1, 2]]).median_rotation_deg < 3.0
+
+
+def test_stand_in_descriptors_exercise_matching_end_to_end() -> None:
+    scene = room()
+    descriptors, conf = synthetic_descriptors(world_points(scene.depth, scene.K, scene.T_world_cam))
+    solution = solve_cameras_from_descriptors(scene.pts3d_local, descriptors, conf)
+    errors = _errors(solution, scene)
+    assert solution.camera_ok.all()
+    assert errors.median_rotation_deg < 3.0 and errors.median_translation_deg < 5.0
+    assert (solution.num_inliers > 0).all() and np.isfinite(solution.reprojection_px).all()
+
+
+@pytest.mark.parametrize("conf_value", [1.0, 5.0])
+def test_untextured_image_is_left_unconnected(conf_value: float) -> None:
+    scene = room()
+    descriptors, conf = synthetic_descriptors(world_points(scene.depth, scene.K, scene.T_world_cam))
+    blank = 2
+    flat = torch.zeros_like(descriptors[blank])
+    flat[..., 0] = 1.0  # one descriptor everywhere: nothing in it to match
+    descriptors[blank] = flat
+    conf[blank] = torch.full_like(conf[blank], conf_value)
+    solution = solve_cameras_from_descriptors(scene.pts3d_local, descriptors, conf)
+    assert solution.camera_ok.tolist() == [v != blank for v in range(len(scene.depth))]
+    assert np.isnan(solution.T_world_cam[blank]).all()
+
+
+def test_fewer_than_two_views_is_a_one_line_error() -> None:
+    scene = room()
+    with pytest.raises(ValueError, match="at least 2 views") as info:
+        solve_cameras(scene.pts3d_local[:1], [])
+    assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match="too few reliable matches") as info:
+        solve_cameras(scene.pts3d_local[:3], [])
+    assert "\n" not in str(info.value)
+
+
+def test_refinement_is_optional_and_solution_is_deterministic() -> None:
+    scene = room()
+    matches = corrupt_matches(ground_truth_matches(scene.depth, scene.K, scene.T_world_cam), outlier_share=0.1,
+                              noise_px=0.3, image_hw=(HEIGHT, WIDTH))
+    rough = solve_cameras(scene.pts3d_local, matches, SolverOptions(refine=None))
+    again = solve_cameras(scene.pts3d_local, matches, SolverOptions(refine=None))
+    np.testing.assert_array_equal(rough.T_world_cam, again.T_world_cam)
+    refined = solve_cameras(scene.pts3d_local, matches)
+    rough_errors, refined_errors = _errors(rough, scene), _errors(refined, scene)
+    assert rough_errors.rotation_deg.max() < 3.0  # pairwise essential matrices, averaged
+    assert refined_errors.median_rotation_deg < rough_errors.median_rotation_deg  # the reprojection refinement
+
+
+def test_intrinsics_come_from_the_pointmaps_not_from_ground_truth() -> None:
+    scene = room()
+    short = distort_pointmaps(scene.pts3d_local, focal_factor=0.8, depth_noise=0.0)
+    np.testing.assert_allclose(intrinsics_from_local_pointmaps(short)[:, 0, 0], 0.8 * scene.K[:, 0, 0], rtol=1e-9)
+    np.testing.assert_allclose(intrinsics_from_local_pointmaps(scene.pts3d_local), scene.K, rtol=1e-9)
+
+
+def test_weak_model_geometry_still_gives_usable_cameras() -> None:
+    scene = room()
+    local = distort_pointmaps(scene.pts3d_local, focal_factor=0.8, depth_noise=0.1, seed=1)
+    matches = corrupt_matches(ground_truth_matches(scene.depth, scene.K, scene.T_world_cam), outlier_share=0.3,
+                              noise_px=0.5, image_hw=(HEIGHT, WIDTH))
+    solution = solve_cameras(local, matches)
+    errors = _errors(solution, scene)
+    assert solution.camera_ok.all()
+    assert errors.median_rotation_deg < 5.0  # a 20 % focal error bends the epipolar geometry: degrees, not 0.1

@@ -10,10 +10,11 @@ import logging
 import sys
 from typing import Callable
 
-from panst3r_splat.pipeline.errors import NotImplementedYet, UserError
+from panst3r_splat.pipeline.errors import NotImplementedYet, ScenesFailed, UserError
 
 EXIT_USER_ERROR = 2
 EXIT_NOT_IMPLEMENTED = 3
+EXIT_SCENES_FAILED = 1
 
 
 def _commands() -> dict[str, Callable[..., object]]:
@@ -28,10 +29,12 @@ def _commands() -> dict[str, Callable[..., object]]:
         "merge": commands.merge,
         "fit": commands.fit,
         "render": commands.render,
+        "render-predict": commands.render_predict,
         "eval": commands.evaluate,
         "view": commands.view,
         "export": commands.export,
         "train-model": commands.train_model,
+        "batch": commands.batch,
     }
 
 
@@ -43,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         tyro.extras.subcommand_cli_from_dict(_commands(), args=args, prog="panst3r-splat")
+    except ScenesFailed as err:
+        print(f"panst3r-splat: {err}", file=sys.stderr)
+        return EXIT_SCENES_FAILED
     except NotImplementedYet as err:
         print(f"panst3r-splat: {err}", file=sys.stderr)
         return EXIT_NOT_IMPLEMENTED

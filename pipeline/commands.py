@@ -306,6 +306,38 @@ def render(*, scene: Path, out: Path, cameras: str = "orbit", device: DeviceName
     render_scene(scene, out, spec, options, device=resolve_device(device))
 
 
+def render_predict(*, scene: Path, cameras: str, out: Path, checkpoint: Optional[Path] = None,
+                   merge: Optional[MergeName] = None, size: str = "default", predict_cameras: CameraSourceName = "auto",
+                   device: DeviceName = "auto") -> None:
+    """Render-then-predict: RGB of a fitted scene at the given cameras, then PanSt3R (and the merge) on the renders.
+
+    The paper's other novel-view strategy (the "PanSt3R" row of its Table 2, next to the lifted labels, "+LUDVIG").
+    Writes OUT/renders/ (as `render`) and OUT/predictions/ (as `predict`, label PNGs named after the rendered
+    frames); score them with `panst3r-splat eval --gt PANLI_SCENE --pred OUT/predictions`.
+
+    Args:
+        scene: fitted scene folder.
+        cameras: 'dataset:PANLI_SCENE[:SPLIT]' (default split test), 'train' or 'orbit'.
+        out: output folder (renders/, predictions/).
+        checkpoint: model checkpoint; default: the built-in model.
+        merge: merging method; default: the checkpoint's default.
+        size: model input size (as `predict --size`).
+        predict_cameras: camera source of the predict step (as `predict --cameras`).
+        device: where to render and run the model.
+    """
+    from panst3r_splat.pipeline.batch import render_then_predict
+    from panst3r_splat.pipeline.devices import resolve_device
+    from panst3r_splat.pipeline.predict import PredictOptions
+    from panst3r_splat.pipeline.render import RenderOptions, parse_cameras, render_scene
+
+    torch_device = resolve_device(device)
+    spec = parse_cameras(cameras)
+    predict = PredictOptions(checkpoint=checkpoint, size=size, merge=merge, device=torch_device,
+                             cameras=predict_cameras)
+    render_scene(scene, out / "renders", spec, RenderOptions(video=False), device=torch_device)
+    render_then_predict(out / "renders", out / "predictions", predict)
+
+
 def evaluate(*, gt: Path, pred: Path, split: str = "test", json: Optional[Path] = None,
              clean: bool = False, size: str = "512") -> None:
     """Score predictions against a Panoptic Lifting scene: PQ^scene, SQ, RQ, mIoU, per-view PQ.
@@ -382,14 +414,29 @@ def view(path: Path, /, *, host: str = "127.0.0.1", port: int = 8080,
     sys.stdout.write("panst3r-splat view: stopped\n")
 
 
-def export(*, scene: Path, out: Path, per_instance: Optional[Path] = None) -> None:
-    """Export the labelled Gaussians as a standard 3DGS PLY (plus semantic_id, instance_id).
+def export(*, scene: Optional[Path] = None, out: Optional[Path] = None, per_instance: Optional[Path] = None,
+           predictions: Optional[Path] = None, cameras_out: Optional[Path] = None) -> None:
+    """Export the labelled Gaussians as a standard 3DGS PLY (plus semantic_id, instance_id), or a predictions
+    folder's cameras as nerfstudio transforms.json + a COLMAP text model (--predictions PRED --cameras-out DIR).
 
     Args:
         scene: fitted scene folder.
         out: PLY file to write.
         per_instance: also write one PLY per instance into this folder.
+        predictions: predictions folder whose solved cameras to export (with --cameras-out).
+        cameras_out: new folder for transforms.json, images/, sparse_pc.ply and colmap/sparse/0/*.txt.
     """
+    from panst3r_splat.pipeline.errors import UserError
+
+    if predictions is not None or cameras_out is not None:
+        if predictions is None or cameras_out is None or scene is not None or out is not None:
+            raise UserError("export the cameras with --predictions PRED --cameras-out DIR (without --scene/--out)")
+        from panst3r_splat.pipeline.camera_export import export_cameras
+
+        export_cameras(predictions, cameras_out)
+        return
+    if scene is None or out is None:
+        raise UserError("give --scene SCENE --out FILE.ply (or --predictions PRED --cameras-out DIR for the cameras)")
     from panst3r_splat.pipeline.export import export_scene
 
     export_scene(scene, out, per_instance=per_instance)
@@ -426,3 +473,46 @@ def train_model(*, preset: str = "tiny", out: Path = Path("train_out/model.safet
         raise UserError(f"{out.with_suffix('.resume.pt')} exists: continue it with --resume, or choose another --out")
     run(recipe, out, resume=resume, device=resolve_device(device), max_steps=max_steps, max_minutes=max_minutes,
         init_from=init_from)
+
+
+def batch(*, scenes: Path, out: Path, address: Optional[str] = None, cameras: CameraSourceName = "auto",
+          poses: Literal["predicted", "dataset"] = "predicted", checkpoint: Optional[Path] = None,
+          merge: Optional[MergeName] = None, size: str = "default", fit_steps: int = 1500, budget: int = 20000,
+          render_predict: bool = True, num_cpus: int = 1, max_retries: int = 1,
+          timeout: Optional[float] = None) -> None:
+    """Many scenes on Ray: predict -> fit -> render the test split -> eval, per sub-folder of --scenes.
+
+    Each sub-folder that is a Panoptic Lifting scene (or a folder of images) is one Ray task; results go to
+    OUT/<scene>/ (the stage folders and scores.json), then OUT/summary.json and OUT/summary.md (the paper's table:
+    direct, render-then-predict and lifted PQ^scene). A scene finished earlier with the same settings is not redone.
+    Exits with 1 after the summary when a scene failed.
+
+    Args:
+        scenes: folder whose sub-folders are the scenes.
+        out: output folder (one sub-folder per scene, summary.json, summary.md).
+        address: Ray cluster address (`ray start --head` prints it); default: a local Ray on this machine's cores.
+            A cluster's nodes must see --scenes and --out at the same paths and run the same panst3r-splat version.
+        cameras: camera source of predict (see `predict --cameras`).
+        poses: 'predicted' (fit on the predicted cameras and points) or 'dataset' (the paper's protocol: the
+            predictions placed under the scene's own cameras, as `fit --poses dataset:SCENE`).
+        checkpoint: model checkpoint; default: the built-in model.
+        merge: merging method; default: the checkpoint's default.
+        size: model input size (see `predict --size`).
+        fit_steps: 3DGS optimisation steps per scene.
+        budget: initial number of Gaussians per scene.
+        render_predict: also score render-then-predict (PanSt3R on RGB rendered at the test cameras).
+        num_cpus: CPU cores per task (torch and BLAS threads are pinned to them).
+        max_retries: extra attempts after a worker crash or an unexpected error (bad input is not retried).
+        timeout: seconds a scene may run (per attempt) before it is cancelled and recorded as failed.
+    """
+    from panst3r_splat.pipeline.batch import BatchOptions, run_batch
+    from panst3r_splat.pipeline.errors import ScenesFailed
+
+    options = BatchOptions(checkpoint=checkpoint, merge=merge, cameras=cameras, poses=poses, size=size,
+                           fit_steps=fit_steps, budget=budget, render_predict=render_predict, num_cpus=num_cpus,
+                           max_retries=max_retries, timeout=timeout, address=address)
+    result = run_batch(scenes, out, options)
+    if result.failed:
+        names = ", ".join(f"{s.name} ({s.reason})" for s in result.failed[:3])
+        raise ScenesFailed(f"{len(result.failed)} of {len(result.scenes)} scenes failed: {names}; see "
+                           f"{out / 'summary.md'}")

@@ -10,13 +10,19 @@ Synthetic mode (the default) chains the public stage functions:
     fit (inputs_from_predictions, fit_scene)     -> OUT/scene/             labelled 3DGS (the `view` target)
     render held-out (render_scene, dataset:...)  -> OUT/renders/test/      novel views at the held-out cameras (*)
     render orbit (render_scene, orbit)           -> OUT/renders/orbit/     orbit frames + video.mp4
+    fit + render under the scene's poses         -> OUT/posed/scene/, OUT/posed/renders/   the paper's protocol (**)
     eval (evaluate_folders)                      -> OUT/scores/            direct (predictions, train split) and
-                                                                           lifted (renders, test split) scores
+                                                                           lifted (renders, test split) scores, pose-
+                                                                           free ("lifted") and posed ("lifted_posed")
     with --oracle: fit + render from ground truth -> OUT/oracle/scene/, OUT/oracle/renders/ (scored in OUT/scores/)
 
 (*) A scene fitted from predictions is placed in the dataset's frame through the similarity between its predicted
 input cameras and the dataset's; when the model's cameras admit none (a weak model), the input views are rendered
 and scored instead, and the summary says so.
+(**) The same predictions fitted under the scene's own cameras (`fit --poses dataset:OUT/data`: each view's local
+pointmap scaled by image matches under those cameras, never from the scene's depth), so the held-out views are
+rendered in the dataset's frame without any alignment: PanSt3R + LUDVIG as the paper evaluates it, a real novel-view
+result while the model's own cameras improve.
 
 `--images DIR` (a user's photos) runs predict + merge -> fit -> render orbit, with no ground truth and no scores.
 
@@ -95,6 +101,7 @@ SUMMARY_TXT = "summary.txt"
 DATA, PREDICTIONS, SCENE = "data", "predictions", "scene"
 RENDERS_TEST, RENDERS_ORBIT, SCORES = "renders/test", "renders/orbit", "scores"
 ORACLE_SCENE, ORACLE_RENDERS = "oracle/scene", "oracle/renders"
+POSED_SCENE, POSED_RENDERS = "posed/scene", "posed/renders"
 LAYOUT_VERSION = 1
 
 
@@ -152,7 +159,8 @@ class StageRecord:
     """One stage of a demo run."""
 
     key: str
-    """Stable name (synth, predict, fit, render_test, render_orbit, eval, oracle_fit, oracle_render)."""
+    """Stable name (synth, predict, fit, render_test, render_orbit, posed_fit, posed_render, eval, oracle_fit,
+    oracle_render)."""
     title: str
     folder: str
     """Output folder, relative to the demo's --out."""
@@ -174,7 +182,8 @@ class DemoResult:
     """``synthetic`` or ``images``."""
     stages: tuple[StageRecord, ...]
     scores: dict[str, dict[str, Any]]
-    """``direct``, ``lifted`` and (with --oracle) ``oracle``: PQ^scene, SQ, RQ, mIoU, PSNR, frames, split."""
+    """``direct``, ``lifted`` (pose-free), ``lifted_posed`` (the scene's poses) and (with --oracle) ``oracle``:
+    PQ^scene, SQ, RQ, mIoU, PSNR, frames, split."""
     paths: dict[str, str]
     """What to look at: scene, renders, video, scores, summary."""
     view_command: str
@@ -462,7 +471,9 @@ def fit_conf_threshold(conf: np.ndarray) -> tuple[float, Optional[str]]:
 
 
 def _fit_stage(options: DemoOptions, key: str, folder: str, source: Path, oracle: bool,
-               after: tuple[StageRecord, ...]) -> _Stage:
+               after: tuple[StageRecord, ...], poses: Optional[Path] = None) -> _Stage:
+    """Fit from ground truth (`oracle`), or from the predictions: under their own cameras, or (`poses`, a dataset
+    scene) under that scene's cameras with the local pointmaps placed by multi-view consistency."""
     from panst3r_splat.pipeline.fit import FitOptions, fit_scene, inputs_from_dataset, inputs_from_predictions
     from panst3r_splat.splat.train import TrainConfig
 
@@ -478,17 +489,20 @@ def _fit_stage(options: DemoOptions, key: str, folder: str, source: Path, oracle
                 threshold, note = fit_conf_threshold(npz["conf"])
             if note:
                 logger.warning("fit: %s", note)
-            inputs = inputs_from_predictions(source, conf_threshold=threshold)
+            inputs = inputs_from_predictions(source, conf_threshold=threshold, poses=poses)
         result = fit_scene(inputs, out, fit, options.device)
         info = result.scene.info if result.scene is not None else {}
         return {"steps": result.steps_done, "views": len(inputs.cameras), "points": len(inputs.points),
                 "gaussians": len(result.scene.gaussians) if result.scene is not None else 0,
                 "segments": len(inputs.legend), "segments_lifted": info.get("segments_lifted"),
                 "final_loss": info.get("final_loss"), "conf_threshold": threshold, "note": note,
-                "seconds": {k: round(v, 2) for k, v in result.seconds.items()}}
+                "seconds": {k: round(v, 2) for k, v in result.seconds.items()},
+                "scales": inputs.source.get("poses", {}).get("scales")}
 
-    title = "fit (oracle, from ground truth)" if oracle else "fit (from the predictions)"
-    return _Stage(key, title, folder, {"fit": dataclasses.asdict(fit), "oracle": oracle}, produce, after)
+    title = ("fit (oracle, from ground truth)" if oracle else "fit (predictions, scene's poses)" if poses
+             else "fit (from the predictions)")
+    settings = {"fit": dataclasses.asdict(fit), "oracle": oracle, "poses": None if poses is None else "dataset"}
+    return _Stage(key, title, folder, settings, produce, after)
 
 
 def _render_stage(options: DemoOptions, key: str, folder: str, scene: Path, cameras: str,
@@ -522,7 +536,8 @@ def _render_stage(options: DemoOptions, key: str, folder: str, scene: Path, came
         return details
 
     what = "orbit + video" if cameras == "orbit" else "held-out views"
-    title = f"render{' (oracle)' if key.startswith('oracle') else ''} {what}"
+    tag = " (oracle)" if key.startswith("oracle") else " (scene's poses)" if key.startswith("posed") else ""
+    title = f"render{tag} {what}"
     settings = {"cameras": cameras.replace(str(Path(options.out)), "OUT"), "render": dataclasses.asdict(render)}
     if cameras == "orbit":
         settings["orbit_frames"] = options.orbit_frames
@@ -646,6 +661,12 @@ def _stages(options: DemoOptions) -> list[Callable[[list[StageRecord]], _Stage]]
                                    by(done, "synth", "fit")),
         lambda done: _render_stage(options, "render_orbit", RENDERS_ORBIT, out / SCENE, "orbit", by(done, "fit")),
     ]
+    stages += [  # the paper's protocol: the predictions under the scene's own cameras
+        lambda done: _fit_stage(options, "posed_fit", POSED_SCENE, out / PREDICTIONS, False,
+                                by(done, "synth", "predict"), poses=out / DATA),
+        lambda done: _render_stage(options, "posed_render", POSED_RENDERS, out / POSED_SCENE, test_cameras,
+                                   by(done, "synth", "posed_fit")),
+    ]
     if options.oracle:
         stages += [
             lambda done: _fit_stage(options, "oracle_fit", ORACLE_SCENE, out / DATA, True, by(done, "synth")),
@@ -653,7 +674,8 @@ def _stages(options: DemoOptions) -> list[Callable[[list[StageRecord]], _Stage]]
                                        by(done, "synth", "oracle_fit")),
         ]
     stages.append(lambda done: _eval_stage(options, _eval_targets(out, done),
-                                           by(done, "synth", "predict", "render_test", "oracle_render")))
+                                           by(done, "synth", "predict", "render_test", "posed_render",
+                                              "oracle_render")))
     return stages
 
 
@@ -661,10 +683,10 @@ def _eval_targets(out: Path, done: Sequence[StageRecord]) -> dict[str, tuple[Pat
     """Folders to score, with their split: the predictions on the input views, and the renders (of the held-out
     views, or of the input views where the held-out ones could not be aligned)."""
     targets = {"direct": (out / PREDICTIONS, "train")}
+    names = {"render_test": "lifted", "posed_render": "lifted_posed", "oracle_render": "oracle"}
     for record in done:
-        if record.key in ("render_test", "oracle_render"):
-            name = "lifted" if record.key == "render_test" else "oracle"
-            targets[name] = (out / record.folder, record.details.get("split", "test"))
+        if record.key in names:
+            targets[names[record.key]] = (out / record.folder, record.details.get("split", "test"))
     return targets
 
 
@@ -700,7 +722,7 @@ def _result(options: DemoOptions, records: Sequence[StageRecord], seconds: float
     out = Path(options.out)
     by_key = {r.key: r for r in records}
     scores: dict[str, dict[str, Any]] = dict(by_key["eval"].details["scores"]) if "eval" in by_key else {}
-    for name, key in (("lifted", "render_test"), ("oracle", "oracle_render")):
+    for name, key in (("lifted", "render_test"), ("lifted_posed", "posed_render"), ("oracle", "oracle_render")):
         if name in scores and "psnr" in by_key[key].details:
             scores[name] = {**scores[name], "psnr": by_key[key].details["psnr"]}
     paths = {"scene": str(out / SCENE), "orbit video": str(out / RENDERS_ORBIT / "video.mp4"),
@@ -708,6 +730,9 @@ def _result(options: DemoOptions, records: Sequence[StageRecord], seconds: float
     if options.images is None:
         paths = {"data": str(out / DATA), **paths, "held-out renders": str(out / RENDERS_TEST),
                  "scores": str(out / SCORES)}
+    if options.images is None:
+        paths["scene (poses)"] = str(out / POSED_SCENE)
+        paths["renders (poses)"] = str(out / POSED_RENDERS)
     if options.oracle:
         paths["oracle scene"] = str(out / ORACLE_SCENE)
     paths["summary"] = str(out / SUMMARY_JSON)
@@ -733,7 +758,7 @@ def _notes(options: DemoOptions, by_key: dict[str, StageRecord], scores: dict[st
     if predict["void_fraction"] >= VOID_WARNING_FRACTION:
         notes.append(f"the {predict['merge']} merge left {100 * predict['void_fraction']:.1f} % of the input pixels "
                      "unassigned (void); they count against PQ^scene")
-    for key in ("render_test", "oracle_render"):
+    for key in ("render_test", "posed_render", "oracle_render"):
         if key in by_key and by_key[key].details.get("fallback"):
             reason = by_key[key].details["fallback"]
             notes.append(f"the held-out views could not be placed in the fitted scene ({reason}): the lifted scores "
@@ -769,9 +794,9 @@ def _stage_comment(record: StageRecord) -> str:
     if record.key == "predict":
         return (f"{d['views']} views at {d['width']}x{d['height']}, {d['merge']}: {d['segments']} segments "
                 f"({d['things']} things), {100 * d['void_fraction']:.1f} % void")
-    if record.key in ("fit", "oracle_fit"):
+    if record.key in ("fit", "posed_fit", "oracle_fit"):
         return f"{d['steps']} steps, {d['gaussians']} Gaussians, {d['segments_lifted']}/{d['segments']} segments lifted"
-    if record.key in ("render_test", "oracle_render", "render_orbit"):
+    if record.key in ("render_test", "posed_render", "oracle_render", "render_orbit"):
         psnr = f", PSNR {d['psnr']:.2f} dB" if "psnr" in d else ""
         fallback = " (the input views: see notes)" if d.get("fallback") else ""
         return f"{d['views']} views{fallback}, {d['seconds_per_view']:.2f} s/view{psnr}"
@@ -798,8 +823,8 @@ def format_summary(result: DemoResult) -> str:
               f"this run: {result.seconds:.1f} s wall, {result.user_seconds:.1f} s user CPU"]
     if result.scores:
         lines += ["", f"{'scores':<34}{'PQ^scene':>9}{'SQ':>7}{'RQ':>7}{'mIoU':>7}{'PSNR dB':>9}  on"]
-        labels = {"direct": "direct (PanSt3R predictions)", "lifted": "lifted (rendered splats)",
-                  "oracle": "oracle (splats from ground truth)"}
+        labels = {"direct": "direct (PanSt3R predictions)", "lifted": "lifted, pose-free (model cameras)",
+                  "lifted_posed": "lifted, scene's poses (paper)", "oracle": "oracle (splats from ground truth)"}
         for name, s in result.scores.items():
             where = (f"{s['frames']} input views (--split train)" if s["split"] == "train"
                      else f"{s['frames']} held-out views (--split test)")

@@ -15,3 +15,7 @@ class NotImplementedYet(UserError):
 
     def __init__(self, command: str, missing: str) -> None:
         super().__init__(f"`panst3r-splat {command}` is not implemented yet ({missing})")
+
+
+class ScenesFailed(UserError):
+    """Some scenes of a batch failed; the summary is written (exit code 1)."""

@@ -10,6 +10,9 @@ cloud and the segment legend), so the rest is one code path (`fit_scene`):
   images as the model saw them, the merged `panoptic` maps as segment maps, and the fused point cloud of the
   points whose confidence passes a threshold (`POINT_CONF_THRESHOLD`, as `points.ply`). The legend comes from
   `segments.json` with the predictions' class names and dataset class ids.
+- Known poses (`inputs_from_predictions(..., poses=SCENE)`, `fit --poses dataset:SCENE`): the same predictions under
+  the dataset's cameras, each view's local pointmap placed along those cameras' rays with a per-view scale from
+  image matches (`known_poses`; never the dataset's depth); the scene frame is the dataset frame (identity alignment).
 - Oracle (`inputs_from_dataset`): the dataset's cameras, colour frames and depth (back-projected, subsampled) of
   one split, and ground-truth segments: one per thing instance, one per stuff class (`gt_segments`). It measures
   splatting + lifting alone, free of prediction errors; the scene frame is the dataset frame (identity alignment).
@@ -29,7 +32,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Optional
+from typing import Any, Callable, Literal, Mapping, Optional
 
 import numpy as np
 import torch
@@ -210,12 +213,15 @@ def confidence_threshold(conf: np.ndarray, threshold: float) -> float:
 
 
 def inputs_from_predictions(folder: Path, *, conf_threshold: float = POINT_CONF_THRESHOLD,
-                            poses: Optional[Path] = None) -> FitInputs:
+                            poses: Optional[Path] = None,
+                            cameras: Optional[Callable[[Any], Any]] = None) -> FitInputs:
     """Cameras, images, merged panoptic maps, fused points and legend of a predictions folder (model resolution).
 
     With `poses` (a Panoptic Lifting scene), the cameras are the scene's own (`pose/`, `intrinsic/`, matched by file
     stem) and each view's local pointmap is placed under its camera with a scale from multi-view consistency
     (`known_poses`); the scene frame is then the dataset's (identity alignment), and every view takes part.
+    `cameras` does the same with cameras from elsewhere: a function of the loaded `Predictions` that returns
+    `known_poses.KnownCameras` (a nerfstudio `transforms.json`, for instance).
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -229,8 +235,11 @@ def inputs_from_predictions(folder: Path, *, conf_threshold: float = POINT_CONF_
     all_names = tuple(frame_stem(str(n)) for n in pred.image_names)
     if len(set(all_names)) != len(all_names):
         raise UserError(f"{folder}: input frames share names; rename the images so every view has its own name")
-    if poses is not None:
-        return _inputs_under_poses(folder, pred, segments, Path(poses), all_names, conf_threshold)
+    if poses is not None or cameras is not None:
+        from panst3r_splat.pipeline.known_poses import dataset_cameras
+
+        known = dataset_cameras(pred, Path(poses)) if poses is not None else cameras(pred)
+        return _inputs_under_poses(folder, pred, segments, known, all_names, conf_threshold)
     ok = pred.camera_ok  # views the camera solver could not place have NaN cameras: they take no part in the fit
     if ok.sum() < 2 and V >= 2:
         raise UserError(f"{folder}: only {int(ok.sum())} of {V} views have a camera ({pred.camera_source}); re-run "
@@ -271,12 +280,11 @@ def _legend(folder: Path, pred: Any, segments: list[dict[str, Any]], ok: np.ndar
     return legend
 
 
-def _inputs_under_poses(folder: Path, pred: Any, segments: list[dict[str, Any]], scene: Path,
+def _inputs_under_poses(folder: Path, pred: Any, segments: list[dict[str, Any]], known: Any,
                         names: tuple[str, ...], conf_threshold: float) -> FitInputs:
-    """`inputs_from_predictions` with the cameras of a dataset scene and the local pointmaps placed under them."""
-    from panst3r_splat.pipeline.known_poses import dataset_cameras, place_predictions
+    """`inputs_from_predictions` under known cameras (`known_poses.KnownCameras`), the local pointmaps placed."""
+    from panst3r_splat.pipeline.known_poses import place_predictions
 
-    known = dataset_cameras(pred, scene)
     placement = place_predictions(pred, known)
     V, H, W, _ = pred.images.shape
     cameras = Cameras(K=torch.from_numpy(known.K).float(), T_world_cam=torch.from_numpy(known.T_world_cam).float(),
@@ -288,7 +296,7 @@ def _inputs_under_poses(folder: Path, pred: Any, segments: list[dict[str, Any]],
     finite = torch.isfinite(points).all(dim=1)
     points, colors = points[finite], colors[finite]
     if len(points) == 0:
-        raise UserError(f"{folder} holds no valid local point to place under the poses of {scene}")
+        raise UserError(f"{folder} holds no valid local point to place under the poses of {known.dataset}")
     ok = np.ones(V, dtype=bool)
     identity = Alignment(scale=1.0, R=((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)), t=(0.0, 0.0, 0.0),
                          residual=0.0, rotation_error_deg=0.0, views=names, dataset=known.dataset)

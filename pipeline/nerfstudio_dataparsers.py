@@ -11,9 +11,9 @@ predicted cameras, the images as the model saw them, the merged panoptic maps an
 `panoptic-lifting-data` reads the Panoptic Lifting layout with its ground-truth cameras and honours `splits.json`
 (nerfstudio's eval images are the `test` frames). Training labels are the ground truth (`rs_semantics` +
 `rs_instance`, one segment per thing instance and per stuff class) or, with `--predictions`, the merged panoptic
-maps of a predictions folder of the train frames, mapped back to the frames' resolution; the predicted frame is then
-aligned to the dataset frame by the Sim(3) of the camera centres (`umeyama_sim3`), which also moves the predicted
-points when the scene has no depth. Eval labels are always the dataset's ground truth when it has them.
+maps of a predictions folder of the train frames, mapped back to the frames' resolution; the predictions' local
+pointmaps are then placed under the dataset's cameras with per-view scales from image matches (`known_poses`, as
+`fit --poses dataset:SCENE`), which gives the seed points when the scene has no depth. Eval labels are always the dataset's ground truth when it has them.
 
 Both parsers normalise the cameras as nerfstudio's own do (`conventions.normalisation_from_poses`, recorded in
 `dataparser_transforms.json`) and hand the model what it needs through `DataparserOutputs.metadata`:
@@ -42,7 +42,6 @@ from nerfstudio.data.datasets.base_dataset import InputDataset
 from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.plugins.registry_dataparser import DataParserSpecification
 
-from panst3r_splat.core.geometry import umeyama_sim3
 from panst3r_splat.core.predictions import (
     POINT_CONF_THRESHOLD, PREDICTIONS_FILE, frame_stem, load_predictions, map_labels_to_original,
 )
@@ -441,7 +440,7 @@ class PanopticLiftingDataParser(_Panst3rDataParserBase):
             source = {"kind": "dataset", "path": dataset, "labels": "ground truth"}
         else:
             segment_maps, legend, alignment, pred_points = _predicted_labels(
-                Path(self.config.predictions), data.T_world_cam, names, train, (H, W), dataset)
+                Path(self.config.predictions), train, (H, W), dataset)
             source = {"kind": "dataset", "path": dataset, "labels": "predictions",
                       "predictions": str(Path(self.config.predictions).resolve())}
         points, colors = self._init_points(root, data, train, has["depth"], pred_points)
@@ -475,14 +474,18 @@ class PanopticLiftingDataParser(_Panst3rDataParserBase):
         return _subsample(points, colors, self.config.max_init_points)
 
 
-def _predicted_labels(folder: Path, T_dataset: np.ndarray, names: tuple[str, ...], train: tuple[str, ...],
-                      hw: tuple[int, int], dataset: str
-                      ) -> tuple[dict[str, np.ndarray], tuple[SegmentInfo, ...], Alignment, tuple[np.ndarray, np.ndarray]]:
+def _predicted_labels(folder: Path, train: tuple[str, ...], hw: tuple[int, int], dataset: str
+                      ) -> tuple[dict[str, np.ndarray], tuple[SegmentInfo, ...], Optional[Alignment],
+                                 tuple[np.ndarray, np.ndarray]]:
     """Segment maps of the train frames from a predictions folder (at the frames' resolution), the legend, the
-    Sim(3) predictions -> dataset frame, and the predicted points moved into the dataset frame."""
+    predictions -> dataset alignment (identity: the predictions are placed under the dataset's cameras) and the
+    predicted points in the dataset frame.
+
+    The placement is `fit --poses dataset:SCENE`'s (`known_poses`): the dataset's cameras of the predicted frames,
+    each view's local pointmap at a scale from image matches under those cameras (never the dataset's depth).
+    """
     from panst3r_splat.pipeline.fit import inputs_from_predictions
 
-    inputs = inputs_from_predictions(folder)
     try:
         pred = load_predictions(folder)
     except ValueError as err:
@@ -492,8 +495,6 @@ def _predicted_labels(folder: Path, T_dataset: np.ndarray, names: tuple[str, ...
     if missing:
         raise UserError(f"{folder} has no prediction for train frames {', '.join(missing[:5])} "
                         f"({len(missing)} of {len(train)}); run `panst3r-splat predict --images SCENE --split train`")
-    if len(train) < 3:
-        raise UserError(f"aligning predicted cameras to the dataset needs at least 3 train frames, got {len(train)}")
     segment_maps: dict[str, np.ndarray] = {}
     for i, name in enumerate(pred_names):
         if name not in train:
@@ -502,23 +503,10 @@ def _predicted_labels(folder: Path, T_dataset: np.ndarray, names: tuple[str, ...
             raise UserError(f"{folder}: frame {name} was predicted from a {pred.orig_hw[i][1]}x{pred.orig_hw[i][0]} "
                             f"image but the scene's frames are {hw[1]}x{hw[0]}; predict from this scene")
         segment_maps[name] = map_labels_to_original(pred.panoptic[i], pred.to_orig[i], hw).astype(np.int32)
-    index = {n: i for i, n in enumerate(names)}
-    pred_index = {n: i for i, n in enumerate(pred_names)}
-    src = torch.from_numpy(pred.T_world_cam[[pred_index[n] for n in train], :3, 3]).double()
-    dst = torch.from_numpy(T_dataset[[index[n] for n in train], :3, 3]).double()
-    fit = umeyama_sim3(src, dst)
-    R_pred = torch.from_numpy(pred.T_world_cam[[pred_index[n] for n in train], :3, :3]).double()
-    R_gt = torch.from_numpy(T_dataset[[index[n] for n in train], :3, :3]).double()
-    cos = (((fit.R @ R_pred).transpose(-1, -2) @ R_gt).diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2
-    rot_err = float(torch.rad2deg(torch.arccos(cos.clamp(-1, 1))).mean())
-    if rot_err > 10.0:
-        logger.warning("predicted and dataset camera rotations differ by %.1f deg on average after the Sim(3) "
-                       "alignment; the predictions may not belong to this scene", rot_err)
-    alignment = Alignment.from_sim3(fit, rotation_error_deg=rot_err, views=train, dataset=dataset)
-    logger.info("aligned predictions to the dataset: scale %.4g, residual %.4g, rotation error %.2f deg",
-                float(fit.s), float(fit.residual), rot_err)
-    points = fit.apply(torch.from_numpy(inputs.points).double()).numpy()
-    return segment_maps, inputs.legend, alignment, (points, inputs.colors)
+    inputs = inputs_from_predictions(folder, poses=Path(dataset))
+    logger.info("placed the predictions under the dataset's cameras: per-view scales %s",
+                np.round(inputs.source["poses"]["scales"], 4).tolist())
+    return segment_maps, inputs.legend, inputs.alignment, (inputs.points.astype(np.float64), inputs.colors)
 
 
 panst3r_dataparser = DataParserSpecification(

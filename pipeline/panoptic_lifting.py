@@ -193,6 +193,11 @@ def _read_pose(path: Path) -> np.ndarray:
     return matrix
 
 
+def read_pose(path: Path) -> np.ndarray:
+    """A 4x4 camera-to-world matrix (OpenCV axes) from a ``pose/<frame>.txt`` file."""
+    return _read_pose(path)
+
+
 def read_intrinsics(root: Path) -> np.ndarray:
     """K (3, 3) from ``intrinsic/intrinsic_color.txt`` (a 4x4 or 3x3 matrix)."""
     path = Path(root) / INTRINSIC_FILE

@@ -10,6 +10,8 @@
    the rendered panoptic colouring of the labelled splats fitted from the predictions, and the ground-truth
    panoptic colouring; where the demo could not place the held-out cameras in the fitted scene it rendered the
    input views instead, and the section says so;
+2b. the same held-out views from the predictions fitted under the scene's own cameras (`OUT/posed/renders/`, the
+   paper's protocol), when the demo made them;
 3. with `demo --oracle`: the same held-out views from the splats fitted to the ground truth (`OUT/oracle/renders/`),
    the reference for the splatting and lifting alone;
 4. orbit: rendered RGB and panoptic at viewpoints of the demo's orbit around the fitted scene (`OUT/renders/orbit/`).
@@ -191,8 +193,8 @@ def orbit_section(out: Path, count: int) -> Section:
 
 def footer_lines(summary: dict[str, Any]) -> list[str]:
     """The demo's scores, as its summary reports them."""
-    labels = {"direct": "PanSt3R predictions", "lifted": "splats from the predictions",
-              "oracle": "splats from ground truth (oracle)"}
+    labels = {"direct": "PanSt3R predictions", "lifted": "splats from the predictions (pose-free)",
+              "lifted_posed": "splats from the predictions (scene's poses)", "oracle": "splats from ground truth (oracle)"}
     parts = []
     for name, s in summary.get("scores", {}).items():
         where = "input views" if s.get("split") == "train" else "held-out views"
@@ -214,7 +216,10 @@ def build_figure(out: Path, *, inputs: int, held_out: int, orbit: int) -> Figure
     classes = {int(s["class_id"]) for s in read_json(out / "predictions" / "segments.json")}
     if held_out:
         renders = [("renders/test", "Held-out views (novel cameras) rendered from the splats fitted to the "
-                    "predictions", stages.get("render_test", {}))]
+                    "predictions under the model's own cameras (pose-free)", stages.get("render_test", {}))]
+        if "posed_render" in stages:
+            renders.append(("posed/renders", "The same views from the same predictions fitted under the scene's own "
+                            "cameras (fit --poses dataset:SCENE, the paper's protocol)", stages["posed_render"]))
         if "oracle_render" in stages:
             renders.append(("oracle/renders", "The same views from splats fitted to the ground truth (demo --oracle: "
                             "the splatting and lifting alone)", stages["oracle_render"]))

@@ -10,7 +10,7 @@ import pytest
 from panst3r_splat.pipeline.cli import _commands
 
 CONTRACT = ["demo", "synth", "predict", "merge", "fit", "render", "eval", "view", "export", "train-model"]
-EXTENSIONS = ["classes"]  # beyond CLI.md's table (the contract allows extensions)
+EXTENSIONS = ["classes", "render-predict", "batch"]  # beyond CLI.md's table (the contract allows extensions)
 
 
 def test_every_contract_subcommand_exists() -> None:

@@ -74,13 +74,14 @@ def test_demo_writes_every_documented_output(demo_run: tuple[Path, str]) -> None
     assert len(json.loads((out / "data" / "splits.json").read_text())["test"]) == 1
     assert (out / "predictions" / "predictions.npz").is_file()
     assert len(list((out / "predictions" / "pred_semantics").glob("*.png"))) == 3
-    for scene in (out / "scene", out / "oracle" / "scene"):
+    for scene in (out / "scene", out / "posed" / "scene", out / "oracle" / "scene"):
         assert (scene / "gaussians.ply").is_file() and (scene / "segments.json").is_file()
-    for renders in (out / "renders" / "test", out / "renders" / "orbit", out / "oracle" / "renders"):
+    for renders in (out / "renders" / "test", out / "renders" / "orbit", out / "posed" / "renders",
+                    out / "oracle" / "renders"):
         for sub in RENDER_DIRS:
             assert any((renders / sub).glob("*.png")), (renders, sub)
     assert (out / "renders" / "orbit" / "video.mp4").stat().st_size > 0
-    for name in ("direct", "lifted", "oracle"):
+    for name in ("direct", "lifted", "lifted_posed", "oracle"):
         assert json.loads((out / "scores" / f"{name}.json").read_text())["pq_scene"]["all"]["pq"] is not None
         assert "PQ^scene" in (out / "scores" / f"{name}.txt").read_text()
     assert (out / "summary.txt").read_text().endswith(f"next: panst3r-splat view {out / 'scene'}\n")
@@ -91,22 +92,31 @@ def test_summary_has_numbers_for_every_stage_and_score(demo_run: tuple[Path, str
     out, text = demo_run
     summary = _summary(out)
     keys = [s["key"] for s in summary["stages"]]
-    assert keys == ["synth", "predict", "fit", "render_test", "render_orbit", "oracle_fit", "oracle_render", "eval"]
+    assert keys == ["synth", "predict", "fit", "render_test", "render_orbit", "posed_fit", "posed_render", "oracle_fit",
+                    "oracle_render", "eval"]
     for stage in summary["stages"]:
         usage = stage["usage"]
         assert usage["seconds"] > 0 and usage["user_seconds"] >= 0 and usage["peak_rss_mb"] > 50, stage
         assert usage["cuda_peak_mb"] is None and not stage["reused"]
     assert summary["stages"][2]["details"]["steps"] == 2
-    for name in ("direct", "lifted", "oracle"):
+    for name in ("direct", "lifted", "lifted_posed", "oracle"):
         scores = summary["scores"][name]
         assert 0.0 <= scores["pq_scene"] <= 1.0 and 0.0 <= scores["miou"] <= 1.0, name
     assert summary["scores"]["direct"]["split"] == "train" and summary["scores"]["oracle"]["split"] == "test"
     assert summary["scores"]["oracle"]["psnr"] > 5.0
+    # The paper's protocol: the scene's own poses place the held-out views without any alignment.
+    assert summary["scores"]["lifted_posed"]["split"] == "test" and summary["scores"]["lifted_posed"]["psnr"] > 5.0
+    posed = json.loads((out / "posed" / "renders" / "render.json").read_text())["alignment"]
+    assert posed["method"] == "stored" and posed["scale"] == 1.0
+    scales = summary["stages"][keys.index("posed_fit")]["details"]["scales"]
+    assert len(scales) == 3 and all(s > 0 for s in scales)
     assert summary["machine"]["cores"] >= 1 and summary["machine"]["torch"] == torch.__version__
     # The printed table is the one in summary.txt, with every stage row and the next command.
     assert (out / "summary.txt").read_text() in text
-    for title in ("synth", "predict + merge", "fit (from the predictions)", "render orbit + video", "eval"):
+    for title in ("synth", "predict + merge", "fit (from the predictions)", "render orbit + video",
+                  "fit (predictions, scene's poses)", "eval"):
         assert f"\n{title} " in text, title
+    assert "lifted, scene's poses (paper)" in text and "lifted, pose-free (model cameras)" in text
     assert "direct (PanSt3R predictions)" in text and f"next: panst3r-splat view {out / 'scene'}" in text
 
 

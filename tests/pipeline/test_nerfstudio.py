@@ -163,25 +163,27 @@ def test_panoptic_lifting_dataparser_honours_splits_and_normalises(gt_pipeline) 
     np.testing.assert_array_equal(dm.train_dataset[2]["segment_map"].numpy(), seg[2])
 
 
-def test_predicted_labels_are_aligned_to_the_dataset(perfect_predictions: Path) -> None:
+def test_predicted_labels_are_placed_under_the_dataset_cameras(perfect_predictions: Path) -> None:
+    """The predictions (cameras in another frame, local pointmaps at 1/2.5 of the dataset's scale) are placed under
+    the dataset's cameras as `fit --poses` does: identity alignment, points back on the dataset's surfaces."""
     from panst3r_splat.pipeline.nerfstudio_dataparsers import META_SCENE, META_VIEWS, PanopticLiftingDataParserConfig
 
     parser = PanopticLiftingDataParserConfig(data=SCENE, predictions=perfect_predictions,
                                              init_points="predictions").setup()
     outputs = parser.get_dataparser_outputs("train")
     scene, views = outputs.metadata[META_SCENE], outputs.metadata[META_VIEWS]
-    truth = _true_sim3()
-    assert scene.alignment.scale == pytest.approx(float(truth.s), rel=1e-5)
-    np.testing.assert_allclose(scene.alignment.R, truth.R.numpy(), atol=1e-5)
-    np.testing.assert_allclose(scene.alignment.t, truth.t.numpy(), atol=1e-4)
-    assert scene.alignment.residual < 1e-4 and scene.alignment.rotation_error_deg < 1e-2
+    assert scene.alignment.scale == 1.0 and scene.alignment.residual == 0.0
+    np.testing.assert_allclose(scene.alignment.R, np.eye(3))
     data = read_panoptic_lifting(SCENE, split="train")
     seg, _ = gt_segments(data.semantics, data.instances)
     np.testing.assert_array_equal(views.segment_maps, seg)
-    # The aligned predicted points are the back-projected depth (the predictions were built from it).
+    # The placed predicted points are the back-projected depth (the predictions were built from it), up to the
+    # per-view scales recovered from image matches.
     points, _ = backproject_depth(data.depth, np.repeat(data.K[None], 4, axis=0), data.T_world_cam)
     expected = scene.normalisation.apply_points(torch.from_numpy(points))
-    torch.testing.assert_close(outputs.metadata["points3D_xyz"].double(), expected, atol=1e-4, rtol=0)
+    got = outputs.metadata["points3D_xyz"].double()
+    assert got.shape == expected.shape
+    assert float((got - expected).norm(dim=1).median()) < 0.02 * float(expected.std(0).norm())
     # Eval views still score against the dataset's ground truth.
     test_views = parser.get_dataparser_outputs("test").metadata[META_VIEWS]
     assert test_views.names == TEST and test_views.gt_semantics is not None

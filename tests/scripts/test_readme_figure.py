@@ -46,8 +46,9 @@ def test_tiles_are_the_demos_images(demo: Path) -> None:
     figure = figure_script.build_figure(demo, inputs=2, held_out=1, orbit=1)
     headers = [s.header for s in figure.sections]
     assert headers[0].startswith("Input views (2 of 3") and "merged panoptic" in headers[1]
-    assert "Held-out views" in headers[2] and "ground truth" in headers[3] and headers[4].startswith("Orbit")
-    assert [len(s.tiles) for s in figure.sections] == [2, 2, 4, 4, 2]
+    assert "Held-out views" in headers[2] and "pose-free" in headers[2] and "scene's own cameras" in headers[3]
+    assert "ground truth" in headers[4] and headers[5].startswith("Orbit")
+    assert [len(s.tiles) for s in figure.sections] == [2, 2, 4, 4, 4, 2]
     assert 1 in figure.classes and 0 not in figure.classes  # wall is predicted; void has no legend entry
     held_out = json.loads((demo / "data" / "splits.json").read_text())["test"][0]
     photo, rendered, panoptic, _ = figure.sections[2].tiles
@@ -55,7 +56,9 @@ def test_tiles_are_the_demos_images(demo: Path) -> None:
     np.testing.assert_array_equal(photo.image, _rgb(demo / "data" / "color" / f"{held_out}.png"))
     np.testing.assert_array_equal(rendered.image, _rgb(demo / "renders" / "test" / "rgb" / f"{held_out}.png"))
     np.testing.assert_array_equal(panoptic.image, _rgb(demo / "renders" / "test" / "panoptic" / f"{held_out}.png"))
-    oracle = figure.sections[3].tiles[2].image
+    posed = figure.sections[3].tiles[2].image
+    np.testing.assert_array_equal(posed, _rgb(demo / "posed" / "renders" / "panoptic" / f"{held_out}.png"))
+    oracle = figure.sections[4].tiles[2].image
     np.testing.assert_array_equal(oracle, _rgb(demo / "oracle" / "renders" / "panoptic" / f"{held_out}.png"))
     # The composed canvas holds the first input photo unchanged, under one header line and its title band.
     canvas = np.asarray(figure_script.compose(figure, tile_width=64))
@@ -63,7 +66,7 @@ def test_tiles_are_the_demos_images(demo: Path) -> None:
     top, left = figure_script.MARGIN_PX + figure_script.HEADER_PX + figure_script.TITLE_PX, figure_script.MARGIN_PX
     np.testing.assert_array_equal(canvas[top:top + first.shape[0], left:left + first.shape[1]], first)
     footer = " ".join(figure.footer)
-    assert "PQ^scene" in footer and "held-out views" in footer and "oracle" in footer
+    assert "PQ^scene" in footer and "held-out views" in footer and "oracle" in footer and "scene's poses" in footer
 
 
 def test_command_writes_the_png(demo: Path, tmp_path: Path) -> None:

@@ -71,6 +71,8 @@ or ``farthest`` (farthest-point sampling on encoder descriptors, for large unord
 CameraChoice = Literal["auto", "head", "matches", "sfm"]
 """``predict --cameras``: a source of :data:`panst3r_splat.core.predictions.CAMERA_SOURCES`, or ``auto``."""
 CAMERA_SOURCE_METADATA_KEY = "camera_source"
+GLOBAL_HEAD_METADATA_KEY = "global_head_trained"
+"""Checkpoint metadata written by `train-model` when the global pointmap was not trained ("false")."""
 """Checkpoint metadata key naming the camera source a model should use (written by ``train-model``)."""
 
 CAMERA_CHUNK_VIEWS = 16
@@ -496,6 +498,9 @@ def run_predict(images: Path, out: Path, options: PredictOptions) -> PredictResu
                 raise
             log.warning("%s; --cameras auto falls back to the model's own cameras (head)", err)
     if solved is None:
+        if loaded.metadata.get(GLOBAL_HEAD_METADATA_KEY) == "false":
+            log.warning("this model's global pointmap head is untrained (it was trained for local pointmaps and "
+                        "descriptors): its own cameras (head) are not meaningful; use --cameras matches")
         K, T_world_cam = estimate_cameras(pts3d, pts3d_local, conf, mode, options.device)
         solved = SolvedCameras(source="head", K=K, T_world_cam=T_world_cam, pts3d=pts3d,
                                camera_ok=np.ones(V, dtype=bool), scale=np.ones(V),

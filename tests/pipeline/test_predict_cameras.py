@@ -153,6 +153,21 @@ def test_matches_that_fail_are_an_error_when_asked_for_and_a_fallback_under_auto
     assert any("falls back" in r.getMessage() for r in caplog.records)
 
 
+def test_head_cameras_of_a_model_with_an_untrained_global_head_warn(caplog: pytest.LogCaptureFixture, tiny_run,
+                                                                    tmp_path: Path) -> None:
+    """A checkpoint that says `global_head_trained: false` (the v2 recipe) warns when its own cameras are used."""
+    torch.manual_seed(0)
+    path = tmp_path / "local_only.safetensors"
+    emb = torch.nn.functional.normalize(torch.randn(len(CLASS_NAMES), 768), dim=-1)
+    save_checkpoint(path, PanSt3R(tiny_config()), class_names=CLASS_NAMES, class_embeddings=emb,
+                    metadata={"global_head_trained": "false"})
+    _, photos = tiny_run
+    with caplog.at_level(logging.WARNING):
+        commands.predict(images=photos, out=tmp_path / "p", checkpoint=path, device="cpu", merge="standard_v2",
+                         cameras="head")
+    assert any("global pointmap head is untrained" in r.getMessage() for r in caplog.records)
+
+
 def test_fit_leaves_out_views_without_a_camera(tmp_path: Path) -> None:
     V, H, W, Q = 3, 16, 32, 4
     rng = np.random.default_rng(0)

@@ -36,13 +36,7 @@ TINY = ["--views", "3", "--test-views", "1", "--size", "64", "--fit-steps", "2",
 RENDER_DIRS = ("rgb", "semantic", "instance", "panoptic", "overlay", "pred_semantics", "pred_surrogateid")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: thread start-up costs more than it saves, and the test machines are shared.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _run(args: list[str]) -> tuple[int, str]:

@@ -42,13 +42,7 @@ WIDTH, HEIGHT = 64, 48
 FAST = FitOptions(train=TrainConfig(steps=30, progress=False), budget=3000, init_opacity=0.5)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: thread start-up costs more than it saves, and the test machines are shared.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

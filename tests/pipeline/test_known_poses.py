@@ -32,12 +32,7 @@ WIDTH, HEIGHT = 192, 144
 FAST = FitOptions(train=TrainConfig(steps=30, progress=False), budget=1500, init_opacity=0.5)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -283,14 +283,27 @@ def voxel_downsample(points: np.ndarray, colors: np.ndarray, voxel_size: float) 
 
     Voxels are aligned to the origin (floor(p / voxel_size)), so the result does not depend on point order.
     """
-    keys = np.floor(points / voxel_size).astype(np.int64)
-    uniq, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
+    _, inverse, counts = np.unique(_voxel_keys(points, voxel_size), return_inverse=True, return_counts=True)
     inverse = inverse.reshape(-1)
-    out_pts = np.zeros((len(uniq), 3), dtype=np.float64)
-    out_cols = np.zeros((len(uniq), colors.shape[1]), dtype=np.float64)
+    out_pts = np.zeros((len(counts), 3), dtype=np.float64)
+    out_cols = np.zeros((len(counts), colors.shape[1]), dtype=np.float64)
     np.add.at(out_pts, inverse, points)
     np.add.at(out_cols, inverse, colors)
     return out_pts / counts[:, None], out_cols / counts[:, None]
+
+
+def _voxel_keys(points: np.ndarray, voxel_size: float) -> np.ndarray:
+    """One sortable key per point for its voxel ``floor(p / voxel_size)``: the three integer coordinates (offset to
+    start at 0) packed into one int64 of 21 bits each, whose order is their lexicographic order. A 1-D ``np.unique``
+    on these is many times faster than ``np.unique(..., axis=0)`` on the triples (it ran 20 times per fit set-up).
+    Extents of 2**21 voxels or more per axis keep structured (row) keys, which sort the same way."""
+    cells = np.floor(np.asarray(points, dtype=np.float64) / voxel_size).astype(np.int64)
+    if len(cells) == 0:
+        return np.zeros(0, dtype=np.int64)
+    cells -= cells.min(axis=0)
+    if int(cells.max()) >= 1 << 21:
+        return np.ascontiguousarray(cells).view([("x", np.int64), ("y", np.int64), ("z", np.int64)]).reshape(-1)
+    return (cells[:, 0] << 42) | (cells[:, 1] << 21) | cells[:, 2]
 
 
 def _voxel_downsample(points: np.ndarray, colors: np.ndarray, voxel_size: float) -> tuple[np.ndarray, np.ndarray]:
@@ -313,7 +326,7 @@ def voxel_size_for_budget(points: np.ndarray, budget: int, *, iterations: int = 
     lo, hi = extent * 1e-6, extent * 2.0  # at hi every point falls into at most 8 voxels
 
     def count(size: float) -> int:
-        return len(np.unique(np.floor(points / size).astype(np.int64), axis=0))
+        return len(np.unique(_voxel_keys(points, size)))
 
     for _ in range(iterations):
         mid = math.sqrt(lo * hi)

@@ -155,3 +155,17 @@ def test_init_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match=r"\(P, 3\)"):
         init_from_points(np.zeros((4, 2)), np.zeros((4, 2)), 10)
     assert math.isfinite(float(init_from_points(np.zeros((1, 3)), np.ones((1, 3)), 5).log_scales[0, 0]))
+
+
+def test_packed_voxel_keys_count_and_order_as_the_coordinate_triples() -> None:
+    """`_voxel_keys` (one int64 per point, or rows for huge extents) gives the voxels and the lexicographic order of
+    `np.unique(floor(p / size), axis=0)`."""
+    from panst3r_splat.splat.gaussians import _voxel_keys
+
+    rng = np.random.default_rng(3)
+    points = rng.normal(size=(5000, 3)) * [4.0, 2.0, 0.5] - [10.0, 0.0, 3.0]
+    for size in (0.05, 0.7, 1e-8):  # the last one takes the row-key path
+        triples, inverse = np.unique(np.floor(points / size).astype(np.int64), axis=0, return_inverse=True)
+        keys, key_inverse = np.unique(_voxel_keys(points, size), return_inverse=True)
+        assert len(keys) == len(triples)
+        np.testing.assert_array_equal(key_inverse.reshape(-1), inverse.reshape(-1))

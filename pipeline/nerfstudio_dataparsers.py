@@ -274,6 +274,9 @@ class Panst3rDataParserConfig(Panst3rDataParserBaseConfig):
     """predict's keyframes: 'auto', 'all' or a number K."""
     merge: Optional[Literal["qubo", "standard_v2", "standard_v1"]] = None
     """Mask merging; default: the checkpoint's."""
+    cameras: Literal["auto", "head", "matches", "sfm"] = "auto"
+    """predict's camera source (as `predict --cameras`): 'auto' (the checkpoint's choice), 'head' (PanSt3R's own),
+    'matches' (solved from the model's dense descriptors)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where predict runs."""
     predictions_cache: Optional[Path] = None
@@ -303,13 +306,14 @@ def _fingerprint_inputs(config: Panst3rDataParserConfig) -> str:
     data = Path(config.data).resolve()
     files = [data] if data.is_file() else sorted(p for p in data.rglob("*") if p.is_file())
     listing = [(str(p.relative_to(data.parent)), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
-    checkpoint = None
-    if config.checkpoint is not None:
-        ckpt = Path(config.checkpoint).resolve()
-        checkpoint = [str(ckpt), ckpt.stat().st_size if ckpt.exists() else None]
+    from panst3r_splat.pipeline.predict import default_checkpoint_path
+
+    # The model file itself (the built-in one too): retrained weights give other predictions.
+    ckpt = Path(config.checkpoint if config.checkpoint is not None else default_checkpoint_path()).resolve()
+    checkpoint = [str(ckpt), *((ckpt.stat().st_size, ckpt.stat().st_mtime_ns) if ckpt.exists() else (None, None))]
     settings = {"images": str(data), "files": listing, "checkpoint": checkpoint,
                 "classes": None if config.classes is None else str(Path(config.classes).resolve()),
-                "size": config.size, "keyframes": config.keyframes, "merge": config.merge}
+                "size": config.size, "keyframes": config.keyframes, "merge": config.merge, "cameras": config.cameras}
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -331,7 +335,8 @@ def predictions_for(config: Panst3rDataParserConfig) -> Path:
     from panst3r_splat.pipeline.predict import PredictOptions, run_predict
 
     options = PredictOptions(checkpoint=config.checkpoint, classes=config.classes, size=config.size,
-                             keyframes=config.keyframes, merge=config.merge, device=resolve_device(config.device))
+                             keyframes=config.keyframes, merge=config.merge, device=resolve_device(config.device),
+                             cameras=config.cameras)
     logger.info("panst3r-data: running PanSt3R predict on %s (cached in %s)", data, cached)
     return run_predict(data, cached, options).folder
 

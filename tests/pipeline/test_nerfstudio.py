@@ -242,6 +242,14 @@ def test_panst3r_data_runs_predict_once_and_caches(tmp_path: Path, perfect_predi
     assert first.parent == tmp_path / "run" / "panst3r-predictions"
     predictions_for(Panst3rDataParserConfig(data=images, predictions_cache=config.predictions_cache, size="native"))
     assert len(calls) == 2  # other predict settings, other cache entry
+    predictions_for(Panst3rDataParserConfig(data=images, predictions_cache=config.predictions_cache, cameras="head"))
+    assert len(calls) == 3  # another camera source, another cache entry
+    own = tmp_path / "own.safetensors"
+    own.write_bytes(b"weights v1")
+    predictions_for(Panst3rDataParserConfig(data=images, predictions_cache=config.predictions_cache, checkpoint=own))
+    own.write_bytes(b"weights v2, retrained")
+    predictions_for(Panst3rDataParserConfig(data=images, predictions_cache=config.predictions_cache, checkpoint=own))
+    assert len(calls) == 5  # the model file changed: predict again
     with pytest.raises(UserError, match="does not exist"):
         predictions_for(Panst3rDataParserConfig(data=tmp_path / "missing"))
 

@@ -157,18 +157,6 @@ def _has_ground_truth(scene: Path) -> bool:
 # ----------------------------------------------------------------------------------------------- one scene's job
 
 
-def pin_threads(num_cpus: int) -> None:
-    """Keep torch and the BLAS / OpenMP pools of this worker to the cores its task declared."""
-    import torch
-
-    torch.set_num_threads(max(1, num_cpus))
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # optional: torch's own pool is the one that matters most
-        return
-    threadpool_limits(max(1, num_cpus))
-
-
 def _scores(report: Any) -> dict[str, Any]:
     return {"pq_scene": report.pq_scene.all.pq, "sq": report.pq_scene.all.sq, "rq": report.pq_scene.all.rq,
             "pq_things": report.pq_scene.things.pq, "pq_stuff": report.pq_scene.stuff.pq, "miou": report.miou.miou,
@@ -210,6 +198,7 @@ def run_scene(job: SceneJob) -> dict[str, Any]:
     A bad-input error is returned as a failed result (it would fail again); anything else propagates (the driver
     retries it)."""
     from panst3r_splat.core.atomic_io import swap_into_place
+    from panst3r_splat.pipeline.devices import pin_threads
 
     options = _options(job)
     pin_threads(options.num_cpus)
@@ -583,6 +572,6 @@ def write_summary(result: BatchResult, options: BatchOptions) -> None:
 
 __all__ = [
     "BatchOptions", "BatchResult", "SceneJob", "SceneOutcome", "find_scenes", "fingerprint", "job_settings",
-    "pin_threads", "render_then_predict", "run_batch", "run_scene",
+    "render_then_predict", "run_batch", "run_scene",
     "source_fingerprint", "summary_json", "summary_markdown", "write_summary",
 ]

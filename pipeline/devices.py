@@ -1,4 +1,4 @@
-"""The `--device auto|cpu|cuda` option."""
+"""The `--device auto|cpu|cuda` option, and the CPU thread pools of a worker process."""
 
 from __future__ import annotations
 
@@ -16,3 +16,14 @@ def resolve_device(name: str) -> torch.device:
     if name not in ("cpu", "cuda"):
         raise UserError(f"unknown device {name!r}; use auto, cpu or cuda")
     return torch.device(name)
+
+
+def pin_threads(num_cpus: int) -> None:
+    """Keep torch's pool and the BLAS / OpenMP pools of this process to `num_cpus` threads (a data-loader or Ray
+    worker: one thread per core per process, or busy processes on few cores slow each other down many times)."""
+    torch.set_num_threads(max(1, num_cpus))
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional: torch's own pool is the one that matters most
+        return
+    threadpool_limits(max(1, num_cpus))

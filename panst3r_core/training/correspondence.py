@@ -20,8 +20,7 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-NO_MATCH = -1
-"""Entry of :func:`patch_correspondences` for a patch without a visible counterpart."""
+from panst3r_splat.core.training.descriptors import NO_MATCH, pixel_correspondences
 
 
 def patch_correspondences(
@@ -36,32 +35,20 @@ def patch_correspondences(
 
     Patches are numbered row-major over the ``(H / p, W / p)`` grid, as the encoder's tokens. :data:`NO_MATCH` where
     the centre pixel is invalid, where the point is hidden or outside view ``b`` (nearest point of ``b`` farther than
-    ``rel_tol * depth``), and on the diagonal ``a == b``.
+    ``rel_tol * depth``), and on the diagonal ``a == b``: the pixel correspondences of the patch centres
+    (:func:`~panst3r_splat.core.training.descriptors.pixel_correspondences`), mapped to their patches.
     """
     V, H, W, _ = gt_world.shape
     p = patch_size
     if H % p or W % p:
         raise ValueError(f"image size {W}x{H} is not a multiple of the patch size {p}")
-    gh, gw = H // p, W // p
-    centres_world = gt_world[:, p // 2::p, p // 2::p].reshape(V, gh * gw, 3)  # [V, T, 3]
-    centres_depth = gt_local[:, p // 2::p, p // 2::p, 2].reshape(V, gh * gw)
-    centres_valid = valid[:, p // 2::p, p // 2::p].reshape(V, gh * gw) & (centres_depth > 0)
-    pixel_patch = (torch.arange(H, device=valid.device)[:, None] // p * gw
-                   + torch.arange(W, device=valid.device)[None, :] // p).reshape(-1)  # [H*W]
-    matches = torch.full((V, V, gh * gw), NO_MATCH, dtype=torch.long, device=valid.device)
-    points = torch.where(valid[..., None], gt_world, 0.0).reshape(V, H * W, 3).float()
-    for b in range(V):
-        pix_b = valid[b].reshape(-1).nonzero().squeeze(1)
-        if pix_b.numel() == 0:
-            continue
-        for a in range(V):
-            if a == b:
-                continue
-            query = torch.where(centres_valid[a, :, None], centres_world[a], 0.0).float()
-            dist, nearest = torch.cdist(query, points[b, pix_b]).min(dim=1)
-            ok = centres_valid[a] & (dist < rel_tol * centres_depth[a].float())
-            matches[a, b] = torch.where(ok, pixel_patch[pix_b[nearest]], NO_MATCH)
-    return matches
+    gw = W // p
+    rows = torch.arange(p // 2, H, p, device=valid.device)
+    cols = torch.arange(p // 2, W, p, device=valid.device)
+    centres = (rows[:, None] * W + cols[None, :]).reshape(-1).expand(V, -1)  # [V, T] flat pixel indices
+    pixels = pixel_correspondences(gt_world, gt_local, valid, centres, rel_tol=rel_tol)
+    patches = pixels // W // p * gw + pixels % W // p
+    return torch.where(pixels == NO_MATCH, NO_MATCH, patches)
 
 
 def correspondence_loss(

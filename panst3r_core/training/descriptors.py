@@ -19,6 +19,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 NO_MATCH = -1
+"""Entry of a correspondence table (pixels here, patches in ``correspondence.py``) without a visible counterpart."""
 
 
 def pixel_correspondences(

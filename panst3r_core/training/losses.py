@@ -288,12 +288,13 @@ def local_pointmap_loss_per_view(
     """Confidence-aware regression of the local pointmaps, each view's prediction and GT divided by their own mean
     distance to the camera over the valid pixels: scale-invariant per view (the model's geometry job when the
     cameras come from matches; per-view scales are then solved from the matched points)."""
-    pred_local = torch.where(valid[..., None], pred_local, 0.0)
-    gt_local = torch.where(valid[..., None], gt_local, 0.0)
-    count = valid.flatten(1).sum(-1).clamp_min(1)[:, None, None, None]
-    pred_scale = (pred_local.norm(dim=-1, keepdim=True).flatten(1).sum(-1)[:, None, None, None] / count).clamp_min(1e-8)
-    gt_scale = (gt_local.norm(dim=-1, keepdim=True).flatten(1).sum(-1)[:, None, None, None] / count).clamp_min(1e-8)
-    return conf_regression_loss(pred_local / pred_scale, gt_local / gt_scale, conf, valid, alpha=alpha)
+    def per_view_normalised(points: Tensor) -> Tensor:
+        points = torch.where(valid[..., None], points, 0.0)
+        mean_distance = points.norm(dim=-1).flatten(1).sum(-1) / valid.flatten(1).sum(-1).clamp_min(1)  # [V]
+        return points / mean_distance.clamp_min(1e-8)[:, None, None, None]
+
+    return conf_regression_loss(per_view_normalised(pred_local), per_view_normalised(gt_local), conf, valid,
+                                alpha=alpha)
 
 
 def relative_pose_loss(

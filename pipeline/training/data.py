@@ -29,6 +29,7 @@ from torch.utils.data import Dataset, Sampler
 
 from panst3r_splat.core.training.descriptors import pixel_correspondences, sample_query_pixels
 from panst3r_splat.core.training.losses import SceneTargets
+from panst3r_splat.pipeline.render import scale_intrinsics
 from panst3r_splat.pipeline.synth.config import HELD_OUT_SEED_START, SynthConfig, training_seed
 from panst3r_splat.pipeline.training.bank import SceneBank
 from panst3r_splat.pipeline.training.targets import normalise_images, scene_targets
@@ -188,10 +189,7 @@ def downsample_views(
                                             mode="area")
     images_small = small.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
     pick = lambda a: a[:, rows][:, :, cols]  # noqa: E731
-    K_small = np.array(K, dtype=np.float64, copy=True)
-    K_small[0, 0], K_small[1, 1] = K[0, 0] / sx, K[1, 1] / sy
-    # A pixel centre u (original) is u' = (u + 0.5) / s - 0.5 in the small image.
-    K_small[0, 2], K_small[1, 2] = (K[0, 2] + 0.5) / sx - 0.5, (K[1, 2] + 0.5) / sy - 0.5
+    K_small = scale_intrinsics(torch.from_numpy(np.asarray(K, dtype=np.float64)), 1.0 / sx, 1.0 / sy).numpy()
     return images_small, pick(depth), pick(semantics), pick(instances), K_small
 
 

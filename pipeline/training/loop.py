@@ -30,10 +30,12 @@ from tqdm import tqdm
 from panst3r_splat.configs.model_presets import MODEL_PRESETS
 from panst3r_splat.configs.training import TrainPreset
 from panst3r_splat.core.atomic_io import atomic_output
+from panst3r_splat.core.class_table import CLASSES
 from panst3r_splat.core.checkpoint import load_own_checkpoint, save_checkpoint
 from panst3r_splat.core.model.panst3r import PanSt3R
 from panst3r_splat.core.predictions import builtin_class_set
 from panst3r_splat.core.training.losses import MaskOutputs, PanopticCriterion, ScenePrediction
+from panst3r_splat.pipeline.devices import pin_threads
 from panst3r_splat.pipeline.training.data import ContinuingSampler, SyntheticScenes, collate
 from panst3r_splat.pipeline.training.evaluate import evaluate_held_out
 from panst3r_splat.pipeline.training.targets import targets_to
@@ -78,13 +80,7 @@ def _worker_init(_: int) -> None:
     thread per core in every worker oversubscribes the CPU many times over. Workers ignore SIGTERM (a `kill` of the
     whole process group): the main process then writes its checkpoint and stops them; torch's watchdog ends them if
     the main process dies."""
-    torch.set_num_threads(1)
-    try:  # numpy's BLAS too (the scene renderer's matrix products), when threadpoolctl is there to say so
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(1)
-    except ImportError:
-        pass
+    pin_threads(1)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
@@ -109,15 +105,16 @@ def _resume_path(out: Path) -> Path:
 
 
 def _append_csv(path: Path, row: dict) -> None:
-    """Append a row; when its columns differ from the file's (a run resumed with another recipe), the file is
-    rewritten with the union of the columns, earlier rows left blank in the new ones."""
+    """Append a row (in the file's column order, blank where the row lacks a column); only when the row brings new
+    columns (a run resumed with another recipe) is the file rewritten with the union of the columns, earlier rows
+    left blank in the new ones."""
     header: list[str] = []
     if path.exists():
         with path.open(newline="") as f:
             header = next(csv.reader(f), [])
-    if header == list(row) or not header:
+    if set(row) <= set(header) or not header:
         with path.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(row))
+            writer = csv.DictWriter(f, fieldnames=header or list(row))
             if not header:
                 writer.writeheader()
             writer.writerow(row)
@@ -173,8 +170,6 @@ class _WindowStats:
 
 def class_pixel_shares(batch) -> dict[str, float]:
     """Share of the batch's labelled pixels per class (``px/<name>``), to check that every class is seen."""
-    from panst3r_splat.core.class_table import CLASSES
-
     counts = torch.zeros(len(CLASSES), dtype=torch.float64)
     for sample in batch:
         masks, classes = sample.targets.gt_masks, sample.targets.gt_classes
@@ -257,8 +252,6 @@ def train_model(preset: TrainPreset, out: Path, *, resume: bool, device: torch.d
                         persistent_workers=False, prefetch_factor=4 if preset.num_workers else None)
     log_path, eval_path = out.with_suffix(".log.csv"), out.with_suffix(".eval.csv")
     started = time.time()
-    running: dict[str, float] = {}
-    window_steps = 0
     model.train()
 
     saved_step = -1
@@ -266,9 +259,8 @@ def train_model(preset: TrainPreset, out: Path, *, resume: bool, device: torch.d
     stats = _WindowStats()
 
     def checkpoint() -> None:
-        nonlocal saved_step
+        nonlocal saved_step, last_checkpoint
         saved_step = step
-        nonlocal last_checkpoint
         last_checkpoint = time.time()
         with atomic_output(_resume_path(out)) as tmp:
             torch.save(_resume_state(model, optimizer, step, generator, compact=preset.compact_resume), tmp)
@@ -295,23 +287,18 @@ def train_model(preset: TrainPreset, out: Path, *, resume: bool, device: torch.d
                     stats.add(gradient_shares(model, preset.criterion, result.terms))
                 result.total.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), preset.grad_clip)
-                stats.add({"clipped": float(grad_norm > preset.grad_clip)})
-                stats.add(class_pixel_shares(batch))
                 optimizer.step()
                 step += 1
                 progress.update(1)
-                for name, value in result.terms.items():
-                    running[name] = running.get(name, 0.0) + float(value.detach())
-                running["grad_norm"] = running.get("grad_norm", 0.0) + float(grad_norm)
-                window_steps += 1
+                stats.add({**{name: float(value.detach()) for name, value in result.terms.items() if "aux" not in name},
+                           "grad_norm": float(grad_norm), "clipped": float(grad_norm > preset.grad_clip),
+                           **class_pixel_shares(batch)})
                 if step % preset.log_every == 0:
                     row = {"step": step, "lr": lr, "minutes": (time.time() - started) / 60}
-                    # Mean over the steps of this window (fewer than log_every in the first window after a resume).
-                    row.update({k: v / window_steps for k, v in sorted(running.items()) if "aux" not in k})
+                    # Means over the steps of this window (fewer than log_every in the first window after a resume).
                     row.update(stats.means())
                     _append_csv(log_path, row)
                     progress.set_postfix(loss=f"{row['loss_total']:.3f}")
-                    running, window_steps = {}, 0
                 if step % preset.eval_every == 0 or step == stop:
                     model.eval()
                     metrics = evaluate_held_out(model, preset.data, class_emb, preset.eval_scenes)

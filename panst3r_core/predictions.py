@@ -31,6 +31,7 @@ from panst3r_splat.core.atomic_io import atomic_output, swap_into_place
 from panst3r_splat.core import class_table
 from panst3r_splat.core.geometry import fused_point_cloud
 from panst3r_splat.core.images import IMAGE_EXTENSIONS
+from panst3r_splat.core.photos import PhotoRecord, write_photos
 
 log = logging.getLogger(__name__)
 
@@ -536,8 +537,11 @@ def save_predictions(
     segments: Sequence[Mapping[str, Any]],
     *,
     point_conf_threshold: float = POINT_CONF_THRESHOLD,
+    photos: Sequence[PhotoRecord] | None = None,
 ) -> Path:
     """Write the whole predictions folder atomically and return its path.
+
+    ``photos``: where the input photos are (``photos.json``, :mod:`panst3r_splat.core.photos`); None writes none.
 
     Everything is written to a hidden sibling folder which then replaces ``folder`` by renames; an existing
     ``folder`` must be empty or an earlier predictions folder. ``segments`` may omit ``area`` (counted from
@@ -565,6 +569,8 @@ def save_predictions(
         cameras = {"source": pred.camera_source, "views": pred.camera_records()}
         (tmp / CAMERAS_FILE).write_text(json.dumps(cameras, indent=1) + "\n")
         write_label_pngs(tmp, pred, entries)
+        if photos is not None:
+            write_photos(tmp, photos)
         swap_into_place(tmp, folder, tag)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

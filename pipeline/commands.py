@@ -211,7 +211,7 @@ def fit(*, out: Path, predictions: Optional[Path] = None, dataset: Optional[Path
         steps: int = 1500, device: DeviceName = "auto", seed: int = 0, budget: int = 20000, sh_degree: int = 1,
         conf_threshold: float = 3.0, split: str = "train", ignore_void: bool = False, camera_refine: bool = False,
         background: Literal["mean", "black", "white"] = "mean", overwrite: bool = False,
-        stop_after: Optional[int] = None, poses: Optional[str] = None) -> None:
+        stop_after: Optional[int] = None, poses: Optional[str] = None, fit_size: int = 512) -> None:
     """Fit a labelled 3DGS scene from predictions (or, with --oracle, from a dataset's ground truth).
 
     An interrupted fit resumes from the checkpoint beside --out (.OUT.train.ckpt) when run again.
@@ -237,6 +237,9 @@ def fit(*, out: Path, predictions: Optional[Path] = None, dataset: Optional[Path
         poses: dataset:SCENE: fit --predictions under the cameras of a Panoptic Lifting scene (pose/, intrinsic/,
             frames matched by file stem), each view's local pointmap scaled by multi-view consistency; the scene is
             then in the dataset's frame (the paper's novel-view protocol).
+        fit_size: --predictions: train on the input photos (recorded by predict) with their long side at most this
+            many pixels (never enlarged), labels mapped from the model's crop (pixels outside it do not vote);
+            0 = the model's resolution.
     """
     import dataclasses
 
@@ -269,8 +272,13 @@ def fit(*, out: Path, predictions: Optional[Path] = None, dataset: Optional[Path
     else:
         from panst3r_splat.pipeline.known_poses import parse_poses
 
+        from panst3r_splat.pipeline.fit_resolution import at_photo_resolution
+
+        if fit_size < 0:
+            raise UserError(f"--fit-size must be 0 (the model's resolution) or a long side in pixels, got {fit_size}")
         inputs = inputs_from_predictions(predictions, conf_threshold=conf_threshold,
                                          poses=None if poses is None else parse_poses(poses))
+        inputs = at_photo_resolution(inputs, predictions, fit_size)
     train = dataclasses.replace(TrainConfig(), steps=steps, seed=seed, camera_refine=camera_refine)
     options = FitOptions(train=train, budget=budget, sh_degree=sh_degree, ignore_void=ignore_void,
                          background=background, stop_after=stop_after)

@@ -475,6 +475,7 @@ def _fit_stage(options: DemoOptions, key: str, folder: str, source: Path, oracle
     """Fit from ground truth (`oracle`), or from the predictions: under their own cameras, or (`poses`, a dataset
     scene) under that scene's cameras with the local pointmaps placed by multi-view consistency."""
     from panst3r_splat.pipeline.fit import FitOptions, fit_scene, inputs_from_dataset, inputs_from_predictions
+    from panst3r_splat.pipeline.fit_resolution import DEFAULT_FIT_SIZE, at_photo_resolution
     from panst3r_splat.splat.train import TrainConfig
 
     fit = FitOptions(train=TrainConfig(steps=options.fit_steps), budget=options.budget)
@@ -490,6 +491,7 @@ def _fit_stage(options: DemoOptions, key: str, folder: str, source: Path, oracle
             if note:
                 logger.warning("fit: %s", note)
             inputs = inputs_from_predictions(source, conf_threshold=threshold, poses=poses)
+            inputs = at_photo_resolution(inputs, source, DEFAULT_FIT_SIZE)  # the synthetic views: unchanged
         result = fit_scene(inputs, out, fit, options.device)
         info = result.scene.info if result.scene is not None else {}
         return {"steps": result.steps_done, "views": len(inputs.cameras), "points": len(inputs.points),

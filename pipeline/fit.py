@@ -47,7 +47,7 @@ from panst3r_splat.core.predictions import (
 from panst3r_splat.pipeline.errors import UserError
 from panst3r_splat.pipeline.panoptic_lifting import read_panoptic_lifting
 from panst3r_splat.splat.gaussians import Cameras, init_from_points
-from panst3r_splat.splat.lifting import LiftOptions, lift_segments
+from panst3r_splat.splat.lifting import NO_LABEL, LiftOptions, lift_segments
 from panst3r_splat.splat.scene_io import (
     Alignment, FittedScene, SegmentInfo, is_scene_folder, make_segment, save_scene, software_versions,
 )
@@ -72,7 +72,8 @@ class FitInputs:
     """Input cameras (OpenCV, camera-to-world, pixel-centre K) at the images' resolution."""
     images: UInt8[Tensor, "V H W 3"]
     segment_maps: Int64[Tensor, "V H W"]
-    """Panoptic segment id per pixel (0 = void), the same id for the same object in every view."""
+    """Panoptic segment id per pixel (0 = void), the same id for the same object in every view; `NO_LABEL` (-1)
+    where no segment map covers the pixel (outside the model's crop of a photo fitted at its own resolution)."""
     points: Float32[np.ndarray, "P 3"]
     """Initial point cloud in the scene frame."""
     colors: UInt8[np.ndarray, "P 3"]
@@ -90,7 +91,7 @@ class FitInputs:
                              f"segment maps {tuple(self.segment_maps.shape)}")
         if (self.cameras.height, self.cameras.width) != (H, W):
             raise ValueError(f"cameras are {self.cameras.width}x{self.cameras.height} but the images {W}x{H}")
-        present = set(torch.unique(self.segment_maps).tolist()) - {0}
+        present = set(torch.unique(self.segment_maps).tolist()) - {0, NO_LABEL}
         missing = sorted(present - {s.id for s in self.legend})
         if missing:
             raise ValueError(f"segment ids {missing[:10]} of the segment maps are missing from the legend")

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from panst3r_splat.core.merging import MERGE_NAMES, MergedPanoptic, merge_panoptic
+from panst3r_splat.core.photos import read_photos
 from panst3r_splat.core.predictions import Predictions, load_predictions, save_predictions
 from panst3r_splat.pipeline.errors import UserError
 
@@ -92,7 +93,8 @@ def run_merge(predictions: Path, name: str, out: Path | None = None, *,
     result = merge_predictions(pred, name, device=device, seed=seed)
     target = predictions if out is None else Path(out)
     try:
-        save_predictions(result.predictions, target, result.segments)
+        photos = read_photos(predictions)  # the photos' record travels with the folder
+        save_predictions(result.predictions, target, result.segments, photos=photos)
     except ValueError as err:
         raise UserError(str(err)) from None
     log.info("merge: wrote %s%s", target, " (in place)" if out is None else "")

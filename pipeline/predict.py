@@ -39,6 +39,7 @@ from panst3r_splat.core.checkpoint import FORMAT_NAME, CheckpointError, LoadedCh
 from panst3r_splat.core.geometry import PrincipalPoint, camera_from_pointmaps
 from panst3r_splat.core.images import IMAGE_EXTENSIONS, NATIVE, LoadedImages, bucket_resolutions, load_images
 from panst3r_splat.core.merging import MERGE_NAMES
+from panst3r_splat.core.photos import photo_records
 from panst3r_splat.core.model import (
     AllKeyframes,
     FarthestPointKeyframes,
@@ -476,6 +477,7 @@ def run_predict(images: Path, out: Path, options: PredictOptions) -> PredictResu
     merge_name = resolve_merge(options.merge, loaded)
     size = resolve_size(options.size, loaded)
     imgs = read_inputs(source, size, loaded.config.patch_size, options.max_video_frames)
+    photos = photo_records(source, imgs.names, imgs.orig_hw)  # where the photos are (fit --fit-size)
     policy = keyframe_policy(options.keyframes, options.keyframe_selection, max(len(imgs), 2))
     t_model = time.perf_counter()
     output = infer(loaded, imgs, class_set, policy, options)
@@ -530,7 +532,7 @@ def run_predict(images: Path, out: Path, options: PredictOptions) -> PredictResu
     )
     merged = merge_predictions(pred, merge_name, device=options.device, seed=options.seed)
     try:
-        folder = save_predictions(merged.predictions, out, merged.segments)
+        folder = save_predictions(merged.predictions, out, merged.segments, photos=photos)
     except ValueError as err:
         raise UserError(str(err)) from None
     log.info("predict: %d views, %d segments (%s) in %.1f s -> %s", V, len(merged.segments), merge_name,

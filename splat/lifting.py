@@ -19,6 +19,9 @@ Void (segment id 0) is decided by `include_void`: by default it is a segment of 
 mostly through unlabelled pixels stays void and renders as void, and what the 2D masks left unlabelled stays
 unlabelled in new views. With `include_void=False` void pixels are ignored: every Gaussian that any labelled pixel
 sees gets a segment (holes in the masks are filled from other views), and `total_weight` counts labelled pixels only.
+
+Pixels marked `NO_LABEL` (-1) never vote, whatever `include_void` says: they are pixels the segment maps do not
+cover at all (outside the model's crop of a photo fitted at its own resolution), not pixels the masks left void.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ from panst3r_splat.splat.rasterize_torch import _rasterize_dense
 
 logger = logging.getLogger(__name__)
 
+NO_LABEL = -1
+"""Segment-map value of a pixel no segment map covers (outside the model's crop): it never votes."""
 PIXEL_CHANNEL_BUDGET = 1 << 24
 """Largest views x pixels x channels (and views x Gaussians x channels) block at once (64 MiB in float32)."""
 
@@ -91,20 +96,20 @@ def lift_segments(
     Args:
         means, quats, scales, opacities: the Gaussians as `rasterize` takes them (linear scales, opacities in [0, 1]).
         viewmats: `T_cam_world` of the views; Ks: their intrinsics (integer pixel centres, CLI.md).
-        segment_maps: segment id per pixel (non-negative integers, 0 = void), consistent across views.
+        segment_maps: segment id per pixel (0 = void, `NO_LABEL` = not covered: no vote), consistent across views.
         options: void handling, chunk sizes, backend, progress bar.
     """
     V, H, W = segment_maps.shape
     N = means.shape[0]
     if viewmats.shape[0] != V or Ks.shape[0] != V:
         raise ValueError(f"{V} segment maps need {V} viewmats and Ks; got {viewmats.shape[0]} and {Ks.shape[0]}")
-    if segment_maps.dtype.is_floating_point or bool((segment_maps < 0).any()):
-        raise ValueError("segment_maps must hold non-negative integer segment ids (0 = void)")
+    if segment_maps.dtype.is_floating_point or bool((segment_maps < NO_LABEL).any()):
+        raise ValueError(f"segment_maps must hold integer segment ids >= 0 (0 = void) or {NO_LABEL} (not covered)")
     device = means.device
     labels, compact = torch.unique(segment_maps.to(device), return_inverse=True)  # [S], [V, H, W]
     S = len(labels)
     geometry = [t.detach() for t in (means, quats, scales, opacities)]
-    counted = torch.ones(S, dtype=torch.bool, device=device)
+    counted = labels != NO_LABEL
     if not options.include_void:
         counted &= labels != 0
 
@@ -292,7 +297,7 @@ def _lift_per_pixel(
         for y in range(H):
             for x in range(W):
                 s = int(compact[v, y, x])
-                if include_void or int(labels[s]) != 0:
+                if int(labels[s]) != NO_LABEL and (include_void or int(labels[s]) != 0):
                     sums[:, s] += weights[v, y, x]
     total = sums.sum(1)
     best, best_lab = sums.max(dim=1)

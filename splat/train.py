@@ -33,6 +33,7 @@ from panst3r_splat.splat.gaussians import (
     KEY_MEANS, KEY_OPACITIES, KEY_QUATS, KEY_REG_COLORS, KEY_SCALES, KEY_SH0, KEY_SHN, LABEL_KEYS, Cameras,
     GaussianScene, rigid_inverse, sh_colors,
 )
+from panst3r_splat.splat.lifting import NO_LABEL
 
 logger = logging.getLogger(__name__)
 
@@ -168,13 +169,13 @@ def view_order(seed: int, epoch: int, num_views: int) -> np.ndarray:
 def segment_colour_table(segment_maps: Int[Tensor, "C H W"], seed: int) -> tuple[Tensor, Tensor]:
     """Compact index maps and one random colour per distinct segment id (from a generator seeded by `seed`).
 
-    Returns `(index_maps (C, H, W) int64, colours (S, 3))`; segment id 0 (void) always maps to index 0, whose colour
-    is never used because void pixels are left out of the regularisation.
+    Returns `(index_maps (C, H, W) int64, colours (S, 3))`; segment id 0 (void) and `NO_LABEL` (-1, not covered)
+    always map to index 0, whose colour is never used because those pixels are left out of the regularisation.
     """
-    if bool((segment_maps < 0).any()):
-        raise ValueError("segment maps must hold non-negative segment ids (0 = void)")
+    if bool((segment_maps < NO_LABEL).any()):
+        raise ValueError(f"segment maps must hold segment ids >= 0 (0 = void) or {NO_LABEL} (not covered)")
     zero = torch.zeros(1, dtype=segment_maps.dtype, device=segment_maps.device)
-    ids, inverse = torch.unique(torch.cat([zero, segment_maps.reshape(-1)]), return_inverse=True)
+    ids, inverse = torch.unique(torch.cat([zero, segment_maps.clamp(min=0).reshape(-1)]), return_inverse=True)
     gen = torch.Generator().manual_seed(seed)
     colours = torch.rand(len(ids), 3, generator=gen)
     return inverse[1:].reshape(segment_maps.shape), colours.to(segment_maps.device)

@@ -36,11 +36,13 @@ from panst3r_splat.core.model import (
     PanSt3RConfig,
     PixelShuffleConfig,
 )
+from panst3r_splat.core.photos import read_photos
 from panst3r_splat.core.predictions import load_predictions, read_points_ply
 from panst3r_splat.pipeline import cli, commands
 from panst3r_splat.pipeline import predict as predict_module
 from panst3r_splat.pipeline.errors import UserError
 from panst3r_splat.pipeline.predict import checkpoint_class_set, keyframe_policy
+from panst3r_splat.splat.scene_io import load_scene
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURE = PARITY_FIXTURE
@@ -173,6 +175,24 @@ def test_predict_folder_writes_the_documented_folder(predicted: Path, photos: Pa
     # What the model saw: the 80x60 pictures resized to 64x48.
     expected = np.asarray(PIL.Image.open(photos / "img1.png"))
     assert np.abs(arrays["images"][1].astype(int).mean((0, 1)) - expected.astype(int).mean((0, 1))).max() < 3
+    # Where the photos are, for fit --fit-size.
+    records = read_photos(predicted)
+    assert [(r.name, Path(r.path), r.height, r.width, r.frame) for r in records] == [
+        (f"img{i}.png", (photos / f"img{i}.png").resolve(), ORIG_H, ORIG_W, None) for i in range(3)]
+
+
+def test_fit_from_predictions_trains_at_the_photos_resolution(predicted: Path, tmp_path: Path) -> None:
+    assert cli.main(["fit", "--predictions", str(predicted), "--out", str(tmp_path / "scene"), "--steps", "2",
+                 "--budget", "300"]) == 0
+    scene = load_scene(tmp_path / "scene")
+    assert (scene.cameras.width, scene.cameras.height) == (ORIG_W, ORIG_H)
+    K_model = load_predictions(predicted).K[0].astype(np.float64)
+    to_orig = np.array([[1.25, 0, 0.125], [0, 1.25, 0.125], [0, 0, 1]])
+    np.testing.assert_allclose(scene.cameras.K[0].numpy(), to_orig @ K_model, rtol=1e-5)
+    assert cli.main(["fit", "--predictions", str(predicted), "--out", str(tmp_path / "model"), "--steps", "2",
+                 "--budget", "300", "--fit-size", "0"]) == 0
+    assert (load_scene(tmp_path / "model").cameras.width, load_scene(tmp_path / "model").cameras.height) == (
+        MODEL_W, MODEL_H)
 
 
 def test_predict_labels_segments_and_points_agree(predicted: Path) -> None:
@@ -254,6 +274,7 @@ def test_merge_to_out_leaves_the_source_untouched(predicted: Path, tmp_path: Pat
     before = _digest(predicted)
     commands.merge(predictions=predicted, merge="standard_v1", out=tmp_path / "m", device="cpu")
     assert _digest(predicted) == before
+    assert read_photos(tmp_path / "m") == read_photos(predicted)  # the photos' record travels with the folder
     src, new = load_predictions(predicted), load_predictions(tmp_path / "m")
     for key, value in src.to_npz_dict().items():
         if key != "panoptic":

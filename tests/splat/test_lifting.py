@@ -7,7 +7,9 @@ import math
 import pytest
 import torch
 
-from panst3r_splat.splat.lifting import LiftOptions, _lift_per_pixel, _PairSums, lift_segments, render_segments
+from panst3r_splat.splat.lifting import (
+    NO_LABEL, LiftOptions, _lift_per_pixel, _PairSums, lift_segments, render_segments,
+)
 
 W, H = 32, 24
 
@@ -44,6 +46,21 @@ def test_gradient_lifting_matches_per_pixel_twin(include_void: bool) -> None:
         _check_same(lift_segments(*_geometry(s), s["maps"], options), slow)
     if not include_void:
         assert bool((slow.segment_ids[slow.total_weight > 0] != 0).all())
+
+
+@pytest.mark.parametrize("include_void", [True, False])
+def test_uncovered_pixels_never_vote(include_void: bool) -> None:
+    s = _scene(seed=2)
+    maps = s["maps"].clone()
+    maps[:, :, : W // 4] = NO_LABEL  # a quarter of every view lies outside the segment maps
+    slow = _lift_per_pixel(*_geometry(s), maps, include_void=include_void)
+    _check_same(lift_segments(*_geometry(s), maps, LiftOptions(include_void=include_void)), slow)
+    assert NO_LABEL not in slow.segment_ids.tolist()
+    # Their weight is gone from the sums: less than with those pixels labelled void.
+    with_void = _lift_per_pixel(*_geometry(s), maps.clamp(min=0), include_void=True)
+    assert float(slow.total_weight.sum()) < float(with_void.total_weight.sum())
+    nowhere = lift_segments(*_geometry(s), torch.full_like(maps, NO_LABEL))
+    assert not bool(nowhere.total_weight.any()) and not bool(nowhere.segment_ids.any())
 
 
 def _check_same(fast, slow) -> None:
@@ -148,10 +165,10 @@ def test_render_segments_chunking_and_ties() -> None:
 
 def test_lifting_rejects_bad_maps() -> None:
     s = _scene()
-    with pytest.raises(ValueError, match="non-negative integer"):
+    with pytest.raises(ValueError, match="integer segment ids"):
         lift_segments(*_geometry(s), s["maps"].double())
-    with pytest.raises(ValueError, match="non-negative integer"):
-        lift_segments(*_geometry(s), -s["maps"] - 1)
+    with pytest.raises(ValueError, match="integer segment ids"):
+        lift_segments(*_geometry(s), -s["maps"] - 2)
     with pytest.raises(ValueError, match="segment maps need"):
         lift_segments(*_geometry(s)[:4], s["viewmats"][:2], s["Ks"][:2], s["maps"])
 

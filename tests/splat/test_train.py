@@ -60,6 +60,10 @@ def test_segment_colour_table_void_is_index_zero() -> None:
     assert index[0, 0, 0] == index[0, 1, 1] != index[0, 0, 1]
     again, colours2 = segment_colour_table(maps, seed=0)
     assert torch.equal(colours, colours2)
+    uncovered, colours3 = segment_colour_table(torch.tensor([[[5, -1], [9, 0]]]), seed=0)
+    assert uncovered[0, 0, 1] == uncovered[0, 1, 1] == 0 and len(colours3) == 3  # NO_LABEL: left out like void
+    with pytest.raises(ValueError, match="segment ids"):
+        segment_colour_table(torch.tensor([[[5, -2]]]), seed=0)
 
 
 def test_scene_scale_uses_points_when_cameras_coincide() -> None:

@@ -129,6 +129,20 @@ class ResizePlan:
         )
 
 
+def capped_hw(hw: tuple[int, int], long_side: int) -> tuple[int, int]:
+    """(height, width) of an image of size ``hw`` with its long side capped at ``long_side`` (never enlarged)."""
+    h, w = int(hw[0]), int(hw[1])
+    scale = min(1.0, long_side / max(h, w))
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def resize_affine(in_hw: tuple[int, int], out_hw: tuple[int, int]) -> Float[np.ndarray, "3 3"]:
+    """Pixel coordinates of an ``in_hw`` image -> those of its resize to ``out_hw`` (pixel centres at integers):
+    ``u' = s (u + 0.5) - 0.5`` per axis."""
+    sy, sx = out_hw[0] / in_hw[0], out_hw[1] / in_hw[1]
+    return np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
+
+
 def plan_resize(height: int, width: int, long_side: int, patch_size: int = 16) -> ResizePlan:
     """The official demo's crop and resize for an ``height x width`` image at a target long side."""
     buckets = bucket_resolutions(long_side, patch_size)

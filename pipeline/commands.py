@@ -137,7 +137,8 @@ def predict(*, images: Path, out: Path, checkpoint: Optional[Path] = None, class
         seed: seed of the QUBO solver (results are deterministic given it).
         cameras: where the cameras come from: 'head' (PanSt3R's global pointmaps, as the paper), 'matches' (the
             model's dense descriptors, matched and solved classically; needs a checkpoint with a descriptor head),
-            'sfm' (COLMAP; not available yet), or 'auto' (the checkpoint's camera_source metadata, else 'matches'
+            'sfm' (COLMAP through pycolmap on the photos at their resolution, the model's local depth placed by
+            its cameras; views it cannot register get none), or 'auto' (the checkpoint's camera_source metadata, else 'matches'
             when the model has a descriptor head, else 'head').
     """
     from panst3r_splat.pipeline.devices import resolve_device

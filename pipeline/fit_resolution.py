@@ -26,6 +26,7 @@ import PIL.Image
 import torch
 from jaxtyping import Float, Int64, UInt8
 
+from panst3r_splat.core.images import capped_hw, resize_affine
 from panst3r_splat.core.photos import PhotoRecord, check_photos, read_photo, read_photos
 from panst3r_splat.core.predictions import frame_stem, load_predictions, map_labels_to_original
 from panst3r_splat.pipeline.errors import UserError
@@ -38,19 +39,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_FIT_SIZE = 512
 """Long side (pixels) the photos are fitted at by default: about 7x the pixels of the model's 192x144, a fit step of
 about 0.1-0.3 s on 2 CPU cores at 20k Gaussians; 0 = the model's resolution."""
-
-
-def fit_hw(orig_hw: tuple[int, int], fit_size: int) -> tuple[int, int]:
-    """(height, width) of a photo of size `orig_hw` with its long side capped at `fit_size` (never enlarged)."""
-    h, w = orig_hw
-    scale = min(1.0, fit_size / max(h, w))
-    return max(1, round(h * scale)), max(1, round(w * scale))
-
-
-def resize_affine(orig_hw: tuple[int, int], out_hw: tuple[int, int]) -> Float[np.ndarray, "3 3"]:
-    """Photo pixel -> resized pixel, pixel centres at integers: u' = s (u + 0.5) - 0.5 per axis."""
-    sy, sx = out_hw[0] / orig_hw[0], out_hw[1] / orig_hw[1]
-    return np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
 
 
 def segments_at(labels: Int64[np.ndarray, "h w"], to_fit: Float[np.ndarray, "3 3"],
@@ -100,7 +88,7 @@ def at_photo_resolution(inputs: FitInputs, folder: Path, fit_size: int) -> FitIn
         logger.warning("fit: the photos have %d different sizes; fitting at the model's resolution", len(sizes))
         return inputs
     orig_hw = sizes.pop()
-    out_hw = fit_hw(orig_hw, fit_size)
+    out_hw = capped_hw(orig_hw, fit_size)
     pred = load_predictions(folder)
     index = {frame_stem(str(n)): i for i, n in enumerate(pred.image_names)}
     views = [index[n] for n in names]
@@ -123,4 +111,4 @@ def at_photo_resolution(inputs: FitInputs, folder: Path, fit_size: int) -> FitIn
                                segment_maps=torch.from_numpy(segment_maps), source=source)
 
 
-__all__ = ["DEFAULT_FIT_SIZE", "at_photo_resolution", "fit_hw", "resize_affine", "segments_at"]
+__all__ = ["DEFAULT_FIT_SIZE", "at_photo_resolution", "segments_at"]

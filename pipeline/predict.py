@@ -35,11 +35,12 @@ from tqdm.auto import tqdm
 
 from panst3r_splat.core import class_table
 from panst3r_splat.core.cameras import SolverOptions, solve_cameras_from_descriptors
+from panst3r_splat.core.cameras.sfm import solve_cameras_sfm
 from panst3r_splat.core.checkpoint import FORMAT_NAME, CheckpointError, LoadedCheckpoint, load_checkpoint
 from panst3r_splat.core.geometry import PrincipalPoint, camera_from_pointmaps
 from panst3r_splat.core.images import IMAGE_EXTENSIONS, NATIVE, LoadedImages, bucket_resolutions, load_images
 from panst3r_splat.core.merging import MERGE_NAMES
-from panst3r_splat.core.photos import photo_records
+from panst3r_splat.core.photos import PhotoRecord, photo_records, read_photo
 from panst3r_splat.core.model import (
     AllKeyframes,
     FarthestPointKeyframes,
@@ -60,7 +61,7 @@ from panst3r_splat.core.predictions import (
     save_predictions,
 )
 from panst3r_splat.pipeline.classes import class_set_for_names, read_names_file, siglip_class_set
-from panst3r_splat.pipeline.errors import NotImplementedYet, UserError
+from panst3r_splat.pipeline.errors import UserError
 from panst3r_splat.pipeline.merge import merge_predictions
 
 log = logging.getLogger(__name__)
@@ -391,8 +392,6 @@ def check_camera_choice(choice: str) -> None:
     """Refuse, before any work, a ``--cameras`` value that cannot be served."""
     if choice not in ("auto", *CAMERA_SOURCES):
         raise UserError(f"unknown --cameras {choice!r}; choose auto, {', '.join(CAMERA_SOURCES)}")
-    if choice == "sfm":
-        raise NotImplementedYet("predict --cameras sfm", "COLMAP through pycolmap; use --cameras head or matches")
 
 
 def resolve_camera_source(choice: str, loaded: LoadedCheckpoint, has_descriptors: bool) -> str:
@@ -463,6 +462,34 @@ def cameras_from_matches(output: InferenceOutput, pts3d_local: Float[Tensor, "V 
     )
 
 
+def cameras_from_sfm(photos: tuple[PhotoRecord, ...], pts3d_local: Float[Tensor, "V H W 3"],
+                     to_orig: np.ndarray) -> SolvedCameras:
+    """COLMAP on the photos at their own resolution (:mod:`panst3r_splat.core.cameras.sfm`), the model's local depth
+    placed by its cameras; views COLMAP leaves out get NaN cameras and points and are named in one warning line."""
+    if len(photos) < 2:
+        raise UserError("--cameras sfm needs at least 2 photos; give more photos or use --cameras head")
+    try:
+        result = solve_cameras_sfm([read_photo(p) for p in photos], pts3d_local.double().numpy(), to_orig)
+    except ValueError as err:
+        raise UserError(f"--cameras sfm: {err}; use --cameras matches or head for these photos") from None
+    solution = result.solution
+    missing = np.flatnonzero(~solution.camera_ok)
+    if missing.size:
+        log.warning("cameras: COLMAP gave %d of %d views no camera (%s); they are left out of points.ply and fit",
+                    missing.size, solution.num_views, ", ".join(photos[int(v)].name for v in missing))
+    log.info("cameras from COLMAP: %d of %d views in %.1f s, median reprojection error %.2f px",
+             int(solution.camera_ok.sum()), solution.num_views, solution.seconds,
+             float(np.nanmedian(solution.reprojection_px)))
+    residuals = np.stack([solution.num_pairs, solution.num_inliers, solution.rotation_residual_deg,
+                          solution.reprojection_px], axis=1).astype(np.float64)
+    residuals[~solution.camera_ok] = np.nan
+    return SolvedCameras(
+        source="sfm", K=torch.from_numpy(solution.K).float(), T_world_cam=torch.from_numpy(solution.T_world_cam).float(),
+        pts3d=torch.from_numpy(result.pts3d).float(), camera_ok=solution.camera_ok, scale=solution.scale,
+        residuals=residuals,
+    )
+
+
 def run_predict(images: Path, out: Path, options: PredictOptions) -> PredictResult:
     """The whole stage; see the module docstring. Bad input raises `UserError` (one line)."""
     start = time.perf_counter()
@@ -499,6 +526,8 @@ def run_predict(images: Path, out: Path, options: PredictOptions) -> PredictResu
             if options.cameras != "auto":
                 raise
             log.warning("%s; --cameras auto falls back to the model's own cameras (head)", err)
+    elif source == "sfm":
+        solved = cameras_from_sfm(photos, pts3d_local, imgs.to_orig)
     if solved is None:
         if loaded.metadata.get(GLOBAL_HEAD_METADATA_KEY) == "false":
             log.warning("this model's global pointmap head is untrained (it was trained for local pointmaps and "
@@ -547,6 +576,7 @@ __all__ = [
     "CameraChoice",
     "SolvedCameras",
     "cameras_from_matches",
+    "cameras_from_sfm",
     "check_class_options",
     "check_out_folder",
     "checkpoint_class_set",

@@ -22,7 +22,8 @@ from panst3r_splat.core.photos import PHOTOS_FILE, photo_records, read_photos
 from panst3r_splat.core.predictions import Predictions, save_predictions
 from panst3r_splat.pipeline.errors import UserError
 from panst3r_splat.pipeline.fit import FitOptions, backproject_depth, fit_scene, gt_segments, inputs_from_predictions
-from panst3r_splat.pipeline.fit_resolution import at_photo_resolution, fit_hw, resize_affine, segments_at
+from panst3r_splat.core.images import capped_hw, resize_affine
+from panst3r_splat.pipeline.fit_resolution import at_photo_resolution, segments_at
 from panst3r_splat.pipeline.panoptic_lifting import read_panoptic_lifting
 from panst3r_splat.pipeline.synth import SynthConfig, generate_scene, write_scene
 from panst3r_splat.splat.lifting import NO_LABEL
@@ -68,9 +69,9 @@ def _half_resolution_predictions(dataset: Path, folder: Path) -> Path:
 
 
 def test_fit_size_caps_the_long_side_and_never_enlarges() -> None:
-    assert fit_hw((480, 640), 512) == (384, 512)
-    assert fit_hw((640, 480), 320) == (320, 240)
-    assert fit_hw((48, 64), 512) == (48, 64)
+    assert capped_hw((480, 640), 512) == (384, 512)
+    assert capped_hw((640, 480), 320) == (320, 240)
+    assert capped_hw((48, 64), 512) == (48, 64)
 
 
 def test_resize_affine_keeps_pixel_centres() -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import pytest
+from _fixtures import write_grey_video
 import torch
 
 from panst3r_splat.core import images as im
@@ -233,12 +234,7 @@ def test_explicit_file_list_keeps_order(tmp_path):
 
 def test_video_frames_sampled_evenly(tmp_path):
     pytest.importorskip("imageio_ffmpeg")  # a declared dependency; absent only in bare environments
-    import imageio.v2 as iio
-
-    path = tmp_path / "clip.mp4"
-    with iio.get_writer(path, format="FFMPEG", fps=10, codec="libx264", quality=9, macro_block_size=16) as writer:
-        for i in range(10):
-            writer.append_data(np.full((48, 64, 3), 20 * i + 10, dtype=np.uint8))
+    path = write_grey_video(tmp_path / "clip.mp4")
     loaded = im.load_images(path, size=64, max_video_frames=4)
     assert loaded.names == ("clip_frame000000", "clip_frame000003", "clip_frame000006", "clip_frame000009")
     brightness = loaded.images_uint8.reshape(4, -1).mean(axis=1)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import pytest
+from _fixtures import write_grey_video
 
 from panst3r_splat.core import images as im
 from panst3r_splat.core.photos import check_photos, photo_records, read_photo, read_photos, write_photos
@@ -28,12 +29,7 @@ def test_image_records_round_trip_and_read_the_full_photo(tmp_path: Path) -> Non
 
 def test_video_records_name_their_frames(tmp_path: Path) -> None:
     pytest.importorskip("imageio_ffmpeg")  # a declared dependency; absent only in bare environments
-    import imageio.v2 as iio
-
-    path = tmp_path / "clip.mp4"
-    with iio.get_writer(path, format="FFMPEG", fps=10, codec="libx264", quality=9, macro_block_size=16) as writer:
-        for i in range(10):
-            writer.append_data(np.full((48, 64, 3), 20 * i + 10, dtype=np.uint8))
+    path = write_grey_video(tmp_path / "clip.mp4")
     loaded = im.load_images(path, size=64, max_video_frames=4)
     records = photo_records(path, loaded.names, loaded.orig_hw)
     assert [r.frame for r in records] == [0, 3, 6, 9] and {r.path for r in records} == {str(path.resolve())}

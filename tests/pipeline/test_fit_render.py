@@ -19,9 +19,10 @@ import pytest
 import torch
 from PIL import Image
 
+from _half_resolution import half_resolution, save_half_resolution
+
 from panst3r_splat.core import class_table
 from panst3r_splat.core.geometry import Sim3Fit
-from panst3r_splat.core.predictions import Predictions, save_predictions
 from panst3r_splat.pipeline.cli import EXIT_USER_ERROR, main
 from panst3r_splat.pipeline.errors import UserError
 from panst3r_splat.pipeline.evaluation import evaluate_folders
@@ -314,32 +315,16 @@ def test_estimate_alignment_never_keeps_a_mirroring_fit() -> None:
 
 def _fake_predictions(dataset: Path, folder: Path, known: Sim3Fit) -> None:
     """The ground truth as a predictions folder at half resolution, in the frame `known^-1` of the dataset's."""
-    from panst3r_splat.pipeline.panoptic_lifting import read_panoptic_lifting
-
-    data = read_panoptic_lifting(dataset, split="train")
-    V, h, w = data.num_views, HEIGHT // 2, WIDTH // 2
-    to_orig = np.array([[2.0, 0.0, 0.5], [0.0, 2.0, 0.5], [0.0, 0.0, 1.0]])  # model pixel centre u -> 2u + 0.5
-    K_model = scale_intrinsics(torch.from_numpy(data.K), 0.5, 0.5).numpy()
-    assert np.allclose(np.linalg.inv(to_orig) @ data.K, K_model)
-    images = np.stack([np.asarray(Image.fromarray(im).resize((w, h), Image.BOX)) for im in data.images])
-    depth = data.depth.reshape(V, h, 2, w, 2).mean(axis=(2, 4))
-    T_pred = inverse_sim3(known).transform_T_world_cam(torch.from_numpy(data.T_world_cam)).numpy()
-    Ks = np.repeat(K_model[None], V, 0)
-    points, _ = backproject_depth(depth, Ks, T_pred)
-    local, _ = backproject_depth(depth, Ks, np.repeat(np.eye(4)[None], V, 0))
-    segments, legend = gt_segments(data.semantics, data.instances)
+    half = half_resolution(dataset)
+    V, h, w = half.depth.shape
+    assert np.allclose(half.K_model, scale_intrinsics(torch.from_numpy(half.data.K), 0.5, 0.5).numpy())
+    T_pred = inverse_sim3(known).transform_T_world_cam(torch.from_numpy(half.data.T_world_cam)).numpy()
+    Ks = np.repeat(half.K_model[None], V, 0)
+    points, _ = backproject_depth(half.depth, Ks, T_pred)
+    local, _ = backproject_depth(half.depth, Ks, np.repeat(np.eye(4)[None], V, 0))
     names = [str(c["name"]) for c in json.loads((dataset / "scene.json").read_text())["classes"]]
     assert names == class_table.class_names()
-    pred = Predictions(
-        image_names=np.array([f"{n}.png" for n in data.frame_names]), images=images,
-        pts3d=points.reshape(V, h, w, 3), pts3d_local=local.reshape(V, h, w, 3), conf=np.full((V, h, w), 5.0),
-        mask_logits=np.zeros((V, 2, h // 2, w // 2)), class_logits=np.zeros((2, class_table.NUM_CLASSES)),
-        class_names=np.array(names), class_ids=np.arange(1, class_table.NUM_CLASSES + 1),
-        isthing=np.array([c.isthing for c in class_table.CLASSES]), orig_hw=np.tile([HEIGHT, WIDTH], (V, 1)),
-        to_orig=np.repeat(to_orig[None], V, 0), keyframes=np.arange(V), K=Ks, T_world_cam=T_pred,
-        panoptic=segments[:, ::2, ::2].astype(np.int32))
-    save_predictions(pred, folder, [{"id": s.id, "category_id": s.category_id, "isthing": s.isthing, "score": 1.0,
-                                     "query_id": i} for i, s in enumerate(legend)])
+    save_half_resolution(half, folder, points.reshape(V, h, w, 3), local.reshape(V, h, w, 3), T_pred)
 
 
 def test_scene_from_predictions_is_aligned_to_the_dataset(dataset: Path, tmp_path: Path) -> None:

@@ -17,11 +17,11 @@ import pytest
 import torch
 from PIL import Image
 
-from panst3r_splat.core import class_table
+from _half_resolution import half_resolution, save_half_resolution
+
 from panst3r_splat.core.photos import PHOTOS_FILE, photo_records, read_photos
-from panst3r_splat.core.predictions import Predictions, save_predictions
 from panst3r_splat.pipeline.errors import UserError
-from panst3r_splat.pipeline.fit import FitOptions, backproject_depth, fit_scene, gt_segments, inputs_from_predictions
+from panst3r_splat.pipeline.fit import FitOptions, backproject_depth, fit_scene, inputs_from_predictions
 from panst3r_splat.core.images import capped_hw, resize_affine
 from panst3r_splat.pipeline.fit_resolution import at_photo_resolution, segments_at
 from panst3r_splat.pipeline.panoptic_lifting import read_panoptic_lifting
@@ -43,29 +43,16 @@ def dataset(tmp_path_factory) -> Path:
 
 def _half_resolution_predictions(dataset: Path, folder: Path) -> Path:
     """The ground truth of the train split as a predictions folder at half resolution, with its photos' record."""
-    data = read_panoptic_lifting(dataset, split="train")
-    V, h, w = data.num_views, HEIGHT // 2, WIDTH // 2
-    to_orig = np.array([[2.0, 0.0, 0.5], [0.0, 2.0, 0.5], [0.0, 0.0, 1.0]])  # model pixel centre u -> 2u + 0.5
-    K_model = np.linalg.inv(to_orig) @ data.K
-    images = np.stack([np.asarray(Image.fromarray(im).resize((w, h), Image.BOX)) for im in data.images])
-    depth = data.depth.reshape(V, h, 2, w, 2).mean(axis=(2, 4))
-    Ks = np.repeat(K_model[None], V, 0)
-    points, _ = backproject_depth(depth, Ks, data.T_world_cam)
-    local, _ = backproject_depth(depth, Ks, np.repeat(np.eye(4)[None], V, 0))
-    segments, legend = gt_segments(data.semantics, data.instances)
-    names = [f"{n}.png" for n in data.frame_names]
-    pred = Predictions(
-        image_names=np.array(names), images=images, pts3d=points.reshape(V, h, w, 3),
-        pts3d_local=local.reshape(V, h, w, 3), conf=np.full((V, h, w), 5.0),
-        mask_logits=np.zeros((V, 2, h // 2, w // 2)), class_logits=np.zeros((2, class_table.NUM_CLASSES)),
-        class_names=np.array(class_table.class_names()), class_ids=np.arange(1, class_table.NUM_CLASSES + 1),
-        isthing=np.array([c.isthing for c in class_table.CLASSES]), orig_hw=np.tile([HEIGHT, WIDTH], (V, 1)),
-        to_orig=np.repeat(to_orig[None], V, 0), keyframes=np.arange(V), K=Ks, T_world_cam=data.T_world_cam,
-        panoptic=segments[:, ::2, ::2].astype(np.int32))
-    photos = photo_records([dataset / "color" / n for n in names], names, pred.orig_hw)
-    save_predictions(pred, folder, [{"id": s.id, "category_id": s.category_id, "isthing": s.isthing, "score": 1.0,
-                                     "query_id": i} for i, s in enumerate(legend)], photos=photos)
-    return folder
+    half = half_resolution(dataset)
+    V = len(half.images)
+    Ks = np.repeat(half.K_model[None], V, 0)
+    points, _ = backproject_depth(half.depth, Ks, half.data.T_world_cam)
+    local, _ = backproject_depth(half.depth, Ks, np.repeat(np.eye(4)[None], V, 0))
+    names = [f"{n}.png" for n in half.data.frame_names]
+    photos = photo_records([dataset / "color" / n for n in names], names, np.tile([HEIGHT, WIDTH], (V, 1)))
+    shape = half.images.shape[:3] + (3,)
+    return save_half_resolution(half, folder, points.reshape(shape), local.reshape(shape), half.data.T_world_cam,
+                                photos=photos)
 
 
 def test_fit_size_caps_the_long_side_and_never_enlarges() -> None:

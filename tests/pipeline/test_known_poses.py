@@ -5,7 +5,6 @@ scene is in the dataset frame (identity alignment, no Sim(3) at render time); a 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -15,12 +14,12 @@ import pytest
 import torch
 from PIL import Image
 
-from panst3r_splat.core import class_table
+from _half_resolution import half_resolution, save_half_resolution
+
 from panst3r_splat.core.cameras.placement import pixel_rays
-from panst3r_splat.core.predictions import Predictions, save_predictions
 from panst3r_splat.pipeline.cli import EXIT_USER_ERROR, main
 from panst3r_splat.pipeline.errors import UserError
-from panst3r_splat.pipeline.fit import FitOptions, fit_scene, gt_segments, inputs_from_predictions
+from panst3r_splat.pipeline.fit import FitOptions, fit_scene, inputs_from_predictions
 from panst3r_splat.pipeline.known_poses import parse_poses
 from panst3r_splat.pipeline.panoptic_lifting import read_panoptic_lifting
 from panst3r_splat.pipeline.render import DatasetCameras, RenderOptions, render_scene
@@ -50,26 +49,12 @@ def factors() -> np.ndarray:
 def predictions(dataset: Path, factors: np.ndarray, tmp_path_factory) -> Path:
     """The train frames at half resolution as a predictions folder: local pointmaps = ground-truth depth along the
     model-resolution rays divided by `factors`; the predicted cameras are all identity (useless)."""
-    data = read_panoptic_lifting(dataset, split="train")
-    V, h, w = data.num_views, HEIGHT // 2, WIDTH // 2
-    to_orig = np.array([[2.0, 0.0, 0.5], [0.0, 2.0, 0.5], [0.0, 0.0, 1.0]])  # model pixel centre u -> 2u + 0.5
-    K_model = np.linalg.inv(to_orig) @ data.K
-    images = np.stack([np.asarray(Image.fromarray(im).resize((w, h), Image.BOX)) for im in data.images])
-    depth = data.depth.reshape(V, h, 2, w, 2).mean(axis=(2, 4))
-    Ks = np.repeat(K_model[None], V, 0)
-    local = pixel_rays(Ks, h, w) * (depth / factors[:, None, None])[..., None]
-    segments, legend = gt_segments(data.semantics, data.instances)
-    pred = Predictions(
-        image_names=np.array([f"{n}.png" for n in data.frame_names]), images=images, pts3d=local,
-        pts3d_local=local, conf=np.full((V, h, w), 5.0), mask_logits=np.zeros((V, 2, h // 2, w // 2)),
-        class_logits=np.zeros((2, class_table.NUM_CLASSES)), class_names=np.array(class_table.class_names()),
-        class_ids=np.arange(1, class_table.NUM_CLASSES + 1),
-        isthing=np.array([c.isthing for c in class_table.CLASSES]), orig_hw=np.tile([HEIGHT, WIDTH], (V, 1)),
-        to_orig=np.repeat(to_orig[None], V, 0), keyframes=np.arange(V), K=Ks,
-        T_world_cam=np.repeat(np.eye(4)[None], V, 0), panoptic=segments[:, ::2, ::2].astype(np.int32))
+    half = half_resolution(dataset)
+    V, h, w = half.depth.shape
+    Ks = np.repeat(half.K_model[None], V, 0)
+    local = pixel_rays(Ks, h, w) * (half.depth / factors[:, None, None])[..., None]
     folder = tmp_path_factory.mktemp("pred") / "pred"
-    save_predictions(pred, folder, [{"id": s.id, "category_id": s.category_id, "isthing": s.isthing, "score": 1.0,
-                                     "query_id": i} for i, s in enumerate(legend)])
+    save_half_resolution(half, folder, local, local, np.repeat(np.eye(4)[None], V, 0))
     return folder
 
 

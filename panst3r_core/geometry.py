@@ -20,10 +20,10 @@ rendered with it, and a pointmap of a camera with that ``K`` gives back its foca
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from panst3r_splat.core.procrustes import _quaternion_procrustes, weighted_procrustes
+from panst3r_splat.core.transforms import Similarity
 
 log = logging.getLogger(__name__)
 
@@ -195,50 +196,11 @@ def _rigid_procrustes(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | No
     return R, t
 
 
-@dataclass(frozen=True)
-class Sim3Fit:
-    """A similarity ``x -> s R x + t`` fitted between two point sets, with its fit residual."""
-
-    s: Float[Tensor, "*batch"]
-    """Scale."""
-    R: Float[Tensor, "*batch 3 3"]
-    """Rotation."""
-    t: Float[Tensor, "*batch 3"]
-    """Translation."""
-    residual: Float[Tensor, "*batch"]
-    """Weighted root-mean-square distance ``sqrt(sum_i w_i |s R src_i + t - dst_i|^2)`` (normalised weights)."""
-
-    def apply(self, points: Float[Tensor, "*batch P 3"]) -> Float[Tensor, "*batch P 3"]:
-        """Map points from the source frame to the destination frame."""
-        return self.s[..., None, None] * points @ self.R.transpose(-1, -2) + self.t[..., None, :]
-
-    def matrix(self) -> Float[Tensor, "*batch 4 4"]:
-        """4x4 homogeneous matrix ``[[s R, t], [0, 1]]``."""
-        out = torch.zeros(*self.R.shape[:-2], 4, 4, dtype=self.R.dtype, device=self.R.device)
-        out[..., :3, :3] = self.s[..., None, None] * self.R
-        out[..., :3, 3] = self.t
-        out[..., 3, 3] = 1.0
-        return out
-
-    def transform_T_world_cam(self, T_world_cam: Float[Tensor, "*views 4 4"]) -> Float[Tensor, "*views 4 4"]:
-        """Express camera-to-world poses of the source world in the destination world.
-
-        Rotations are composed with ``R``; camera centres go through the full similarity; the camera axes stay
-        orthonormal (the scale changes distances, not the camera). Only for an unbatched fit.
-        """
-        if self.R.ndim != 2:
-            raise ValueError("transform_T_world_cam needs an unbatched Sim3Fit")
-        out = T_world_cam.clone()
-        out[..., :3, :3] = self.R @ T_world_cam[..., :3, :3]
-        out[..., :3, 3] = self.s * (T_world_cam[..., :3, 3] @ self.R.T) + self.t
-        return out
-
-
 def umeyama_sim3(
     src: Float[Tensor, "*batch P 3"],
     dst: Float[Tensor, "*batch P 3"],
     weights: Float[Tensor, "*batch P"] | None = None,
-) -> Sim3Fit:
+) -> Similarity:
     """Weighted Umeyama (1991) similarity ``dst ~ s R src + t`` (as roma with ``compute_scaling=True``).
 
     Used to bring predicted cameras into a dataset's frame (camera centres as the point sets). At least 2 points
@@ -256,7 +218,7 @@ def umeyama_sim3(
         raise ValueError("cannot estimate a scale: the source points all coincide (give at least 2 distinct points)")
     fit = weighted_procrustes(src, dst, weights, with_scale=True)
     residual = (weights * (fit.apply(src) - dst).square().sum(dim=-1)).sum(dim=-1).sqrt()
-    return Sim3Fit(s=fit.scale, R=fit.R, t=fit.t, residual=residual)
+    return dataclasses.replace(fit, residual=residual)
 
 
 def _umeyama_sim3(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None):

@@ -12,12 +12,12 @@ twin it is tested against, and ``_weighted_procrustes`` a float64 twin by Horn's
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
+
+from panst3r_splat.core.transforms import Similarity
 
 
 _DENOMINATOR_FLOOR = 1e-4
@@ -72,27 +72,13 @@ def _special_procrustes(M: Float[Tensor, "*B 3 3"]) -> Float[Tensor, "*B 3 3"]:
     return U @ V.transpose(-1, -2)
 
 
-@dataclass(frozen=True)
-class SimilarityFit:
-    """``dst ~ scale * R @ src + t`` fitted per leading index."""
-
-    R: Float[Tensor, "*B 3 3"]
-    t: Float[Tensor, "*B 3"]
-    scale: Float[Tensor, "*B"]
-    """1 for a rigid fit."""
-
-    def apply(self, points: Float[Tensor, "*B N 3"]) -> Float[Tensor, "*B N 3"]:
-        """Map source points into the destination frame."""
-        return self.scale[..., None, None] * points @ self.R.transpose(-1, -2) + self.t[..., None, :]
-
-
 def weighted_procrustes(
     src: Float[Tensor, "*B N 3"],
     dst: Float[Tensor, "*B N 3"],
     weights: Float[Tensor, "*B N"],
     *,
     with_scale: bool = False,
-) -> SimilarityFit:
+) -> Similarity:
     """Weighted Kabsch (``with_scale=False``) or Umeyama fit minimising ``sum_i w_i |s R src_i + t - dst_i|^2``.
 
     Differentiable in ``src``, ``dst`` and ``weights``. Weights need not be normalised; a fit whose weights sum to
@@ -111,7 +97,7 @@ def weighted_procrustes(
     else:
         scale = torch.ones(src.shape[:-2], dtype=src.dtype, device=src.device)
     t = dst_mean - scale[..., None] * (R @ src_mean[..., None])[..., 0]
-    return SimilarityFit(R=R, t=t, scale=scale)
+    return Similarity(scale=scale, R=R, t=t)
 
 
 def _quaternion_procrustes(
@@ -159,10 +145,3 @@ def _weighted_procrustes(
     (also the twin of `geometry.rigid_procrustes` and `geometry.umeyama_sim3`)."""
     scale, R, t = _quaternion_procrustes(src, dst, weights, with_scale)
     return R, t, scale
-
-
-def rotation_angle_deg(R: Float[Tensor, "*B 3 3"]) -> Float[Tensor, "*B"]:
-    """Angle of a rotation in degrees, from ``atan2(|skew|, trace - 1)`` (accurate near 0 and 180 degrees)."""
-    skew = torch.stack([R[..., 2, 1] - R[..., 1, 2], R[..., 0, 2] - R[..., 2, 0], R[..., 1, 0] - R[..., 0, 1]], -1)
-    trace = R[..., 0, 0] + R[..., 1, 1] + R[..., 2, 2]
-    return torch.rad2deg(torch.atan2(skew.norm(dim=-1), trace - 1.0))

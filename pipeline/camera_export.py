@@ -29,6 +29,7 @@ from PIL import Image
 
 from panst3r_splat.core.atomic_io import swap_into_place
 from panst3r_splat.core.predictions import POINT_CONF_THRESHOLD, frame_stem, load_predictions, write_points_ply
+from panst3r_splat.core.transforms import rotation_to_quaternion
 from panst3r_splat.pipeline.conventions import intrinsics_to_nerfstudio, opencv_to_opengl
 from panst3r_splat.pipeline.errors import UserError
 
@@ -48,29 +49,6 @@ class CameraExport:
     out: Path
     names: tuple[str, ...]
     num_points: int
-
-
-def rotation_to_quaternion(R: Float[np.ndarray, "3 3"]) -> Float[np.ndarray, "4"]:
-    """Unit quaternion (w, x, y, z), w >= 0, of a rotation matrix (COLMAP's `images.txt` order)."""
-    m = np.asarray(R, dtype=np.float64)
-    # Shepperd's method: pivot on the largest of the trace and the diagonal for numerical stability.
-    trace = np.trace(m)
-    candidates = [trace, m[0, 0], m[1, 1], m[2, 2]]
-    i = int(np.argmax(candidates))
-    if i == 0:
-        w = np.sqrt(1.0 + trace) / 2
-        q = [w, (m[2, 1] - m[1, 2]) / (4 * w), (m[0, 2] - m[2, 0]) / (4 * w), (m[1, 0] - m[0, 1]) / (4 * w)]
-    else:
-        a, b, c = (i - 1), i % 3, (i + 1) % 3
-        s = np.sqrt(1.0 + m[a, a] - m[b, b] - m[c, c]) * 2
-        q = [0.0, 0.0, 0.0, 0.0]
-        q[0] = (m[c, b] - m[b, c]) / s
-        q[1 + a] = s / 4
-        q[1 + b] = (m[b, a] + m[a, b]) / s
-        q[1 + c] = (m[c, a] + m[a, c]) / s
-    q = np.array(q)
-    q /= np.linalg.norm(q)
-    return q if q[0] >= 0 else -q
 
 
 def _transforms_json(names: tuple[str, ...], K: np.ndarray, T_world_cam: np.ndarray, width: int, height: int

@@ -25,7 +25,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from panst3r_splat.core.geometry import Sim3Fit
+from panst3r_splat.core.transforms import Similarity
 
 if TYPE_CHECKING:  # nerfstudio is imported lazily: this module is also used without it
     from nerfstudio.cameras.cameras import Cameras as NerfstudioCameras
@@ -162,43 +162,32 @@ class NormalisationTransform:
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
             raise ValueError(f"not a dataparser transform ({err}); expected {{'transform': 3x4, 'scale': s}}") from err
 
-    def _Rt(self, like: Tensor) -> tuple[Tensor, Tensor]:
-        return (torch.tensor(self.R, dtype=like.dtype, device=like.device),
-                torch.tensor(self.t, dtype=like.dtype, device=like.device))
+    def similarity(self, like: Tensor | None = None) -> Similarity:
+        """Data frame -> normalised frame as the one similarity type, `x_ns = scale R x + scale t`, in the dtype and
+        on the device of `like` (float64 on the CPU without it)."""
+        opts = {"dtype": torch.float64} if like is None else {"dtype": like.dtype, "device": like.device}
+        return Similarity(scale=torch.tensor(self.scale, **opts), R=torch.tensor(self.R, **opts),
+                          t=self.scale * torch.tensor(self.t, **opts))
 
-    def apply_points(self, points: Float[Tensor, "*B 3"]) -> Float[Tensor, "*B 3"]:
+    def to_data(self, like: Tensor | None = None) -> Similarity:
+        """Normalised frame -> data frame (the inverse similarity), as `Alignment` stores a scene-to-dataset one."""
+        return self.similarity(like).inverse()
+
+    def apply_points(self, points: Float[Tensor, "*B N 3"]) -> Float[Tensor, "*B N 3"]:
         """Data frame -> normalised frame."""
-        R, t = self._Rt(points)
-        return self.scale * (points @ R.T + t)
+        return self.similarity(points).apply(points)
 
-    def invert_points(self, points: Float[Tensor, "*B 3"]) -> Float[Tensor, "*B 3"]:
+    def invert_points(self, points: Float[Tensor, "*B N 3"]) -> Float[Tensor, "*B N 3"]:
         """Normalised frame -> data frame."""
-        R, t = self._Rt(points)
-        return (points / self.scale - t) @ R
+        return self.to_data(points).apply(points)
 
     def apply_T_world_cam(self, T_world_cam: Float[Tensor, "*B 4 4"]) -> Float[Tensor, "*B 4 4"]:
         """Camera-to-world of the data frame -> of the normalised frame (any camera axes: R acts on the left)."""
-        R, _ = self._Rt(T_world_cam)
-        out = T_world_cam.clone()
-        out[..., :3, :3] = R @ T_world_cam[..., :3, :3]
-        out[..., :3, 3] = self.apply_points(T_world_cam[..., :3, 3])
-        return out
+        return self.similarity(T_world_cam).transform_T_world_cam(T_world_cam)
 
     def invert_T_world_cam(self, T_world_cam: Float[Tensor, "*B 4 4"]) -> Float[Tensor, "*B 4 4"]:
         """Inverse of `apply_T_world_cam`."""
-        R, _ = self._Rt(T_world_cam)
-        out = T_world_cam.clone()
-        out[..., :3, :3] = R.T @ T_world_cam[..., :3, :3]
-        out[..., :3, 3] = self.invert_points(T_world_cam[..., :3, 3])
-        return out
-
-    def to_data_sim3(self, dtype: torch.dtype = torch.float64) -> Sim3Fit:
-        """The Sim(3) normalised frame -> data frame, `x_data = s R' x_ns + t'` (s = 1 / scale, R' = R^T,
-        t' = -R^T t), as `Alignment` stores a scene-to-dataset similarity."""
-        R = torch.tensor(self.R, dtype=dtype)
-        t = torch.tensor(self.t, dtype=dtype)
-        return Sim3Fit(s=torch.tensor(1.0 / self.scale, dtype=dtype), R=R.T.contiguous(), t=-(R.T @ t),
-                       residual=torch.tensor(0.0, dtype=dtype))
+        return self.to_data(T_world_cam).transform_T_world_cam(T_world_cam)
 
 
 def normalisation_from_poses(T_world_cam: Float[Tensor, "V 4 4"], *, orientation: Orientation = "up",

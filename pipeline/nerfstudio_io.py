@@ -111,8 +111,8 @@ def load_ns_output(path: str | Path, *, device: str | torch.device = "cpu") -> F
                       width=views.width, height=views.height, names=views.names)
     alignment = None
     if scene_labels.dataset is not None:
-        alignment = Alignment.from_sim3(scene_labels.normalisation.to_data_sim3(), rotation_error_deg=0.0,
-                                        views=views.names, dataset=scene_labels.dataset)
+        alignment = Alignment.from_similarity(scene_labels.normalisation.to_data(), rotation_error_deg=0.0,
+                                              views=views.names, dataset=scene_labels.dataset)
     model_config = config.pipeline.model
     background = {"white": (1.0, 1.0, 1.0)}.get(model_config.background_color, (0.0, 0.0, 0.0))
     info = {

@@ -37,11 +37,12 @@ from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttrib
 from nerfstudio.models.base_model import Model, ModelConfig
 from nerfstudio.viewer.viewer_elements import ViewerButton
 
+from panst3r_splat.core.transforms import rigid_inverse
 from panst3r_splat.pipeline.conventions import from_nerfstudio_cameras
 from panst3r_splat.pipeline.nerfstudio_dataparsers import KEY_SEGMENT_MAP, META_SCENE, META_VIEWS, SceneLabels, ViewLabels
 from panst3r_splat.splat.gaussians import (
     KEY_LABEL_CONF, KEY_MEANS, KEY_OPACITIES, KEY_QUATS, KEY_REG_COLORS, KEY_SCALES, KEY_SEGMENT_IDS, KEY_SH0,
-    KEY_SHN, LABEL_KEYS, GaussianScene, init_from_points, rigid_inverse, sh_colors,
+    KEY_SHN, LABEL_KEYS, GaussianScene, init_from_points, sh_colors,
 )
 from panst3r_splat.splat.lifting import LiftOptions, lift_segments, render_segments
 from panst3r_splat.splat.palette import instance_colors, panoptic_colors, semantic_colors

@@ -45,7 +45,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from panst3r_splat.core import class_table
-from panst3r_splat.core.geometry import Sim3Fit, umeyama_sim3
+from panst3r_splat.core.geometry import umeyama_sim3
+from panst3r_splat.core.transforms import Similarity, look_at, relative_rotation_deg
 from panst3r_splat.pipeline.errors import UserError
 from panst3r_splat.pipeline.panoptic_lifting import read_panoptic_lifting, save_png
 from panst3r_splat.splat.gaussians import Cameras, GaussianScene
@@ -110,19 +111,6 @@ def parse_cameras(spec: str, *, orbit_frames: int = 120) -> CameraSpec:
             raise UserError(f"--cameras {spec!r}: write dataset:PANLI_SCENE or dataset:PANLI_SCENE:SPLIT")
         return DatasetCameras(Path(path), split)
     raise UserError(f"--cameras {spec!r} is not one of orbit, train, dataset:PANLI_SCENE[:SPLIT]")
-
-
-def _look_at(position: np.ndarray, target: np.ndarray, up: np.ndarray) -> np.ndarray:
-    """Camera-to-world (OpenCV: x right, y down, z forward) at `position` looking at `target`, `up` on screen."""
-    z = target - position
-    z = z / np.linalg.norm(z)
-    x = np.cross(-up, z)
-    if np.linalg.norm(x) < 1e-8:  # looking straight along `up`: any perpendicular right vector will do
-        x = np.cross(z, np.array([1.0, 0.0, 0.0]) if abs(z[0]) < 0.9 else np.array([0.0, 1.0, 0.0]))
-    x = x / np.linalg.norm(x)
-    T = np.eye(4)
-    T[:3, 0], T[:3, 1], T[:3, 2], T[:3, 3] = x, np.cross(z, x), z, position
-    return T
 
 
 def _look_target(T_world_cam: np.ndarray, fallback: np.ndarray) -> np.ndarray:
@@ -190,7 +178,7 @@ def orbit_cameras(cameras: Cameras, means: Float[Tensor, "N 3"], num_frames: int
         start = azimuths[(widest + 1) % len(azimuths)]
         span = 2 * math.pi - gaps[widest]
         angles = start + span * 0.5 * (1.0 - np.cos(2 * math.pi * t))
-    Ts = [_look_at(target + height * up + radius * (math.cos(a) * e1 + math.sin(a) * e2), target, up) for a in angles]
+    Ts = [look_at(target + height * up + radius * (math.cos(a) * e1 + math.sin(a) * e2), target, up) for a in angles]
     return Cameras(K=cameras.K[:1].repeat(num_frames, 1, 1).cpu().float(),
                    T_world_cam=torch.from_numpy(np.stack(Ts)).float(), width=cameras.width, height=cameras.height,
                    names=tuple(f"orbit_{i:04d}" for i in range(num_frames)))
@@ -202,19 +190,17 @@ def orbit_cameras(cameras: Cameras, means: Float[Tensor, "N 3"], num_frames: int
 def rotation_errors_deg(R: Float[Tensor, "3 3"], R_src: Float[Tensor, "V 3 3"], R_dst: Float[Tensor, "V 3 3"]
                         ) -> Float[Tensor, "V"]:
     """Angle (degrees) between `R @ R_src[i]` and `R_dst[i]` for every view."""
-    rel = R_dst.transpose(-1, -2) @ (R @ R_src)
-    cos = ((rel.diagonal(dim1=-2, dim2=-1).sum(-1) - 1.0) / 2.0).clamp(-1.0, 1.0)
-    return torch.rad2deg(torch.arccos(cos))
+    return relative_rotation_deg(R_dst, R @ R_src)
 
 
-def _sim3_given_rotation(R: Tensor, src: Tensor, dst: Tensor) -> Sim3Fit:
+def _sim3_given_rotation(R: Tensor, src: Tensor, dst: Tensor) -> Similarity:
     """Least-squares scale and translation of `dst ~ s R src + t` for a fixed rotation."""
     src_c, dst_c = src - src.mean(0), dst - dst.mean(0)
     denom = src_c.square().sum()
     s = ((dst_c * (src_c @ R.T)).sum() / denom) if denom > 0 else torch.ones((), dtype=src.dtype)
     t = dst.mean(0) - s * (R @ src.mean(0))
     residual = ((s * src @ R.T + t - dst).square().sum(-1).mean()).sqrt()
-    return Sim3Fit(s=s, R=R, t=t, residual=residual)
+    return Similarity(scale=s, R=R, t=t, residual=residual)
 
 
 def _rotation_average(R_src: Tensor, R_dst: Tensor) -> Tensor:
@@ -230,7 +216,7 @@ def _rotation_average(R_src: Tensor, R_dst: Tensor) -> Tensor:
 class AlignmentFit:
     """A scene -> dataset similarity with the diagnostics of its fit."""
 
-    sim3: Sim3Fit
+    similarity: Similarity
     rotation_errors_deg: Float[Tensor, "V"]
     method: str
     """"umeyama" (camera centres) or "rotation-average" (rotations, then scale and translation from the centres)."""
@@ -259,16 +245,10 @@ def estimate_alignment(T_src: Float[Tensor, "V 4 4"], T_dst: Float[Tensor, "V 4 
         fit = _sim3_given_rotation(R, src, dst)
         candidates.append(AlignmentFit(fit, rotation_errors_deg(R, R_src, R_dst), "rotation-average"))
     # A fit with a non-positive scale mirrors the scene: never a valid similarity, whatever its rotation error.
-    valid = [c for c in candidates if float(c.sim3.s) > 0]
+    valid = [c for c in candidates if float(c.similarity.scale) > 0]
     if not valid:
         raise ValueError("the estimated alignment has a non-positive scale; the cameras do not correspond")
     return min(valid, key=lambda c: float(c.rotation_errors_deg.mean()))
-
-
-def inverse_sim3(fit: Sim3Fit) -> Sim3Fit:
-    """The similarity going the other way (`x = (R^T (y - t)) / s`)."""
-    R_inv = fit.R.transpose(-1, -2)
-    return Sim3Fit(s=1.0 / fit.s, R=R_inv, t=-(R_inv @ fit.t) / fit.s, residual=fit.residual)
 
 
 def scale_intrinsics(K: Float[Tensor, "*C 3 3"], sx: float, sy: float) -> Float[Tensor, "*C 3 3"]:
@@ -307,11 +287,11 @@ def dataset_alignment(scene: FittedScene, dataset: Path) -> tuple[Alignment, dic
     errs = fit.rotation_errors_deg
     spread = float((theirs[:, :3, 3] - theirs[:, :3, 3].mean(0)).norm(dim=1).mean())
     diagnostics: dict[str, Any] = {"method": fit.method, "rotation_error_deg_max": float(errs.max()),
-                                   "relative_residual": float(fit.sim3.residual) / max(spread, 1e-12)}
+                                   "relative_residual": float(fit.similarity.residual) / max(spread, 1e-12)}
     focal = _focal_ratio(scene, mine, data.K)
     if focal is not None:
         diagnostics["focal_ratio_pred_over_dataset"] = focal
-    alignment = Alignment.from_sim3(fit.sim3, rotation_error_deg=float(errs.mean()), views=views,
+    alignment = Alignment.from_similarity(fit.similarity, rotation_error_deg=float(errs.mean()), views=views,
                                     dataset=str(dataset.resolve()))
     logger.info("render: scene -> dataset similarity from %d views (%s): scale %.4f, residual %.4g (%.2f %% of the "
                 "camera spread), rotation error mean %.2f / max %.2f deg", len(views), fit.method, alignment.scale,
@@ -336,7 +316,7 @@ def _focal_ratio(scene: FittedScene, views: Tensor, K_dataset: np.ndarray) -> Op
 
 def cameras_to_scene(T_world_cam: Float[Tensor, "C 4 4"], alignment: Alignment) -> Float[Tensor, "C 4 4"]:
     """Dataset camera-to-world transforms expressed in the scene frame (through the inverse of the alignment)."""
-    return inverse_sim3(alignment.sim3(torch.float64)).transform_T_world_cam(T_world_cam.double()).float()
+    return alignment.similarity(torch.float64).inverse().transform_T_world_cam(T_world_cam.double()).float()
 
 
 # ---------------------------------------------------------------------------------------------------- rendering

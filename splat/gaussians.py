@@ -24,6 +24,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from panst3r_splat.core.transforms import rigid_inverse
+
 logger = logging.getLogger(__name__)
 
 SH_C0 = 0.28209479177387814
@@ -118,17 +120,6 @@ class Cameras:
     def to(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> "Cameras":
         """The same cameras on another device (and dtype)."""
         return dataclasses.replace(self, K=self.K.to(device, dtype), T_world_cam=self.T_world_cam.to(device, dtype))
-
-
-def rigid_inverse(T: Float[Tensor, "... 4 4"]) -> Float[Tensor, "... 4 4"]:
-    """Inverse of rigid transforms [R t; 0 1] -> [R^T -R^T t; 0 1] (exact, no general matrix inverse)."""
-    R = T[..., :3, :3]
-    t = T[..., :3, 3:]
-    out = torch.zeros_like(T)
-    out[..., :3, :3] = R.transpose(-1, -2)
-    out[..., :3, 3:] = -R.transpose(-1, -2) @ t
-    out[..., 3, 3] = 1.0
-    return out
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ import torch
 from jaxtyping import Int32
 
 from panst3r_splat.core.atomic_io import atomic_output, swap_into_place
-from panst3r_splat.core.geometry import Sim3Fit
+from panst3r_splat.core.transforms import Similarity
 from panst3r_splat.splat.gaussians import Cameras, GaussianScene
 from panst3r_splat.splat.palette import segment_color
 from panst3r_splat.splat.ply import read_ply, write_ply
@@ -89,18 +89,20 @@ class Alignment:
     dataset: str = ""
     """Dataset scene the frame belongs to."""
 
-    def sim3(self, dtype: torch.dtype = torch.float64) -> Sim3Fit:
-        """As the core geometry type (to transform points and cameras)."""
-        return Sim3Fit(s=torch.tensor(self.scale, dtype=dtype), R=torch.tensor(self.R, dtype=dtype),
-                       t=torch.tensor(self.t, dtype=dtype), residual=torch.tensor(self.residual, dtype=dtype))
+    def similarity(self, dtype: torch.dtype = torch.float64) -> Similarity:
+        """As the one similarity type (to transform points and cameras)."""
+        return Similarity(scale=torch.tensor(self.scale, dtype=dtype), R=torch.tensor(self.R, dtype=dtype),
+                          t=torch.tensor(self.t, dtype=dtype), residual=torch.tensor(self.residual, dtype=dtype))
 
     @staticmethod
-    def from_sim3(fit: Sim3Fit, *, rotation_error_deg: float | None = None, views: Sequence[str] = (),
-                  dataset: str = "") -> "Alignment":
+    def from_similarity(fit: Similarity, *, rotation_error_deg: float | None = None, views: Sequence[str] = (),
+                        dataset: str = "") -> "Alignment":
+        """The record of `fit` (its residual, 0 when it has none) with the diagnostics of how it was found."""
         R = fit.R.detach().double().cpu().tolist()
-        return Alignment(scale=float(fit.s), R=tuple(tuple(r) for r in R), t=tuple(fit.t.detach().double().tolist()),
-                         residual=float(fit.residual), rotation_error_deg=rotation_error_deg, views=tuple(views),
-                         dataset=str(dataset))
+        residual = 0.0 if fit.residual is None else float(fit.residual)
+        return Alignment(scale=float(fit.scale), R=tuple(tuple(r) for r in R),
+                         t=tuple(fit.t.detach().double().cpu().tolist()), residual=residual,
+                         rotation_error_deg=rotation_error_deg, views=tuple(views), dataset=str(dataset))
 
 
 @dataclass(frozen=True)

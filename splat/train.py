@@ -29,9 +29,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from panst3r_splat.core.atomic_io import atomic_output
+from panst3r_splat.core.transforms import rigid_inverse
 from panst3r_splat.splat.gaussians import (
     KEY_MEANS, KEY_OPACITIES, KEY_QUATS, KEY_REG_COLORS, KEY_SCALES, KEY_SH0, KEY_SHN, LABEL_KEYS, Cameras,
-    GaussianScene, rigid_inverse, sh_colors,
+    GaussianScene, sh_colors,
 )
 from panst3r_splat.splat.lifting import NO_LABEL
 

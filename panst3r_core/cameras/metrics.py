@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from jaxtyping import Float
 
-from panst3r_splat.core.cameras.two_view import rotation_angle_deg
+from panst3r_splat.core.transforms import rotation_angle_deg
 
 UNCONNECTED_DEG = 180.0
 """Error of a pair with a view that has no camera."""

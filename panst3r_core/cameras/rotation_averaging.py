@@ -18,7 +18,7 @@ import numpy as np
 from jaxtyping import Float, Int
 from scipy.spatial.transform import Rotation
 
-from panst3r_splat.core.cameras.two_view import nearest_rotation
+from panst3r_splat.core.transforms import nearest_rotation, rotation_angle_deg
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def edge_residuals_deg(
     """Angle between each measured ``R_b_a`` and the one implied by ``R_world_cam``, in degrees."""
     a, b = edges[:, 0], edges[:, 1]
     E = R_world_cam[b] @ R_rel @ np.transpose(R_world_cam[a], (0, 2, 1))
-    return np.degrees(Rotation.from_matrix(E).magnitude())
+    return rotation_angle_deg(E)
 
 
 def average_rotations(

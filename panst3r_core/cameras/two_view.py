@@ -21,6 +21,8 @@ from jaxtyping import Bool, Float
 from scipy.optimize import least_squares
 from scipy.spatial.transform import Rotation
 
+from panst3r_splat.core.transforms import nearest_rotation
+
 log = logging.getLogger(__name__)
 
 PNP_IRLS_ITERATIONS = 4
@@ -74,20 +76,6 @@ class TwoViewGeometry:
 
 def _normalised(uv: np.ndarray, K: np.ndarray) -> np.ndarray:
     return (uv - K[:2, 2]) / np.array([K[0, 0], K[1, 1]])
-
-
-def rotation_angle_deg(R: Float[np.ndarray, "*batch 3 3"]) -> Float[np.ndarray, "*batch"]:
-    """Angle of a rotation matrix in degrees (through the quaternion, so precise near 0, unlike ``arccos``)."""
-    R = np.asarray(R, dtype=np.float64)
-    return np.degrees(Rotation.from_matrix(R.reshape(-1, 3, 3)).magnitude()).reshape(R.shape[:-2])
-
-
-def nearest_rotation(M: Float[np.ndarray, "*batch 3 3"]) -> Float[np.ndarray, "*batch 3 3"]:
-    """The proper rotation closest to ``M`` in the Frobenius norm (SVD projection)."""
-    U, _, Vt = np.linalg.svd(M)
-    D = np.ones(M.shape[:-1])
-    D[..., -1] = np.sign(np.linalg.det(U @ Vt))
-    return (U * D[..., None, :]) @ Vt
 
 
 def _subsample(num: int, cap: int) -> np.ndarray:

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from panst3r_splat.core.procrustes import SimilarityFit, rotation_angle_deg, weighted_procrustes
+from panst3r_splat.core.procrustes import weighted_procrustes
+from panst3r_splat.core.transforms import Similarity, rotation_angle_deg
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def local_depth_rel_error(
 
 def cameras_from_pointmaps(
     pts_global: Float[Tensor, "V H W 3"], pts_local: Float[Tensor, "V H W 3"], weights: Float[Tensor, "V H W"]
-) -> SimilarityFit:
+) -> Similarity:
     """Camera-to-view-0 pose of every view: rigid Procrustes ``global ~ R local + t`` with the given weights."""
     n_views = pts_global.shape[0]
     return weighted_procrustes(
@@ -108,7 +109,7 @@ def relative_pose_errors(
 
 def _sim3_global_error(
     pred_global: Tensor, gt_global: Tensor, valid: Tensor, scale: Tensor
-) -> tuple[SimilarityFit, float]:
+) -> tuple[Similarity, float]:
     """Sim(3) fit of the valid predicted global points onto the GT and the median residual distance / ``scale``."""
     src, dst = pred_global[valid].double(), gt_global[valid].double()
     fit = weighted_procrustes(src[None], dst[None], torch.ones_like(src[None, :, 0]), with_scale=True)

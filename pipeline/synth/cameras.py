@@ -14,6 +14,7 @@ import numpy as np
 from jaxtyping import Bool, Float64
 
 from panst3r_splat.core.class_table import CLASS_BY_NAME
+from panst3r_splat.core.transforms import look_at
 from panst3r_splat.pipeline.synth.config import SynthConfig
 from panst3r_splat.pipeline.synth.geometry import MISS
 from panst3r_splat.pipeline.synth.layout import WALL_NORMALS, World
@@ -50,20 +51,6 @@ def intrinsics(width: int, height: int, fov_x_deg: float) -> Float64[np.ndarray,
     """
     f = width / (2.0 * math.tan(math.radians(fov_x_deg) / 2.0))
     return np.array([[f, 0.0, (width - 1) / 2.0], [0.0, f, (height - 1) / 2.0], [0.0, 0.0, 1.0]])
-
-
-def look_at(position: np.ndarray, target: np.ndarray, roll: float = 0.0) -> Float64[np.ndarray, "4 4"]:
-    """T_world_cam of a camera at `position` looking at `target`, world z up, OpenCV axes, rolled by `roll` rad."""
-    z = target - position
-    z = z / np.linalg.norm(z)
-    x = np.cross(z, np.array([0.0, 0.0, 1.0]))
-    x = x / max(np.linalg.norm(x), 1e-9)
-    y = np.cross(z, x)
-    c, s = math.cos(roll), math.sin(roll)
-    x, y = c * x + s * y, -s * x + c * y
-    out = np.eye(4)
-    out[:3, 0], out[:3, 1], out[:3, 2], out[:3, 3] = x, y, z, position
-    return out
 
 
 def _orbit(world: World, rng: np.random.Generator, cfg: SynthConfig):
@@ -143,7 +130,7 @@ def _vetted(world: World, rng: np.random.Generator, path, s: float, dh: float, r
     for attempt in range(_TRIES):
         jitter = rng.normal(0, 0.15 + 0.1 * attempt, size=3) * np.array([1.0, 1.0, 0.5])
         point = path(s, radius * (1.0 - 0.08 * attempt), dh * (1.0 - 0.1 * attempt), jitter)
-        T = look_at(point.position, point.target, math.radians(rng.uniform(-roll_deg, roll_deg)))
+        T = look_at(point.position, point.target, roll=math.radians(rng.uniform(-roll_deg, roll_deg)))
         score = _pose_score(world, T, K_probe) + (0.15 if attempt == 0 else 0.0)
         if score > best_score:
             best, best_score = T, score

@@ -161,7 +161,7 @@ def test_umeyama_recovers_a_similarity():
     src = rng.normal(size=(25, 3))
     dst = s0 * src @ R0.T + t0
     fit = geo.umeyama_sim3(torch.from_numpy(src), torch.from_numpy(dst))
-    assert float(fit.s) == pytest.approx(s0, rel=1e-12)
+    assert float(fit.scale) == pytest.approx(s0, rel=1e-12)
     np.testing.assert_allclose(fit.R.numpy(), R0, atol=1e-10)
     np.testing.assert_allclose(fit.t.numpy(), t0, atol=1e-10)
     assert float(fit.residual) < 1e-10
@@ -177,7 +177,7 @@ def test_umeyama_weights_and_twin():
     w = rng.uniform(0, 1, size=30)
     fit = geo.umeyama_sim3(torch.from_numpy(src), torch.from_numpy(dst), torch.from_numpy(w))
     s_ref, R_ref, t_ref = geo._umeyama_sim3(src, dst, w)
-    assert float(fit.s) == pytest.approx(s_ref, rel=1e-9)
+    assert float(fit.scale) == pytest.approx(s_ref, rel=1e-9)
     np.testing.assert_allclose(fit.R.numpy(), R_ref, atol=1e-9)
     np.testing.assert_allclose(fit.t.numpy(), t_ref, atol=1e-9)
     expected = np.sqrt((w / w.sum() * ((s_ref * src @ R_ref.T + t_ref - dst) ** 2).sum(1)).sum())
@@ -189,7 +189,7 @@ def test_umeyama_weights_and_twin():
     w_bad[:5] = 0.0
     fit_bad = geo.umeyama_sim3(torch.from_numpy(src), torch.from_numpy(dst_bad), torch.from_numpy(w_bad))
     fit_ref = geo.umeyama_sim3(torch.from_numpy(src[5:]), torch.from_numpy(dst[5:]), torch.from_numpy(w[5:]))
-    assert float(fit_bad.s) == pytest.approx(float(fit_ref.s), rel=1e-10)
+    assert float(fit_bad.scale) == pytest.approx(float(fit_ref.scale), rel=1e-10)
 
 
 def test_umeyama_transforms_camera_poses_consistently():
@@ -265,6 +265,6 @@ def test_geometry_on_cuda_matches_cpu():
     torch.testing.assert_close(K_gpu.cpu(), K_cpu, rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(T_gpu.cpu(), T_cpu, rtol=1e-5, atol=1e-5)
     fit = geo.umeyama_sim3(world.to("cuda").reshape(-1, 3)[:50], 2.0 * world.to("cuda").reshape(-1, 3)[:50] + 1.0)
-    assert float(fit.s) == pytest.approx(2.0, rel=1e-5) and fit.R.device.type == "cuda"
+    assert float(fit.scale) == pytest.approx(2.0, rel=1e-5) and fit.R.device.type == "cuda"
     points, colors = geo.fused_point_cloud(world.to("cuda"), local.to("cuda"), conf.to("cuda"))
     assert points.device.type == "cuda" and len(points) == int((conf >= 3.0).sum())

@@ -121,7 +121,7 @@ def test_normalisation_round_trips(seed: int) -> None:
     torch.testing.assert_close(norm.invert_T_world_cam(norm.apply_T_world_cam(T)), T)
     back = NormalisationTransform.from_json(json.loads(json.dumps(norm.to_json())))
     torch.testing.assert_close(back.apply_points(X), norm.apply_points(X))
-    fit = norm.to_data_sim3()
+    fit = norm.to_data()
     torch.testing.assert_close(fit.apply(norm.apply_points(X)), X)
 
 

@@ -22,7 +22,7 @@ from PIL import Image
 from _half_resolution import half_resolution, save_half_resolution
 
 from panst3r_splat.core import class_table
-from panst3r_splat.core.geometry import Sim3Fit
+from panst3r_splat.core.transforms import Similarity, look_at
 from panst3r_splat.pipeline.cli import EXIT_USER_ERROR, main
 from panst3r_splat.pipeline.errors import UserError
 from panst3r_splat.pipeline.evaluation import evaluate_folders
@@ -32,7 +32,7 @@ from panst3r_splat.pipeline.fit import (
 )
 from panst3r_splat.pipeline.render import (
     OUTPUT_DIRS, DatasetCameras, OrbitCameras, RenderOptions, TrainCameras, _fill_void, estimate_alignment,
-    fill_void, inverse_sim3, orbit_cameras, parse_cameras, render_scene, rotation_errors_deg, scale_intrinsics,
+    fill_void, orbit_cameras, parse_cameras, render_scene, rotation_errors_deg, scale_intrinsics,
 )
 from panst3r_splat.pipeline.synth import SynthConfig, generate_scene, write_scene
 from panst3r_splat.splat.gaussians import Cameras
@@ -217,9 +217,8 @@ def test_fill_void_takes_a_nearest_label() -> None:
 
 def _ring(num: int, arc: float, radius: float = 2.0, height: float = 0.5) -> Cameras:
     """Cameras on a ring around the origin (world z up), looking at it."""
-    from panst3r_splat.pipeline.render import _look_at
 
-    Ts = [_look_at(np.array([radius * math.cos(a), radius * math.sin(a), height]), np.zeros(3),
+    Ts = [look_at(np.array([radius * math.cos(a), radius * math.sin(a), height]), np.zeros(3),
                    np.array([0.0, 0.0, 1.0])) for a in np.linspace(0, arc, num)]
     K = torch.tensor([[40.0, 0, 15.5], [0, 40.0, 11.5], [0, 0, 1]])
     return Cameras(K=K.repeat(num, 1, 1), T_world_cam=torch.tensor(np.stack(Ts)).float(), width=32, height=24,
@@ -274,13 +273,13 @@ def _random_cameras(num: int, seed: int, collinear: bool = False) -> torch.Tenso
     return T
 
 
-def _known_sim3() -> Sim3Fit:
+def _known_sim3() -> Similarity:
     angle = 0.7
     c, s = math.cos(angle), math.sin(angle)
     R = torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
     R = R @ torch.tensor([[1.0, 0.0, 0.0], [0.0, math.cos(0.3), -math.sin(0.3)], [0.0, math.sin(0.3), math.cos(0.3)]],
                          dtype=torch.float64)
-    return Sim3Fit(s=torch.tensor(2.5, dtype=torch.float64), R=R, t=torch.tensor([0.4, -1.2, 0.9], dtype=torch.float64),
+    return Similarity(scale=torch.tensor(2.5, dtype=torch.float64), R=R, t=torch.tensor([0.4, -1.2, 0.9], dtype=torch.float64),
                    residual=torch.tensor(0.0, dtype=torch.float64))
 
 
@@ -291,10 +290,10 @@ def test_estimate_alignment_recovers_a_similarity(collinear: bool) -> None:
     T_dataset = known.transform_T_world_cam(T_scene)
     fit = estimate_alignment(T_scene, T_dataset)
     assert fit.method == ("rotation-average" if collinear else "umeyama")
-    assert torch.allclose(fit.sim3.R, known.R, atol=1e-6) and torch.allclose(fit.sim3.t, known.t, atol=1e-6)
-    assert float(fit.sim3.s) == pytest.approx(2.5, rel=1e-6) and float(fit.sim3.residual) < 1e-6
+    assert torch.allclose(fit.similarity.R, known.R, atol=1e-6) and torch.allclose(fit.similarity.t, known.t, atol=1e-6)
+    assert float(fit.similarity.scale) == pytest.approx(2.5, rel=1e-6) and float(fit.similarity.residual) < 1e-6
     assert float(fit.rotation_errors_deg.max()) < 1e-3
-    back = inverse_sim3(fit.sim3).transform_T_world_cam(T_dataset)
+    back = fit.similarity.inverse().transform_T_world_cam(T_dataset)
     assert torch.allclose(back, T_scene, atol=1e-6)
     assert torch.allclose(rotation_errors_deg(torch.eye(3, dtype=torch.float64), T_scene[:, :3, :3],
                                               T_scene[:, :3, :3]), torch.zeros(6, dtype=torch.float64), atol=1e-3)
@@ -309,16 +308,16 @@ def test_estimate_alignment_never_keeps_a_mirroring_fit() -> None:
     T_dataset[:, :3, 3] *= 2.0
     T_dataset[:, :3, :3] = torch.diag(torch.tensor([-1.0, -1.0, 1.0], dtype=torch.float64)) @ T_scene[:, :3, :3]
     fit = estimate_alignment(T_scene, T_dataset)
-    assert fit.method == "umeyama" and float(fit.sim3.s) == pytest.approx(2.0, rel=1e-6)
+    assert fit.method == "umeyama" and float(fit.similarity.scale) == pytest.approx(2.0, rel=1e-6)
     assert float(fit.rotation_errors_deg.min()) == pytest.approx(180.0, abs=1e-3)
 
 
-def _fake_predictions(dataset: Path, folder: Path, known: Sim3Fit) -> None:
+def _fake_predictions(dataset: Path, folder: Path, known: Similarity) -> None:
     """The ground truth as a predictions folder at half resolution, in the frame `known^-1` of the dataset's."""
     half = half_resolution(dataset)
     V, h, w = half.depth.shape
     assert np.allclose(half.K_model, scale_intrinsics(torch.from_numpy(half.data.K), 0.5, 0.5).numpy())
-    T_pred = inverse_sim3(known).transform_T_world_cam(torch.from_numpy(half.data.T_world_cam)).numpy()
+    T_pred = known.inverse().transform_T_world_cam(torch.from_numpy(half.data.T_world_cam)).numpy()
     Ks = np.repeat(half.K_model[None], V, 0)
     points, _ = backproject_depth(half.depth, Ks, T_pred)
     local, _ = backproject_depth(half.depth, Ks, np.repeat(np.eye(4)[None], V, 0))

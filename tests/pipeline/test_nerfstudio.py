@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from panst3r_splat.core import class_table
-from panst3r_splat.core.geometry import Sim3Fit
+from panst3r_splat.core.transforms import Similarity
 from panst3r_splat.core.predictions import Predictions, load_predictions, save_predictions
 from panst3r_splat.pipeline.errors import UserError
 from panst3r_splat.pipeline.fit import backproject_depth, gt_segments
@@ -45,12 +45,12 @@ def _run(args: list, timeout: float = 300) -> subprocess.CompletedProcess:
 # --------------------------------------------------------------------------------------------- fixtures
 
 
-def _true_sim3() -> Sim3Fit:
+def _true_sim3() -> Similarity:
     """Predictions frame -> dataset frame used to build the synthetic predictions."""
     angle = 0.7
     R = torch.tensor([[np.cos(angle), -np.sin(angle), 0.0], [np.sin(angle), np.cos(angle), 0.0], [0.0, 0.0, 1.0]],
                      dtype=torch.float64)
-    return Sim3Fit(s=torch.tensor(2.5, dtype=torch.float64), R=R, t=torch.tensor([0.3, -1.0, 2.0], dtype=torch.float64),
+    return Similarity(scale=torch.tensor(2.5, dtype=torch.float64), R=R, t=torch.tensor([0.3, -1.0, 2.0], dtype=torch.float64),
                    residual=torch.tensor(0.0, dtype=torch.float64))
 
 
@@ -63,9 +63,7 @@ def perfect_predictions(tmp_path_factory: pytest.TempPathFactory) -> Path:
     K = np.repeat(data.K[None], V, axis=0)
     points, flat = backproject_depth(data.depth, K, data.T_world_cam)
     assert len(points) == V * H * W  # the synthetic rooms have a ceiling: depth everywhere
-    inverse = _true_sim3()
-    s_inv, R_inv = 1.0 / inverse.s, inverse.R.T
-    to_pred = Sim3Fit(s=s_inv, R=R_inv, t=-s_inv * (R_inv @ inverse.t), residual=inverse.residual)
+    to_pred = _true_sim3().inverse()
     pts3d = to_pred.apply(torch.from_numpy(points)).reshape(V, H, W, 3)
     T_pred = to_pred.transform_T_world_cam(torch.from_numpy(data.T_world_cam))
     local = torch.einsum("vij,vhwj->vhwi", T_pred[:, :3, :3].transpose(1, 2),
@@ -324,7 +322,7 @@ def test_model_renders_what_the_splat_package_renders(gt_pipeline) -> None:
     """The nerfstudio camera path (OpenGL, +0.5 pixel centres, normalised frame) and our own (the train views'
     OpenCV cameras) give the same image: the conventions module is the only place they differ."""
     from panst3r_splat.pipeline.nerfstudio_dataparsers import META_VIEWS
-    from panst3r_splat.splat.gaussians import rigid_inverse
+    from panst3r_splat.core.transforms import rigid_inverse
     from panst3r_splat.splat.rasterize import rasterize
 
     model = gt_pipeline.model
@@ -490,7 +488,7 @@ def test_load_ns_output_gives_a_fitted_scene(trained_run: Path, tmp_path: Path) 
     assert scene.cameras.names == TRAIN and set(scene.gaussians.segment_ids.tolist()) - {0}
     # The alignment takes the scene (normalised) frame back to the dataset: the train poses come back.
     data = read_panoptic_lifting(SCENE, split="train")
-    back = scene.alignment.sim3().transform_T_world_cam(scene.cameras.T_world_cam.double())
+    back = scene.alignment.similarity().transform_T_world_cam(scene.cameras.T_world_cam.double())
     torch.testing.assert_close(back, torch.from_numpy(data.T_world_cam), atol=1e-4, rtol=0)
     saved = load_scene(save_scene(tmp_path / "scene", scene))
     torch.testing.assert_close(saved.gaussians.means, scene.gaussians.means)

@@ -25,7 +25,8 @@ from panst3r_splat.pipeline.synth import (
     write_images,
     write_scene,
 )
-from panst3r_splat.pipeline.synth.cameras import intrinsics, look_at
+from panst3r_splat.core.transforms import look_at
+from panst3r_splat.pipeline.synth.cameras import intrinsics
 from panst3r_splat.pipeline.synth.geometry import BOX, CYLINDER, ELLIPSOID, Primitives, Room, _cast_rays, cast_rays
 from panst3r_splat.pipeline.synth.render import VOID_COLOR, pixel_rays, render_views
 

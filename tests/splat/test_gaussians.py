@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from panst3r_splat.core.transforms import rigid_inverse
 from panst3r_splat.splat.gaussians import (
-    KEY_SEGMENT_IDS, SH_C0, Cameras, GaussianScene, _voxel_downsample, init_from_points, rigid_inverse,
+    KEY_SEGMENT_IDS, SH_C0, Cameras, GaussianScene, _voxel_downsample, init_from_points,
     sh_colors, voxel_downsample, voxel_size_for_budget,
 )
 

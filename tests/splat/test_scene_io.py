@@ -39,14 +39,14 @@ def test_labels_from_segments_hand_computed() -> None:
 
 def test_round_trip(tmp_path: Path) -> None:
     fit = umeyama_sim3(torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64))
-    scene = _fitted(Alignment.from_sim3(fit, rotation_error_deg=1.5, views=("a", "b"), dataset="/data/s"))
+    scene = _fitted(Alignment.from_similarity(fit, rotation_error_deg=1.5, views=("a", "b"), dataset="/data/s"))
     save_scene(tmp_path / "scene", scene)
     back = load_scene(tmp_path / "scene")
     for key, value in scene.gaussians.tensors().items():
         assert torch.equal(value, getattr(back.gaussians, key)), key
     assert back.segments == scene.segments
     assert back.alignment == scene.alignment
-    assert torch.allclose(back.alignment.sim3().matrix(), fit.matrix())
+    assert torch.allclose(back.alignment.similarity().matrix(), fit.matrix())
     assert back.cameras.names == ("a.jpg", "b.jpg") and torch.equal(back.cameras.K, scene.cameras.K)
     assert back.info["settings"] == {"steps": 3} and back.info["num_gaussians"] == 10
     assert "torch" in back.info["versions"]

@@ -9,7 +9,7 @@ from scipy.spatial.transform import Rotation
 
 from panst3r_splat.core.cameras.metrics import UNCONNECTED_DEG, pair_errors
 from panst3r_splat.core.cameras.rotation_averaging import average_rotations, edge_residuals_deg
-from panst3r_splat.core.cameras.two_view import nearest_rotation
+from panst3r_splat.core.transforms import nearest_rotation
 
 
 def _problem(num_views: int, seed: int):

@@ -31,7 +31,6 @@ libraries' threads to it, and asks for one GPU only where the cluster has GPUs.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -42,6 +41,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal, Optional, Sequence
 
 from panst3r_splat.pipeline.errors import UserError
+from panst3r_splat.pipeline.fingerprints import digest, file_listing
 
 logger = logging.getLogger(__name__)
 
@@ -108,15 +108,11 @@ def job_settings(options: BatchOptions) -> dict[str, Any]:
 
 def source_fingerprint(scene: Path) -> str:
     """Digest of the names, sizes and modification times of every file of the scene (a changed file redoes it)."""
-    h = hashlib.sha256()
-    for path in sorted(p for p in Path(scene).rglob("*") if p.is_file()):
-        stat = path.stat()
-        h.update(f"{path.relative_to(scene)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:16]
+    return digest(file_listing(Path(scene)))
 
 
 def fingerprint(settings: dict[str, Any], source: str) -> str:
-    return hashlib.sha256(json.dumps([settings, source], sort_keys=True).encode()).hexdigest()[:16]
+    return digest([settings, source])
 
 
 # ------------------------------------------------------------------------------------------------------ scenes

@@ -46,7 +46,6 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import gc
-import hashlib
 import json
 import logging
 import os
@@ -66,6 +65,7 @@ from PIL import Image
 
 from panst3r_splat.core.atomic_io import swap_into_place
 from panst3r_splat.pipeline.errors import UserError
+from panst3r_splat.pipeline.fingerprints import digest, file_listing
 
 logger = logging.getLogger(__name__)
 
@@ -286,7 +286,7 @@ def machine_info(device: torch.device) -> dict[str, Any]:
 
 
 def _digest(settings: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return digest(settings)
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -452,8 +452,7 @@ def _source_fingerprint(source: Path, out: Path) -> list[Any]:
         return ["OUT", str(source.resolve().relative_to(out.resolve()))]
     except ValueError:
         pass
-    files = [source] if source.is_file() else sorted(p for p in source.iterdir() if p.is_file())
-    return [str(source.resolve()), [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]]
+    return [str(source.resolve()), file_listing(source, recursive=False)]
 
 
 def fit_conf_threshold(conf: np.ndarray) -> tuple[float, Optional[str]]:

@@ -26,7 +26,6 @@ is written.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import time
@@ -45,6 +44,7 @@ from panst3r_splat.core.predictions import (
     POINT_CONF_THRESHOLD, SEGMENTS_FILE, frame_stem, load_predictions, read_segments,
 )
 from panst3r_splat.pipeline.errors import UserError
+from panst3r_splat.pipeline.fingerprints import digest
 from panst3r_splat.pipeline.panoptic_lifting import read_panoptic_lifting
 from panst3r_splat.splat.gaussians import Cameras, init_from_points
 from panst3r_splat.splat.lifting import NO_LABEL, LiftOptions, lift_segments
@@ -365,13 +365,9 @@ def checkpoint_paths(out: Path) -> tuple[Path, Path]:
 
 def inputs_fingerprint(inputs: FitInputs, options: FitOptions) -> str:
     """Hash of everything that shapes training besides the training config (which the checkpoint checks itself)."""
-    h = hashlib.sha256()
-    for t in (inputs.cameras.K, inputs.cameras.T_world_cam, inputs.images, inputs.segment_maps):
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    h.update(np.ascontiguousarray(inputs.points).tobytes())
-    h.update(np.ascontiguousarray(inputs.colors).tobytes())
-    h.update(json.dumps([FINGERPRINT_VERSION, options.budget, options.sh_degree, options.init_opacity]).encode())
-    return h.hexdigest()
+    return digest(inputs.cameras.K, inputs.cameras.T_world_cam, inputs.images, inputs.segment_maps, inputs.points,
+                  inputs.colors, [FINGERPRINT_VERSION, options.budget, options.sh_degree, options.init_opacity],
+                  length=None)
 
 
 def _prepare_checkpoint(out: Path, fingerprint: str) -> Path:

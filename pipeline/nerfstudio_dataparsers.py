@@ -25,7 +25,6 @@ maps into its batch (`KEY_SEGMENT_MAP`, `KEY_GT_SEMANTICS`, `KEY_GT_INSTANCES`) 
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -50,6 +49,7 @@ from panst3r_splat.pipeline.conventions import (
 )
 from panst3r_splat.pipeline.errors import UserError
 from panst3r_splat.pipeline.evaluation.resize import resize_nearest
+from panst3r_splat.pipeline.fingerprints import digest, file_listing
 from panst3r_splat.pipeline.panoptic_lifting import FOLDERS, read_panoptic_lifting, read_splits
 from panst3r_splat.splat.scene_io import Alignment, SegmentInfo, labels_from_segments
 
@@ -304,8 +304,7 @@ def is_predictions_folder(path: Path) -> bool:
 def _fingerprint_inputs(config: Panst3rDataParserConfig) -> str:
     """Hash of the predict inputs and settings: same images (names, sizes, times) + same settings = same cache."""
     data = Path(config.data).resolve()
-    files = [data] if data.is_file() else sorted(p for p in data.rglob("*") if p.is_file())
-    listing = [(str(p.relative_to(data.parent)), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    listing = file_listing(data, relative_to=data.parent)
     from panst3r_splat.pipeline.predict import default_checkpoint_path
 
     # The model file itself (the built-in one too): retrained weights give other predictions.
@@ -314,7 +313,7 @@ def _fingerprint_inputs(config: Panst3rDataParserConfig) -> str:
     settings = {"images": str(data), "files": listing, "checkpoint": checkpoint,
                 "classes": None if config.classes is None else str(Path(config.classes).resolve()),
                 "size": config.size, "keyframes": config.keyframes, "merge": config.merge, "cameras": config.cameras}
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    return digest(settings)
 
 
 def predictions_for(config: Panst3rDataParserConfig) -> Path:

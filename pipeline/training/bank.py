@@ -9,8 +9,6 @@ only slower at first. The key is a hash of the scene configuration, so rooms of 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ import numpy as np
 from jaxtyping import Float, UInt8, UInt16
 
 from panst3r_splat.core.atomic_io import atomic_output
+from panst3r_splat.pipeline.fingerprints import digest
 from panst3r_splat.pipeline.synth.config import SynthConfig, training_seed
 
 
@@ -46,8 +45,7 @@ class BankedScene:
 
 def config_key(config: SynthConfig) -> str:
     """A short stable hash of every field of ``config``."""
-    text = json.dumps(asdict(config), sort_keys=True, default=list)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return digest(asdict(config))
 
 
 class SceneBank:

@@ -6,8 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from panst3r_splat.core.training.losses import PanopticCriterion
-from panst3r_splat.pipeline.synth.config import SynthConfig
-from panst3r_splat.pipeline.training.data import DataConfig
+from panst3r_splat.configs.synth import SynthConfig
+from panst3r_splat.configs.data import DataConfig
 
 BALANCED_FLOOR_WEIGHTS = (
     ("table", 1.0), ("chair", 0.8), ("sofa", 1.2), ("bed", 1.2), ("cabinet", 1.0), ("counter", 1.0),

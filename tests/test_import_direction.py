@@ -1,4 +1,5 @@
-"""The stages import in one direction only: core <- splat <- pipeline (STYLE.md principle 1).
+"""The stages import in one direction only: core <- splat <- pipeline (STYLE.md principle 1); the presets in
+`configs/` are plain dataclasses that `pipeline/` reads, so they import nothing from it.
 
 Checked statically on the source (every `import` / `from` statement, including lazy ones inside functions), so
 a forbidden import is caught even where it only runs on some code path.
@@ -16,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = {
     "panst3r_core": ("nerfstudio", "viser", "panst3r_splat.splat", "panst3r_splat.pipeline"),
     "splat": ("nerfstudio", "panst3r_splat.pipeline"),
+    "configs": ("nerfstudio", "viser", "panst3r_splat.pipeline"),
 }
 
 

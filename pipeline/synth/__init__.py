@@ -7,7 +7,7 @@
 Seeds from `HELD_OUT_SEED_START` up are reserved for evaluation scenes; training data must use `training_seed`.
 """
 
-from panst3r_splat.pipeline.synth.config import (
+from panst3r_splat.configs.synth import (
     HELD_OUT_SEED_START,
     TRAINING_PRESET,
     SynthConfig,

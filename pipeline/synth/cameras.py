@@ -15,7 +15,7 @@ from jaxtyping import Bool, Float64
 
 from panst3r_splat.core.class_table import CLASS_BY_NAME
 from panst3r_splat.core.transforms import look_at
-from panst3r_splat.pipeline.synth.config import SynthConfig
+from panst3r_splat.configs.synth import SynthConfig
 from panst3r_splat.pipeline.synth.geometry import MISS
 from panst3r_splat.pipeline.synth.layout import WALL_NORMALS, World
 from panst3r_splat.pipeline.synth.render import cast_views

@@ -11,7 +11,7 @@ from jaxtyping import Float32, Float64, Int32, UInt8, UInt16
 
 from panst3r_splat.core.class_table import CLASS_BY_NAME, THING_IDS
 from panst3r_splat.pipeline.synth import furniture as fu
-from panst3r_splat.pipeline.synth.config import SynthConfig
+from panst3r_splat.configs.synth import SynthConfig
 from panst3r_splat.pipeline.synth.geometry import ROOM_FACES, Primitives, Room
 from panst3r_splat.pipeline.synth.materials import MaterialBank
 from panst3r_splat.pipeline.synth.textures import NOISE_TABLE_SIZE, Lighting, Materials

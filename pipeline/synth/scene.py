@@ -16,7 +16,7 @@ from panst3r_splat.core.class_table import CLASSES
 from panst3r_splat.pipeline.errors import UserError
 from panst3r_splat.pipeline.panoptic_lifting import PanopticLiftingScene, save_png, write_panoptic_lifting
 from panst3r_splat.pipeline.synth.cameras import sample_cameras
-from panst3r_splat.pipeline.synth.config import HELD_OUT_SEED_START, SynthConfig
+from panst3r_splat.configs.synth import HELD_OUT_SEED_START, SynthConfig
 from panst3r_splat.pipeline.synth.layout import World, build_world
 from panst3r_splat.pipeline.synth.render import render_views
 

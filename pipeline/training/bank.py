@@ -18,7 +18,7 @@ from jaxtyping import Float, UInt8, UInt16
 
 from panst3r_splat.core.atomic_io import atomic_output
 from panst3r_splat.pipeline.fingerprints import digest
-from panst3r_splat.pipeline.synth.config import SynthConfig, training_seed
+from panst3r_splat.configs.synth import SynthConfig, training_seed
 
 
 def default_bank_root() -> Path:

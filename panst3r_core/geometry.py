@@ -275,3 +275,45 @@ def fused_point_cloud(
         )
     keep: Bool[Tensor, "V H W"] = conf >= threshold
     return pts3d[keep], colors[keep]
+
+
+# ------------------------------------------------------------------------------------------------ depth maps
+
+
+def local_points(depth: Float[np.ndarray, "V H W"], K: Float[np.ndarray, "V 3 3"]) -> Float[np.ndarray, "V H W 3"]:
+    """Points in each camera's frame (OpenCV axes) from z-depth; integer pixel coordinates are pixel centres."""
+    V, H, W = depth.shape
+    v, u = np.meshgrid(np.arange(H, dtype=np.float64), np.arange(W, dtype=np.float64), indexing="ij")
+    fx, fy = K[:, 0, 0, None, None], K[:, 1, 1, None, None]
+    cx, cy = K[:, 0, 2, None, None], K[:, 1, 2, None, None]
+    x = (u[None] - cx) / fx * depth
+    y = (v[None] - cy) / fy * depth
+    return np.stack([x, y, depth.astype(np.float64)], axis=-1)
+
+
+def backproject_depth(depth: Float[np.ndarray, "V H W"], K: Float[np.ndarray, "V 3 3"],
+                      T_world_cam: Float[np.ndarray, "V 4 4"]) -> tuple[Float[np.ndarray, "P 3"], np.ndarray]:
+    """World points of every pixel with depth > 0 (z-depth, pixel-centre K) and their flat indices into (V, H, W).
+
+    Points come in view, then row-major pixel order.
+    """
+    V, H, W = depth.shape
+    v_idx, rows, cols = np.nonzero(depth > 0)
+    local = local_points(depth, K)[v_idx, rows, cols]  # [P, 3], camera frame
+    T = T_world_cam[v_idx].astype(np.float64)
+    world = np.einsum("pij,pj->pi", T[:, :3, :3], local) + T[:, :3, 3]
+    return world, np.ravel_multi_index((v_idx, rows, cols), (V, H, W))
+
+
+def _backproject_depth(depth: np.ndarray, K: np.ndarray, T_world_cam: np.ndarray) -> np.ndarray:
+    """Reference twin of `backproject_depth`: pixel by pixel through the inverse intrinsics."""
+    out = []
+    for v in range(depth.shape[0]):
+        K_inv = np.linalg.inv(K[v])
+        for r in range(depth.shape[1]):
+            for c in range(depth.shape[2]):
+                if depth[v, r, c] > 0:
+                    ray = K_inv @ np.array([c, r, 1.0])
+                    p = ray / ray[2] * depth[v, r, c]
+                    out.append(T_world_cam[v, :3, :3] @ p + T_world_cam[v, :3, 3])
+    return np.array(out).reshape(-1, 3)

@@ -39,6 +39,8 @@ from jaxtyping import Float, Float32, Int32, UInt8
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from panst3r_splat.core.transforms import resize_pixels
+
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
@@ -139,8 +141,7 @@ def capped_hw(hw: tuple[int, int], long_side: int) -> tuple[int, int]:
 def resize_affine(in_hw: tuple[int, int], out_hw: tuple[int, int]) -> Float[np.ndarray, "3 3"]:
     """Pixel coordinates of an ``in_hw`` image -> those of its resize to ``out_hw`` (pixel centres at integers):
     ``u' = s (u + 0.5) - 0.5`` per axis."""
-    sy, sx = out_hw[0] / in_hw[0], out_hw[1] / in_hw[1]
-    return np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
+    return resize_pixels(out_hw[1] / in_hw[1], out_hw[0] / in_hw[0])
 
 
 def plan_resize(height: int, width: int, long_side: int, patch_size: int = 16) -> ResizePlan:

@@ -128,6 +128,21 @@ def quaternion_to_rotation(wxyz: Float[np.ndarray, "*batch 4"]) -> Float64[np.nd
     return Rotation.from_quat(xyzw).as_matrix().reshape(q.shape[:-1] + (3, 3))
 
 
+# ------------------------------------------------------------------------------------------------ intrinsics
+
+
+def resize_pixels(sx: float, sy: float) -> Float64[np.ndarray, "3 3"]:
+    """Pixel coordinates of an image -> those of the image resized by ``(sx, sy)``, pixel centres at integers
+    (CLI.md): ``u' = sx (u + 0.5) - 0.5`` per axis."""
+    return np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
+
+
+def scale_intrinsics(K: Float[Tensor, "*C 3 3"], sx: float, sy: float) -> Float[Tensor, "*C 3 3"]:
+    """Intrinsics of the same camera after resizing its image by ``(sx, sy)``: ``fx' = sx fx``,
+    ``cx' = sx (cx + 0.5) - 0.5``."""
+    return torch.as_tensor(resize_pixels(sx, sy), dtype=K.dtype, device=K.device) @ K
+
+
 # ------------------------------------------------------------------------------------------------ rigid poses
 
 
@@ -168,7 +183,9 @@ __all__ = [
     "nearest_rotation",
     "quaternion_to_rotation",
     "relative_rotation_deg",
+    "resize_pixels",
     "rigid_inverse",
     "rotation_angle_deg",
     "rotation_to_quaternion",
+    "scale_intrinsics",
 ]

@@ -35,17 +35,16 @@ from typing import Any, Callable, Literal, Mapping, Optional
 
 import numpy as np
 import torch
-from jaxtyping import Float, Float32, Int64, UInt8, UInt16
+from jaxtyping import Float32, Int64, UInt8
 from torch import Tensor
 
-from panst3r_splat.core import class_table
-from panst3r_splat.core.geometry import fused_point_cloud
+from panst3r_splat.core.geometry import backproject_depth, fused_point_cloud
 from panst3r_splat.core.predictions import (
     POINT_CONF_THRESHOLD, SEGMENTS_FILE, frame_stem, load_predictions, read_segments,
 )
 from panst3r_splat.pipeline.errors import UserError
 from panst3r_splat.pipeline.fingerprints import digest
-from panst3r_splat.pipeline.panoptic_lifting import read_panoptic_lifting
+from panst3r_splat.pipeline.panoptic_lifting import gt_segments, read_panoptic_lifting
 from panst3r_splat.splat.gaussians import Cameras, init_from_points
 from panst3r_splat.splat.lifting import NO_LABEL, LiftOptions, lift_segments
 from panst3r_splat.splat.scene_io import (
@@ -127,75 +126,6 @@ class FitResult:
     steps_done: int
     seconds: Mapping[str, float]
     """Wall time per stage: init, train, lift, save."""
-
-
-# ------------------------------------------------------------------------------------------------ geometry helpers
-
-
-def backproject_depth(depth: Float[np.ndarray, "V H W"], K: Float[np.ndarray, "V 3 3"],
-                      T_world_cam: Float[np.ndarray, "V 4 4"]) -> tuple[Float[np.ndarray, "P 3"], np.ndarray]:
-    """World points of every pixel with depth > 0 (z-depth, pixel-centre K) and their flat indices into (V, H, W).
-
-    Points come in view, then row-major pixel order.
-    """
-    V, H, W = depth.shape
-    v_idx, rows, cols = np.nonzero(depth > 0)
-    z = depth[v_idx, rows, cols].astype(np.float64)
-    Ks = K[v_idx].astype(np.float64)
-    x = (cols - Ks[:, 0, 2]) / Ks[:, 0, 0] * z
-    y = (rows - Ks[:, 1, 2]) / Ks[:, 1, 1] * z
-    local = np.stack([x, y, z], axis=1)  # [P, 3], camera frame
-    T = T_world_cam[v_idx].astype(np.float64)
-    world = np.einsum("pij,pj->pi", T[:, :3, :3], local) + T[:, :3, 3]
-    return world, np.ravel_multi_index((v_idx, rows, cols), (V, H, W))
-
-
-def _backproject_depth(depth: np.ndarray, K: np.ndarray, T_world_cam: np.ndarray) -> np.ndarray:
-    """Reference twin of `backproject_depth`: pixel by pixel through the inverse intrinsics."""
-    out = []
-    for v in range(depth.shape[0]):
-        K_inv = np.linalg.inv(K[v])
-        for r in range(depth.shape[1]):
-            for c in range(depth.shape[2]):
-                if depth[v, r, c] > 0:
-                    ray = K_inv @ np.array([c, r, 1.0])
-                    p = ray / ray[2] * depth[v, r, c]
-                    out.append(T_world_cam[v, :3, :3] @ p + T_world_cam[v, :3, 3])
-    return np.array(out).reshape(-1, 3)
-
-
-def gt_segments(semantics: UInt8[np.ndarray, "V H W"], instances: UInt16[np.ndarray, "V H W"]
-                ) -> tuple[Int64[np.ndarray, "V H W"], tuple[SegmentInfo, ...]]:
-    """Ground-truth panoptic segments: one per thing instance, one per stuff class.
-
-    A pixel of a thing class (class table) with an instance id > 0 belongs to that instance: segment id = the
-    dataset's instance id, so exported `instance_id`s are the dataset's. Every other labelled pixel (stuff classes,
-    and thing-class pixels without an instance) belongs to its class's segment, id `max instance id + class id`
-    (isthing False: one region per class). Class 0 is void (segment 0). An instance seen with several classes
-    takes its majority class.
-    """
-    sem = semantics.astype(np.int64)
-    inst = instances.astype(np.int64)
-    unknown = sorted(set(np.unique(sem).tolist()) - set(class_table.CLASS_BY_ID) - {class_table.VOID_ID})
-    if unknown:
-        raise UserError(f"ground-truth classes {unknown[:10]} are not in the class table (ids 1..21); "
-                        "the dataset must use the 21 reduced ScanNet classes")
-    is_thing = np.zeros(class_table.NUM_CLASSES + 1, dtype=bool)
-    is_thing[sorted(class_table.THING_IDS)] = True
-    thing_px = is_thing[sem] & (inst > 0)
-    offset = int(inst[thing_px].max(initial=0))
-    if offset + class_table.NUM_CLASSES > np.iinfo(np.uint16).max:
-        raise UserError(f"instance ids reach {offset}: too large to add one stuff segment per class within uint16")
-    seg = np.where(thing_px, inst, np.where(sem > 0, offset + sem, 0))
-    legend = []
-    for sid in np.unique(seg[thing_px]).tolist():
-        classes, counts = np.unique(sem[thing_px & (seg == sid)], return_counts=True)
-        cls = class_table.CLASS_BY_ID[int(classes[np.argmax(counts)])]
-        legend.append(make_segment(sid, cls.id - 1, cls.id, cls.name, True))
-    for cid in np.unique(sem[~thing_px & (sem > 0)]).tolist():
-        cls = class_table.CLASS_BY_ID[int(cid)]
-        legend.append(make_segment(offset + cls.id, cls.id - 1, cls.id, cls.name, False))
-    return seg, tuple(legend)
 
 
 # ------------------------------------------------------------------------------------------------------ sources

@@ -436,7 +436,7 @@ class PanopticLiftingDataParser(_Panst3rDataParserBase):
         normalisation = self._normalisation(data.T_world_cam)
         dataset = str(root.resolve())
         if self.config.predictions is None:
-            from panst3r_splat.pipeline.fit import gt_segments
+            from panst3r_splat.pipeline.panoptic_lifting import gt_segments
 
             seg, legend = gt_segments(data.semantics, data.instances)
             segment_maps = dict(zip(names, seg.astype(np.int32)))
@@ -465,7 +465,7 @@ class PanopticLiftingDataParser(_Panst3rDataParserBase):
             return _subsample(*pred_points, self.config.max_init_points)
         if not has_depth:
             raise UserError(f"--init-points depth: {root} has no depth/ folder")
-        from panst3r_splat.pipeline.fit import backproject_depth
+        from panst3r_splat.core.geometry import backproject_depth
 
         train_data = read_panoptic_lifting(root, split=None, parts={"depth"})
         index = {n: i for i, n in enumerate(data.frame_names)}

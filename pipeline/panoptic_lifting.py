@@ -23,10 +23,12 @@ from pathlib import Path
 from typing import Iterable, Literal, Mapping, Optional, get_args
 
 import numpy as np
-from jaxtyping import Float32, Float64, UInt8, UInt16
+from jaxtyping import Float32, Float64, Int64, UInt8, UInt16
 from PIL import Image, UnidentifiedImageError
 
+from panst3r_splat.core import class_table
 from panst3r_splat.pipeline.errors import UserError
+from panst3r_splat.splat.scene_io import SegmentInfo, make_segment
 
 log = logging.getLogger(__name__)
 
@@ -362,3 +364,37 @@ def write_panoptic_lifting(scene: PanopticLiftingScene, root: Path, *, overwrite
     if scene.splits:
         splits = {k: list(v) for k, v in scene.splits.items()}
         (root / SPLITS_FILE).write_text(json.dumps(splits, indent=1) + "\n")
+
+
+def gt_segments(semantics: UInt8[np.ndarray, "V H W"], instances: UInt16[np.ndarray, "V H W"]
+                ) -> tuple[Int64[np.ndarray, "V H W"], tuple[SegmentInfo, ...]]:
+    """Ground-truth panoptic segments: one per thing instance, one per stuff class.
+
+    A pixel of a thing class (class table) with an instance id > 0 belongs to that instance: segment id = the
+    dataset's instance id, so exported `instance_id`s are the dataset's. Every other labelled pixel (stuff classes,
+    and thing-class pixels without an instance) belongs to its class's segment, id `max instance id + class id`
+    (isthing False: one region per class). Class 0 is void (segment 0). An instance seen with several classes
+    takes its majority class.
+    """
+    sem = semantics.astype(np.int64)
+    inst = instances.astype(np.int64)
+    unknown = sorted(set(np.unique(sem).tolist()) - set(class_table.CLASS_BY_ID) - {class_table.VOID_ID})
+    if unknown:
+        raise UserError(f"ground-truth classes {unknown[:10]} are not in the class table (ids 1..21); "
+                        "the dataset must use the 21 reduced ScanNet classes")
+    is_thing = np.zeros(class_table.NUM_CLASSES + 1, dtype=bool)
+    is_thing[sorted(class_table.THING_IDS)] = True
+    thing_px = is_thing[sem] & (inst > 0)
+    offset = int(inst[thing_px].max(initial=0))
+    if offset + class_table.NUM_CLASSES > np.iinfo(np.uint16).max:
+        raise UserError(f"instance ids reach {offset}: too large to add one stuff segment per class within uint16")
+    seg = np.where(thing_px, inst, np.where(sem > 0, offset + sem, 0))
+    legend = []
+    for sid in np.unique(seg[thing_px]).tolist():
+        classes, counts = np.unique(sem[thing_px & (seg == sid)], return_counts=True)
+        cls = class_table.CLASS_BY_ID[int(classes[np.argmax(counts)])]
+        legend.append(make_segment(sid, cls.id - 1, cls.id, cls.name, True))
+    for cid in np.unique(sem[~thing_px & (sem > 0)]).tolist():
+        cls = class_table.CLASS_BY_ID[int(cid)]
+        legend.append(make_segment(offset + cls.id, cls.id - 1, cls.id, cls.name, False))
+    return seg, tuple(legend)

@@ -251,13 +251,6 @@ def estimate_alignment(T_src: Float[Tensor, "V 4 4"], T_dst: Float[Tensor, "V 4 
     return min(valid, key=lambda c: float(c.rotation_errors_deg.mean()))
 
 
-def scale_intrinsics(K: Float[Tensor, "*C 3 3"], sx: float, sy: float) -> Float[Tensor, "*C 3 3"]:
-    """Intrinsics of the same camera after resizing its image by (sx, sy), pixel centres at integers (CLI.md):
-    u' = sx (u + 0.5) - 0.5, so fx' = sx fx and cx' = sx (cx + 0.5) - 0.5."""
-    A = torch.tensor([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]], dtype=K.dtype)
-    return A.to(K.device) @ K
-
-
 def _same_path(a: str, b: Path) -> bool:
     try:
         return bool(a) and Path(a).resolve() == b.resolve()

@@ -31,7 +31,8 @@ from panst3r_splat.core.training.metrics import geometry_metrics
 from panst3r_splat.pipeline.evaluation import evaluate_folders
 from panst3r_splat.pipeline.predict import PredictOptions, run_predict
 from panst3r_splat.pipeline.synth import HELD_OUT_SEED_START, SynthConfig, generate_scene, write_scene
-from panst3r_splat.pipeline.training.targets import backproject_depth, points_in_first_camera
+from panst3r_splat.core.geometry import local_points
+from panst3r_splat.pipeline.training.targets import points_in_first_camera
 
 FIRST_SEED = {"test": HELD_OUT_SEED_START + 100, "train": 500_000}
 """First seed of each pool (training runs draw their rooms from the lowest seeds up, so `train` rooms at
@@ -50,7 +51,7 @@ def evaluate_scene(seed: int, out: Path, args: argparse.Namespace) -> dict[str, 
     report = evaluate_folders(scene_dir, pred_dir, split="train")
     pred = load_predictions(pred_dir)
     K = np.broadcast_to(scene.K, (args.views, 3, 3))
-    gt_local = backproject_depth(scene.depth, K)
+    gt_local = local_points(scene.depth, K)
     gt_world = points_in_first_camera(gt_local, scene.T_world_cam)
     as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))  # noqa: E731
     geo = geometry_metrics(as_t(pred.pts3d), as_t(pred.pts3d_local), as_t(gt_world), as_t(gt_local),

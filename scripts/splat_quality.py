@@ -35,7 +35,8 @@ from panst3r_splat.pipeline.devices import resolve_device
 from panst3r_splat.pipeline.evaluation import evaluate_folders
 from panst3r_splat.pipeline.fit import FitInputs, FitOptions, fit_scene, inputs_from_dataset, inputs_from_predictions
 from panst3r_splat.pipeline.predict import PredictOptions, run_predict
-from panst3r_splat.pipeline.render import DatasetCameras, RenderOptions, render_scene, scale_intrinsics
+from panst3r_splat.core.transforms import scale_intrinsics
+from panst3r_splat.pipeline.render import DatasetCameras, RenderOptions, render_scene
 from panst3r_splat.pipeline.synth import SynthConfig, generate_scene, write_scene
 from panst3r_splat.splat.gaussians import Cameras, init_from_points
 from panst3r_splat.splat.lifting import LiftOptions, lift_segments

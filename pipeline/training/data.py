@@ -30,7 +30,7 @@ from panst3r_splat.configs.data import DataConfig
 from panst3r_splat.configs.synth import HELD_OUT_SEED_START, training_seed
 from panst3r_splat.core.training.descriptors import pixel_correspondences, sample_query_pixels
 from panst3r_splat.core.training.losses import SceneTargets
-from panst3r_splat.pipeline.render import scale_intrinsics
+from panst3r_splat.core.transforms import scale_intrinsics
 from panst3r_splat.pipeline.training.bank import SceneBank
 from panst3r_splat.pipeline.training.targets import normalise_images, scene_targets
 

@@ -8,18 +8,8 @@ from jaxtyping import Bool, Float, Int, UInt8, UInt16
 from torch import Tensor
 
 from panst3r_splat.core.class_table import STUFF_IDS, THING_IDS
+from panst3r_splat.core.geometry import local_points
 from panst3r_splat.core.training.losses import SceneTargets
-
-
-def backproject_depth(depth: Float[np.ndarray, "V H W"], K: Float[np.ndarray, "V 3 3"]) -> Float[np.ndarray, "V H W 3"]:
-    """Points in each camera's frame (OpenCV axes) from z-depth; integer pixel coordinates are pixel centres."""
-    V, H, W = depth.shape
-    v, u = np.meshgrid(np.arange(H, dtype=np.float64), np.arange(W, dtype=np.float64), indexing="ij")
-    fx, fy = K[:, 0, 0, None, None], K[:, 1, 1, None, None]
-    cx, cy = K[:, 0, 2, None, None], K[:, 1, 2, None, None]
-    x = (u[None] - cx) / fx * depth
-    y = (v[None] - cy) / fy * depth
-    return np.stack([x, y, depth.astype(np.float64)], axis=-1)
 
 
 def points_in_first_camera(
@@ -62,7 +52,7 @@ def scene_targets(
 ) -> SceneTargets:
     """`SceneTargets` of one scene: segments, points in view 0's camera frame, local points, validity."""
     valid = depth > 0
-    local = backproject_depth(depth, K)
+    local = local_points(depth, K)
     world = points_in_first_camera(local, T_world_cam)
     masks, classes = panoptic_segments(semantics, instances)
     return SceneTargets(

@@ -22,17 +22,19 @@ from PIL import Image
 from _half_resolution import half_resolution, save_half_resolution
 
 from panst3r_splat.core import class_table
-from panst3r_splat.core.transforms import Similarity, look_at
+from panst3r_splat.core.transforms import Similarity, look_at, scale_intrinsics
 from panst3r_splat.pipeline.cli import EXIT_USER_ERROR, main
 from panst3r_splat.pipeline.errors import UserError
 from panst3r_splat.pipeline.evaluation import evaluate_folders
+from panst3r_splat.core.geometry import _backproject_depth, backproject_depth
 from panst3r_splat.pipeline.fit import (
-    FitOptions, _backproject_depth, background_color, backproject_depth, checkpoint_paths, confidence_threshold,
-    fit_scene, gt_segments, inputs_from_dataset, inputs_from_predictions,
+    FitOptions, background_color, checkpoint_paths, confidence_threshold, fit_scene, inputs_from_dataset,
+    inputs_from_predictions,
 )
+from panst3r_splat.pipeline.panoptic_lifting import gt_segments
 from panst3r_splat.pipeline.render import (
     OUTPUT_DIRS, DatasetCameras, OrbitCameras, RenderOptions, TrainCameras, _fill_void, estimate_alignment,
-    fill_void, orbit_cameras, parse_cameras, render_scene, rotation_errors_deg, scale_intrinsics,
+    fill_void, orbit_cameras, parse_cameras, render_scene, rotation_errors_deg,
 )
 from panst3r_splat.pipeline.synth import SynthConfig, generate_scene, write_scene
 from panst3r_splat.splat.gaussians import Cameras

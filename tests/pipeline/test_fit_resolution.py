@@ -21,7 +21,8 @@ from _half_resolution import half_resolution, save_half_resolution
 
 from panst3r_splat.core.photos import PHOTOS_FILE, photo_records, read_photos
 from panst3r_splat.pipeline.errors import UserError
-from panst3r_splat.pipeline.fit import FitOptions, backproject_depth, fit_scene, inputs_from_predictions
+from panst3r_splat.core.geometry import backproject_depth
+from panst3r_splat.pipeline.fit import FitOptions, fit_scene, inputs_from_predictions
 from panst3r_splat.core.images import capped_hw, resize_affine
 from panst3r_splat.pipeline.fit_resolution import at_photo_resolution, segments_at
 from panst3r_splat.pipeline.panoptic_lifting import read_panoptic_lifting

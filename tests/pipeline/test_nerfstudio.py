@@ -22,7 +22,8 @@ from panst3r_splat.core import class_table
 from panst3r_splat.core.transforms import Similarity
 from panst3r_splat.core.predictions import Predictions, load_predictions, save_predictions
 from panst3r_splat.pipeline.errors import UserError
-from panst3r_splat.pipeline.fit import backproject_depth, gt_segments
+from panst3r_splat.core.geometry import backproject_depth
+from panst3r_splat.pipeline.panoptic_lifting import gt_segments
 from panst3r_splat.pipeline.panoptic_lifting import read_panoptic_lifting
 from panst3r_splat.splat.palette import semantic_colors
 

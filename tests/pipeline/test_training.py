@@ -15,7 +15,8 @@ from panst3r_splat.pipeline.synth import SynthConfig, generate_scene
 from panst3r_splat.configs.data import DataConfig
 from panst3r_splat.pipeline.training.data import ContinuingSampler, SyntheticScenes
 from panst3r_splat.pipeline.training.loop import learning_rate, train_model
-from panst3r_splat.pipeline.training.targets import backproject_depth, points_in_first_camera, scene_targets
+from panst3r_splat.core.geometry import local_points
+from panst3r_splat.pipeline.training.targets import points_in_first_camera, scene_targets
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def test_targets_partition_the_labelled_pixels(scene) -> None:
 
 def test_target_points_are_consistent_across_views(scene) -> None:
     K = np.broadcast_to(scene.K, (3, 3, 3))
-    local = backproject_depth(scene.depth.astype(np.float64), K)
+    local = local_points(scene.depth.astype(np.float64), K)
     world = points_in_first_camera(local, scene.T_world_cam)
     np.testing.assert_allclose(world[0], local[0], atol=1e-9)  # the world frame is view 0's camera
     # A point of view 1, moved to view 0's frame and projected with K, lands where view 0 sees that depth

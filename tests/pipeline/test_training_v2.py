@@ -17,7 +17,7 @@ from panst3r_splat.pipeline.training.bank import SceneBank, config_key
 from panst3r_splat.configs.data import DataConfig
 from panst3r_splat.pipeline.training.data import SyntheticScenes, downsample_views
 from panst3r_splat.pipeline.training.loop import train_model
-from panst3r_splat.pipeline.training.targets import backproject_depth
+from panst3r_splat.core.geometry import local_points
 
 SMALL = SynthConfig(train_views=3, test_views=0, width=64, height=48, arc_deg=(30.0, 60.0))
 
@@ -64,7 +64,7 @@ def test_downsampling_keeps_points_on_their_rays() -> None:
     assert images.shape == (3, 24, 32, 3) and depth.shape == sem.shape == inst.shape == (3, 24, 32)
     # Each small pixel takes its depth from the big pixel nearest to its centre: that pixel's 3D point projects,
     # with the scaled intrinsics, inside the small pixel (within half a small pixel of its centre).
-    big_pts = backproject_depth(scene.depth.astype(np.float64), np.broadcast_to(scene.K, (3, 3, 3)))
+    big_pts = local_points(scene.depth.astype(np.float64), np.broadcast_to(scene.K, (3, 3, 3)))
     rows = np.minimum(((np.arange(24) + 0.5) * 2).astype(int), 47)
     cols = np.minimum(((np.arange(32) + 0.5) * 2).astype(int), 63)
     pts = big_pts[:, rows][:, :, cols]

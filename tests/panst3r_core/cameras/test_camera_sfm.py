@@ -14,8 +14,8 @@ import torch
 
 from panst3r_splat.core.cameras.metrics import pair_errors
 from panst3r_splat.core.cameras.sfm import solve_cameras_sfm
+from panst3r_splat.core.geometry import backproject_depth
 from panst3r_splat.core.procrustes import weighted_procrustes
-from panst3r_splat.pipeline.fit import backproject_depth
 from panst3r_splat.pipeline.synth import SynthConfig, generate_scene
 
 VIEWS, WIDTH, HEIGHT, DOWN = 8, 512, 384, 4

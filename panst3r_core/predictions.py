@@ -11,7 +11,6 @@ into a temporary sibling and renames it into place, so a crash never leaves a ha
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import shutil
@@ -27,8 +26,8 @@ import torch
 from jaxtyping import Bool, Float32, Int32, Int64, Shaped, UInt8, UInt16
 from plyfile import PlyData, PlyElement
 
-from panst3r_splat.core.atomic_io import atomic_output, swap_into_place
-from panst3r_splat.core import class_table
+from panst3r_splat.core.arrays import as_numpy, coerce_array
+from panst3r_splat.core.atomic_io import swap_into_place
 from panst3r_splat.core.geometry import fused_point_cloud
 from panst3r_splat.core.images import IMAGE_EXTENSIONS
 from panst3r_splat.core.photos import PhotoRecord, write_photos
@@ -54,43 +53,6 @@ view's pairs with the averaged rotations (degrees), median reprojection error of
 
 SEGMENT_REQUIRED_KEYS = ("id", "category_id", "isthing", "score", "query_id", "area")
 """Keys every entry of ``segments.json`` carries (COCO-panoptic ``segments_info`` plus the query and area)."""
-
-
-# --------------------------------------------------------------------------------------------- array coercion
-
-
-def _as_numpy(value: Any) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().numpy()
-    return np.asarray(value)
-
-
-def _coerce(name: str, value: Any, dtype: np.dtype | type, ndim: int) -> np.ndarray:
-    """``value`` as an array of ``dtype`` with ``ndim`` dimensions, refusing lossy kind changes (int -> bool, ...)."""
-    arr = _as_numpy(value)
-    dtype = np.dtype(dtype)
-    if dtype.kind == "U":
-        if arr.dtype.kind == "O" and all(isinstance(x, str) for x in arr.ravel()):
-            arr = arr.astype(str)
-        if arr.dtype.kind != "U":
-            raise ValueError(f"{name} must be an array of strings, got dtype {arr.dtype}")
-    elif dtype.kind == "b":
-        if arr.dtype.kind != "b":
-            raise ValueError(f"{name} must be a bool array, got dtype {arr.dtype}")
-    elif dtype.kind in "iu":
-        if arr.dtype.kind not in "iu":
-            raise ValueError(f"{name} must be an integer array, got dtype {arr.dtype}")
-        info = np.iinfo(dtype)
-        if arr.size and (arr.min() < info.min or arr.max() > info.max):
-            raise ValueError(f"{name} has values outside the {dtype} range")
-        arr = arr.astype(dtype)
-    elif dtype.kind == "f":
-        if arr.dtype.kind not in "fiu":
-            raise ValueError(f"{name} must be a float array, got dtype {arr.dtype}")
-        arr = arr.astype(dtype)
-    if arr.ndim != ndim:
-        raise ValueError(f"{name} must have {ndim} dimensions, got shape {arr.shape}")
-    return np.ascontiguousarray(arr)
 
 
 # ------------------------------------------------------------------------------------------------ predictions
@@ -150,7 +112,7 @@ class Predictions:
 
     def __post_init__(self) -> None:
         for name, (dtype, ndim) in _FIELD_SPECS.items():
-            object.__setattr__(self, name, _coerce(name, getattr(self, name), dtype, ndim))
+            object.__setattr__(self, name, coerce_array(name, getattr(self, name), dtype, ndim))
         self._fill_camera_record()
         self._check_shapes()
 
@@ -169,7 +131,7 @@ class Predictions:
         }
         for name, (dtype, ndim) in _CAMERA_SPECS.items():
             value = getattr(self, name)
-            object.__setattr__(self, name, _coerce(name, defaults[name] if value is None else value, dtype, ndim))
+            object.__setattr__(self, name, coerce_array(name, defaults[name] if value is None else value, dtype, ndim))
 
     @property
     def num_views(self) -> int:
@@ -383,8 +345,8 @@ def write_points_ply(
     path: str | Path, points: Float32[np.ndarray, "N 3"] | torch.Tensor, colors: UInt8[np.ndarray, "N 3"] | torch.Tensor
 ) -> None:
     """Binary PLY point cloud with ``x y z`` (float32) and ``red green blue`` (uint8)."""
-    pts = _as_numpy(points).astype(np.float32).reshape(-1, 3)
-    rgb = _as_numpy(colors)
+    pts = as_numpy(points).astype(np.float32).reshape(-1, 3)
+    rgb = as_numpy(colors)
     if rgb.dtype.kind == "f":
         rgb = np.clip(np.round(rgb * 255.0), 0, 255)
     rgb = rgb.astype(np.uint8).reshape(-1, 3)
@@ -576,132 +538,3 @@ def save_predictions(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
-
-
-# -------------------------------------------------------------------------------------------------- class sets
-
-
-@dataclass(frozen=True)
-class ClassSet:
-    """A class vocabulary: names, text embeddings, dataset label ids and thing/stuff flags."""
-
-    class_names: tuple[str, ...]
-    class_embeddings: Float32[np.ndarray, "K D"]
-    """Text embeddings (official: normalised SigLIP pooler outputs of "This is a photo of {name}.")."""
-    class_ids: Int32[np.ndarray, "K"]
-    """Dataset label id of each class, 1..255 (0 is void); written to ``pred_semantics``."""
-    isthing: Bool[np.ndarray, "K"]
-
-    def __post_init__(self) -> None:
-        names = tuple(str(n) for n in self.class_names)
-        object.__setattr__(self, "class_names", names)
-        K = len(names)
-        emb = _coerce("class_embeddings", self.class_embeddings, np.float32, 2)
-        ids = _coerce("class_ids", self.class_ids, np.int32, 1)
-        thing = _coerce("isthing", self.isthing, np.bool_, 1)
-        object.__setattr__(self, "class_embeddings", emb)
-        object.__setattr__(self, "class_ids", ids)
-        object.__setattr__(self, "isthing", thing)
-        if K == 0:
-            raise ValueError("a class set needs at least one class")
-        if len(set(names)) != K:
-            raise ValueError("class names must be unique")
-        if emb.shape[0] != K or ids.shape != (K,) or thing.shape != (K,):
-            raise ValueError(
-                f"class set sizes disagree: {K} names, class_embeddings {emb.shape}, class_ids {ids.shape}, "
-                f"isthing {thing.shape}"
-            )
-        if not np.isfinite(emb).all() or (np.linalg.norm(emb, axis=1) == 0).any():
-            raise ValueError("class_embeddings must be finite and non-zero")
-        if ids.min() < 1 or ids.max() > 255 or len(np.unique(ids)) != K:
-            raise ValueError("class_ids must be distinct integers in 1..255 (0 is void)")
-
-    def __len__(self) -> int:
-        return len(self.class_names)
-
-
-def load_class_set(path: str | Path) -> ClassSet:
-    """Read a ``--classes`` file: ``.npz`` with ``class_names`` (K,) str and ``class_embeddings`` (K, D) float,
-    optional ``class_ids`` (K,) int (default index + 1) and ``isthing`` (K,) bool (default all True)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"class-set file {path} not found: give an .npz with class_names and class_embeddings")
-    optional = ("class_names", "class_embeddings", "class_ids", "isthing")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            data = {k: npz[k] for k in optional if k in npz.files}
-    except ValueError as err:  # object arrays need pickle, which we refuse
-        raise ValueError(f"cannot read class-set file {path} without pickle: {err}; store names as str arrays") from err
-    except Exception as err:  # not a zip / truncated
-        raise ValueError(f"cannot read class-set file {path}: {err}; give an .npz written by numpy.savez") from err
-    missing = [k for k in ("class_names", "class_embeddings") if k not in data]
-    if missing:
-        raise ValueError(f"class-set file {path} lacks {', '.join(missing)}")
-    names = data["class_names"]
-    if names.ndim != 1 or names.dtype.kind != "U":
-        raise ValueError(f"{path}: class_names must be a 1-D string array, got {names.dtype} {names.shape}")
-    K = len(names)
-    try:
-        return ClassSet(
-            class_names=tuple(names.tolist()),
-            class_embeddings=data["class_embeddings"],
-            class_ids=data.get("class_ids", np.arange(1, K + 1, dtype=np.int32)),
-            isthing=data.get("isthing", np.ones(K, dtype=bool)),
-        )
-    except ValueError as err:
-        raise ValueError(f"{path}: {err}") from err
-
-
-def save_class_set(class_set: ClassSet, path: str | Path) -> None:
-    """Write a class set in the ``--classes`` format at exactly ``path`` (no ``.npz`` appended), atomically."""
-    with atomic_output(path) as tmp, open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
-        np.savez(
-            f,
-            class_names=np.array(class_set.class_names, dtype=str),
-            class_embeddings=class_set.class_embeddings,
-            class_ids=class_set.class_ids,
-            isthing=class_set.isthing,
-        )
-
-
-def _hashed_gaussians(seed: str, count: int) -> np.ndarray:
-    """``count`` standard-normal numbers derived from SHA-256 of ``seed`` (Box-Muller), identical everywhere."""
-    words: list[int] = []
-    block = 0
-    while len(words) < 2 * count:
-        digest = hashlib.sha256(f"{seed}/{block}".encode()).digest()
-        words.extend(int.from_bytes(digest[i : i + 4], "little") for i in range(0, 32, 4))
-        block += 1
-    u = (np.array(words[: 2 * count], dtype=np.float64) + 0.5) / 2.0**32  # in (0, 1)
-    u1, u2 = u[0::2], u[1::2]
-    return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
-
-
-def builtin_class_embeddings(embedding_dim: int) -> Float32[np.ndarray, "K D"]:
-    """Fixed L2-normalised stand-in text embeddings of the 21 built-in classes.
-
-    These are not language embeddings: they are deterministic pseudo-random directions (SHA-256 of the class name,
-    so identical on every machine and NumPy version), made orthonormal when ``embedding_dim >= 21``. The built-in
-    model learns its projection of queries onto them, exactly as the official model projects onto SigLIP vectors.
-    """
-    if embedding_dim < 1:
-        raise ValueError(f"embedding_dim must be >= 1, got {embedding_dim}")
-    rows = np.stack(
-        [_hashed_gaussians(f"panst3r-splat builtin class {c.id} {c.name}", embedding_dim) for c in class_table.CLASSES]
-    )
-    if embedding_dim >= len(rows):
-        q, r = np.linalg.qr(rows.T)  # Gram-Schmidt in class order
-        rows = (q * np.sign(np.diag(r))[None, :]).T
-    rows = rows / np.linalg.norm(rows, axis=1, keepdims=True)
-    return rows.astype(np.float32)
-
-
-def builtin_class_set(embedding_dim: int = 768) -> ClassSet:
-    """The project's class set: the 21 classes of ``class_table`` (ids 1..21, thing flags from the table) with the
-    fixed embeddings of :func:`builtin_class_embeddings`."""
-    return ClassSet(
-        class_names=tuple(c.name for c in class_table.CLASSES),
-        class_embeddings=builtin_class_embeddings(embedding_dim),
-        class_ids=np.array([c.id for c in class_table.CLASSES], dtype=np.int32),
-        isthing=np.array([c.isthing for c in class_table.CLASSES], dtype=bool),
-    )

@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from panst3r_splat.core import class_table
-from panst3r_splat.core.predictions import ClassSet, save_class_set
+from panst3r_splat.core.class_sets import ClassSet, class_set_for_names, save_class_set
 from panst3r_splat.core.text import SIGLIP_PROMPT, siglip_class_embeddings
 from panst3r_splat.pipeline.errors import UserError
 
@@ -40,20 +39,6 @@ def read_names_file(path: Path) -> tuple[str, ...]:
     if repeated:
         raise UserError(f"class-names file {path} repeats {', '.join(map(repr, repeated[:5]))}; names must be unique")
     return names
-
-
-def class_set_for_names(names: tuple[str, ...], embeddings: np.ndarray) -> ClassSet:
-    """A class set of ``names``: class-table ids and thing flags when every name is a table class, else ids 1..K and
-    every class a thing. ValueError when the arrays disagree (see `ClassSet`)."""
-    K = len(names)
-    if all(n in class_table.CLASS_BY_NAME for n in names):
-        ids = np.array([class_table.CLASS_BY_NAME[n].id for n in names], dtype=np.int32)
-        isthing = np.array([class_table.CLASS_BY_NAME[n].isthing for n in names], dtype=bool)
-    else:
-        log.info("class names are not all in the class table: ids 1..%d, every class a thing", K)
-        ids = np.arange(1, K + 1, dtype=np.int32)
-        isthing = np.ones(K, dtype=bool)
-    return ClassSet(class_names=names, class_embeddings=embeddings, class_ids=ids, isthing=isthing)
 
 
 def siglip_class_set(folder: Path, names: tuple[str, ...], *, prompt: str = SIGLIP_PROMPT,
@@ -88,4 +73,4 @@ def write_class_set_file(class_set: ClassSet, out: Path) -> Path:
     return out
 
 
-__all__ = ["check_class_set_out", "class_set_for_names", "read_names_file", "siglip_class_set", "write_class_set_file"]
+__all__ = ["check_class_set_out", "read_names_file", "siglip_class_set", "write_class_set_file"]

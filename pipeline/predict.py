@@ -37,10 +37,10 @@ from panst3r_splat.core import class_table
 from panst3r_splat.core.cameras import SolverOptions, solve_cameras_from_descriptors
 from panst3r_splat.core.cameras.sfm import solve_cameras_sfm
 from panst3r_splat.core.checkpoint import FORMAT_NAME, CheckpointError, LoadedCheckpoint, load_checkpoint
+from panst3r_splat.core.class_sets import ClassSet, class_set_for_names, load_class_set
 from panst3r_splat.core.geometry import PrincipalPoint, camera_from_pointmaps
 from panst3r_splat.core.images import IMAGE_EXTENSIONS, NATIVE, LoadedImages, bucket_resolutions, load_images
 from panst3r_splat.core.merging import MERGE_NAMES
-from panst3r_splat.core.photos import PhotoRecord, photo_records, read_photo
 from panst3r_splat.core.model import (
     AllKeyframes,
     FarthestPointKeyframes,
@@ -51,16 +51,15 @@ from panst3r_splat.core.model import (
     activate_pointmaps,
 )
 from panst3r_splat.core.model.keyframes import DEFAULT_MAX_KEYFRAMES
+from panst3r_splat.core.photos import PhotoRecord, photo_records, read_photo
 from panst3r_splat.core.predictions import (
     CAMERA_RESIDUAL_COLUMNS,
     CAMERA_SOURCES,
     PREDICTIONS_FILE,
-    ClassSet,
     Predictions,
-    load_class_set,
     save_predictions,
 )
-from panst3r_splat.pipeline.classes import class_set_for_names, read_names_file, siglip_class_set
+from panst3r_splat.pipeline.classes import read_names_file, siglip_class_set
 from panst3r_splat.pipeline.errors import UserError
 from panst3r_splat.pipeline.merge import merge_predictions
 

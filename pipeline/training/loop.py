@@ -33,7 +33,7 @@ from panst3r_splat.core.atomic_io import atomic_output
 from panst3r_splat.core.class_table import CLASSES
 from panst3r_splat.core.checkpoint import load_own_checkpoint, save_checkpoint
 from panst3r_splat.core.model.panst3r import PanSt3R
-from panst3r_splat.core.predictions import builtin_class_set
+from panst3r_splat.core.class_sets import builtin_class_set
 from panst3r_splat.core.training.losses import MaskOutputs, PanopticCriterion, ScenePrediction
 from panst3r_splat.pipeline.devices import pin_threads
 from panst3r_splat.pipeline.training.data import ContinuingSampler, SyntheticScenes, collate

@@ -20,7 +20,7 @@ from panst3r_splat.core.model import (
     official_v2_config,
     small_v2_config,
 )
-from panst3r_splat.core.predictions import builtin_class_set
+from panst3r_splat.core.class_sets import builtin_class_set
 
 
 @pytest.fixture(scope="module")

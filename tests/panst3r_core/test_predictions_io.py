@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from panst3r_splat.core import class_table
+from panst3r_splat.core import class_sets
 from panst3r_splat.core import predictions as pio
 from panst3r_splat.core.images import plan_resize
 
@@ -321,7 +322,7 @@ def test_class_set_defaults(tmp_path):
     path = tmp_path / "classes.npz"
     emb = np.random.default_rng(0).normal(size=(4, 8)).astype(np.float32)
     np.savez(path, class_names=np.array(["a", "b", "c", "d"]), class_embeddings=emb)
-    cs = pio.load_class_set(path)
+    cs = class_sets.load_class_set(path)
     assert cs.class_names == ("a", "b", "c", "d") and len(cs) == 4
     np.testing.assert_array_equal(cs.class_ids, [1, 2, 3, 4])
     assert cs.isthing.all() and cs.isthing.dtype == bool
@@ -329,9 +330,9 @@ def test_class_set_defaults(tmp_path):
 
 
 def test_class_set_round_trip(tmp_path):
-    cs = pio.builtin_class_set(16)
-    pio.save_class_set(cs, tmp_path / "c.npz")
-    back = pio.load_class_set(tmp_path / "c.npz")
+    cs = class_sets.builtin_class_set(16)
+    class_sets.save_class_set(cs, tmp_path / "c.npz")
+    back = class_sets.load_class_set(tmp_path / "c.npz")
     assert back.class_names == cs.class_names
     np.testing.assert_array_equal(back.class_ids, cs.class_ids)
     np.testing.assert_array_equal(back.isthing, cs.isthing)
@@ -340,31 +341,31 @@ def test_class_set_round_trip(tmp_path):
 
 def test_class_set_errors(tmp_path):
     with pytest.raises(ValueError, match="not found"):
-        pio.load_class_set(tmp_path / "none.npz")
+        class_sets.load_class_set(tmp_path / "none.npz")
     np.savez(tmp_path / "a.npz", class_names=np.array(["a"]))
     with pytest.raises(ValueError, match="class_embeddings"):
-        pio.load_class_set(tmp_path / "a.npz")
+        class_sets.load_class_set(tmp_path / "a.npz")
     np.savez(tmp_path / "b.npz", class_names=np.array(["a", "b"], dtype=object), class_embeddings=np.ones((2, 3)))
     with pytest.raises(ValueError, match="pickle"):
-        pio.load_class_set(tmp_path / "b.npz")
+        class_sets.load_class_set(tmp_path / "b.npz")
     np.savez(tmp_path / "c.npz", class_names=np.array(["a", "b"]), class_embeddings=np.ones((3, 3)))
     with pytest.raises(ValueError, match="sizes disagree"):
-        pio.load_class_set(tmp_path / "c.npz")
+        class_sets.load_class_set(tmp_path / "c.npz")
     np.savez(tmp_path / "d.npz", class_names=np.array(["a", "b"]), class_embeddings=np.ones((2, 3)),
              class_ids=np.array([0, 1]))
     with pytest.raises(ValueError, match="1..255"):
-        pio.load_class_set(tmp_path / "d.npz")
+        class_sets.load_class_set(tmp_path / "d.npz")
 
 
 def test_builtin_class_set_follows_the_table():
-    cs = pio.builtin_class_set()
+    cs = class_sets.builtin_class_set()
     assert cs.class_names == tuple(class_table.class_names())
     np.testing.assert_array_equal(cs.class_ids, np.arange(1, 22))
     np.testing.assert_array_equal(cs.isthing, [c.isthing for c in class_table.CLASSES])
     emb = cs.class_embeddings
     assert emb.shape == (21, 768) and emb.dtype == np.float32
     np.testing.assert_allclose(emb @ emb.T, np.eye(21), atol=1e-5)  # orthonormal when D >= 21
-    np.testing.assert_array_equal(emb, pio.builtin_class_set().class_embeddings)  # deterministic
-    small = pio.builtin_class_embeddings(8)
+    np.testing.assert_array_equal(emb, class_sets.builtin_class_set().class_embeddings)  # deterministic
+    small = class_sets.builtin_class_embeddings(8)
     np.testing.assert_allclose(np.linalg.norm(small, axis=1), 1.0, rtol=1e-6)
     assert np.linalg.matrix_rank(small) == 8

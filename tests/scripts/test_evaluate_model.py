@@ -11,7 +11,7 @@ import torch
 from panst3r_splat.configs.model_presets import MODEL_PRESETS
 from panst3r_splat.core.checkpoint import save_checkpoint
 from panst3r_splat.core.model.panst3r import PanSt3R
-from panst3r_splat.core.predictions import builtin_class_set
+from panst3r_splat.core.class_sets import builtin_class_set
 from _script_modules import load_script
 
 

@@ -489,84 +489,85 @@ def cameras_from_sfm(photos: tuple[PhotoRecord, ...], pts3d_local: Float[Tensor,
     )
 
 
-def run_predict(images: Path, out: Path, options: PredictOptions) -> PredictResult:
-    """The whole stage; see the module docstring. Bad input raises `UserError` (one line)."""
-    start = time.perf_counter()
+def cameras_of_choice(choice: str, loaded: LoadedCheckpoint, output: InferenceOutput, pointmaps: tuple[Tensor, ...],
+                  imgs: LoadedImages, photos: tuple[PhotoRecord, ...], device: torch.device) -> SolvedCameras:
+    """The cameras of ``--cameras`` (``choice``): ``auto`` resolved against the model, ``matches`` falling back to
+    ``head`` under ``auto``; ``pointmaps`` = ``(pts3d, pts3d_local, conf)``."""
+    pts3d, pts3d_local, conf = pointmaps
+    mode = PrincipalPoint.OFFICIAL if loaded.format != FORMAT_NAME else PrincipalPoint.CENTER
+    V = conf.shape[0]
+    source = resolve_camera_source(choice, loaded, output.descriptors is not None)
+    if source == "matches" and V < 2:
+        if choice != "auto":
+            raise UserError("--cameras matches needs at least 2 images; give more photos or use --cameras head")
+        source = "head"  # one image: nothing to match
+    if source == "matches":
+        try:
+            return cameras_from_matches(output, pts3d_local, mode)
+        except UserError as err:
+            if choice != "auto":
+                raise
+            log.warning("%s; --cameras auto falls back to the model's own cameras (head)", err)
+    elif source == "sfm":
+        return cameras_from_sfm(photos, pts3d_local, imgs.to_orig)
+    if loaded.metadata.get(GLOBAL_HEAD_METADATA_KEY) == "false":
+        log.warning("this model's global pointmap head is untrained (it was trained for local pointmaps and "
+                    "descriptors): its own cameras (head) are not meaningful; use --cameras matches")
+    K, T_world_cam = estimate_cameras(pts3d, pts3d_local, conf, mode, device)
+    return SolvedCameras(source="head", K=K, T_world_cam=T_world_cam, pts3d=pts3d, camera_ok=np.ones(V, dtype=bool),
+                         scale=np.ones(V), residuals=np.full((V, len(CAMERA_RESIDUAL_COLUMNS)), np.nan))
+
+
+def assemble_predictions(imgs: LoadedImages, output: InferenceOutput, class_set: ClassSet,
+                         pts3d_local: Tensor, conf: Tensor, solved: SolvedCameras) -> Predictions:
+    """The predictions record before merging (``panoptic`` all void)."""
+    V, H, W = conf.shape
+    return Predictions(
+        image_names=np.array(imgs.names, dtype=str), images=imgs.images_uint8, pts3d=solved.pts3d,
+        pts3d_local=pts3d_local, conf=conf, mask_logits=output.stacked_mask_logits().float(),
+        class_logits=output.class_logits.float(), class_names=np.array(class_set.class_names, dtype=str),
+        class_ids=class_set.class_ids, isthing=class_set.isthing, orig_hw=imgs.orig_hw, to_orig=imgs.to_orig,
+        keyframes=np.array(output.keyframes, dtype=np.int64), K=solved.K, T_world_cam=solved.T_world_cam,
+        panoptic=np.zeros((V, H, W), dtype=np.int32), camera_source=solved.source, camera_ok=solved.camera_ok,
+        camera_scale=solved.scale, camera_residuals=solved.residuals,
+    )
+
+
+def _check_options(out: Path, options: PredictOptions) -> None:
+    """Refuse, before any work, options that cannot be served."""
     check_out_folder(Path(out))
     check_class_options(options)
     check_camera_choice(options.cameras)
     if options.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {options.batch_size}")
+
+
+def run_predict(images: Path, out: Path, options: PredictOptions) -> PredictResult:
+    """The whole stage; see the module docstring. Bad input raises `UserError` (one line)."""
+    start = time.perf_counter()
+    _check_options(out, options)
     source = resolve_inputs(Path(images), options.split)
     loaded = load_model(options.checkpoint)
     class_set = resolve_class_set(loaded, options)
     merge_name = resolve_merge(options.merge, loaded)
-    size = resolve_size(options.size, loaded)
-    imgs = read_inputs(source, size, loaded.config.patch_size, options.max_video_frames)
+    imgs = read_inputs(source, resolve_size(options.size, loaded), loaded.config.patch_size, options.max_video_frames)
     photos = photo_records(source, imgs.names, imgs.orig_hw)  # where the photos are (fit --fit-size)
     policy = keyframe_policy(options.keyframes, options.keyframe_selection, max(len(imgs), 2))
     t_model = time.perf_counter()
     output = infer(loaded, imgs, class_set, policy, options)
     log.info("model: %d views, keyframes %s, %.1f s on %s", len(imgs), list(output.keyframes),
              time.perf_counter() - t_model, options.device)
-    pts3d, pts3d_local, conf = activate_pointmaps(output.stacked_pointmaps_raw())
-    mode = PrincipalPoint.OFFICIAL if loaded.format != FORMAT_NAME else PrincipalPoint.CENTER
-    V, H, W = conf.shape
-    source = resolve_camera_source(options.cameras, loaded, output.descriptors is not None)
-    if source == "matches" and V < 2:
-        if options.cameras != "auto":
-            raise UserError("--cameras matches needs at least 2 images; give more photos or use --cameras head")
-        source = "head"  # one image: nothing to match
-    solved = None
-    if source == "matches":
-        try:
-            solved = cameras_from_matches(output, pts3d_local, mode)
-        except UserError as err:
-            if options.cameras != "auto":
-                raise
-            log.warning("%s; --cameras auto falls back to the model's own cameras (head)", err)
-    elif source == "sfm":
-        solved = cameras_from_sfm(photos, pts3d_local, imgs.to_orig)
-    if solved is None:
-        if loaded.metadata.get(GLOBAL_HEAD_METADATA_KEY) == "false":
-            log.warning("this model's global pointmap head is untrained (it was trained for local pointmaps and "
-                        "descriptors): its own cameras (head) are not meaningful; use --cameras matches")
-        K, T_world_cam = estimate_cameras(pts3d, pts3d_local, conf, mode, options.device)
-        solved = SolvedCameras(source="head", K=K, T_world_cam=T_world_cam, pts3d=pts3d,
-                               camera_ok=np.ones(V, dtype=bool), scale=np.ones(V),
-                               residuals=np.full((V, len(CAMERA_RESIDUAL_COLUMNS)), np.nan))
-    placeholder = np.zeros((V, H, W), dtype=np.int32)
-    pred = Predictions(
-        image_names=np.array(imgs.names, dtype=str),
-        images=imgs.images_uint8,
-        pts3d=solved.pts3d,
-        pts3d_local=pts3d_local,
-        conf=conf,
-        mask_logits=output.stacked_mask_logits().float(),
-        class_logits=output.class_logits.float(),
-        class_names=np.array(class_set.class_names, dtype=str),
-        class_ids=class_set.class_ids,
-        isthing=class_set.isthing,
-        orig_hw=imgs.orig_hw,
-        to_orig=imgs.to_orig,
-        keyframes=np.array(output.keyframes, dtype=np.int64),
-        K=solved.K,
-        T_world_cam=solved.T_world_cam,
-        panoptic=placeholder,
-        camera_source=solved.source,
-        camera_ok=solved.camera_ok,
-        camera_scale=solved.scale,
-        camera_residuals=solved.residuals,
-    )
+    pointmaps = activate_pointmaps(output.stacked_pointmaps_raw())
+    solved = cameras_of_choice(options.cameras, loaded, output, pointmaps, imgs, photos, options.device)
+    pred = assemble_predictions(imgs, output, class_set, pointmaps[1], pointmaps[2], solved)
     merged = merge_predictions(pred, merge_name, device=options.device, seed=options.seed)
     try:
         folder = save_predictions(merged.predictions, out, merged.segments, photos=photos)
     except ValueError as err:
         raise UserError(str(err)) from None
-    log.info("predict: %d views, %d segments (%s) in %.1f s -> %s", V, len(merged.segments), merge_name,
+    log.info("predict: %d views, %d segments (%s) in %.1f s -> %s", len(imgs), len(merged.segments), merge_name,
              time.perf_counter() - start, folder)
     return PredictResult(folder=folder, predictions=merged.predictions, segments=merged.segments, merge=merge_name)
-
 
 __all__ = [
     "KeyframeSelection",
@@ -574,6 +575,7 @@ __all__ = [
     "PredictResult",
     "CameraChoice",
     "SolvedCameras",
+    "assemble_predictions",
     "cameras_from_matches",
     "cameras_from_sfm",
     "check_class_options",
@@ -593,4 +595,5 @@ __all__ = [
     "resolve_size",
     "run_predict",
     "siglip_classes",
+    "cameras_of_choice",
 ]

@@ -19,21 +19,22 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from panst3r_splat.configs.model_presets import MODEL_PRESETS
 from panst3r_splat.configs.training import TrainPreset
 from panst3r_splat.core.atomic_io import atomic_output
-from panst3r_splat.core.class_table import CLASSES
 from panst3r_splat.core.checkpoint import load_own_checkpoint, save_checkpoint
-from panst3r_splat.core.model.panst3r import PanSt3R
 from panst3r_splat.core.class_sets import builtin_class_set
+from panst3r_splat.core.class_table import CLASSES
+from panst3r_splat.core.model.panst3r import PanSt3R
 from panst3r_splat.core.training.losses import MaskOutputs, PanopticCriterion, ScenePrediction
 from panst3r_splat.pipeline.devices import pin_threads
 from panst3r_splat.pipeline.training.data import ContinuingSampler, SyntheticScenes, collate
@@ -198,26 +199,9 @@ def gradient_shares(model: PanSt3R, criterion: PanopticCriterion, terms: dict[st
     return out
 
 
-def train_model(preset: TrainPreset, out: Path, *, resume: bool, device: torch.device, max_steps: int | None = None,
-                max_minutes: float | None = None, init_from: Path | None = None) -> Path:
-    """Train (or continue training) and return the model checkpoint path.
-
-    Args:
-        preset: the recipe.
-        out: model checkpoint path (`.safetensors`); the resume file and logs sit next to it.
-        resume: continue from `out.resume.pt` (error if it does not exist).
-        device: where to train.
-        max_steps: stop after this many steps of this call (default: until `preset.steps`).
-        max_minutes: stop (with a checkpoint) after this much wall time.
-        init_from: start from the weights and step of a saved model (`.safetensors`) with a fresh optimiser, when
-            only the model file of an earlier run is at hand (not bit-for-bit; `resume` is).
-    """
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if preset.threads is not None:
-        torch.set_num_threads(preset.threads)
-    torch.manual_seed(preset.seed)
-    torch.backends.cuda.matmul.allow_tf32 = True  # no effect on CPU; small accuracy cost, large speed gain on GPUs
-    torch.backends.cudnn.allow_tf32 = True
+def _initial_state(preset: TrainPreset, out: Path, resume: bool, init_from: Path | None,
+                   device: torch.device) -> tuple[PanSt3R, torch.optim.Optimizer, int, torch.Generator]:
+    """Model, optimiser, step and data generator: fresh, from the resume file, or from a saved model."""
     model = PanSt3R(MODEL_PRESETS[preset.model]()).to(device)
     optimizer = torch.optim.AdamW(_param_groups(model, preset.weight_decay), lr=preset.lr, betas=preset.betas)
     step = 0
@@ -242,88 +226,148 @@ def train_model(preset: TrainPreset, out: Path, *, resume: bool, device: torch.d
         step = int(loaded.metadata.get("train_step", 0))
         generator.manual_seed(preset.seed + step)
         log.info("initialised from %s at step %d (fresh optimiser)", init_from, step)
-    class_set = builtin_class_set(model.config.mask_transformer.lang_dim)
-    class_emb = torch.from_numpy(class_set.class_embeddings).to(device)
-    stop = preset.steps if max_steps is None else min(preset.steps, step + max_steps)
+    return model, optimizer, step, generator
+
+
+def _loader(preset: TrainPreset, step: int, stop: int) -> DataLoader:
+    """The samples of steps ``[step, stop)``, in the order a run from step 0 would see them."""
     dataset = SyntheticScenes(preset.data, batch_size=preset.batch_size)
-    loader = DataLoader(dataset, batch_size=preset.batch_size, sampler=ContinuingSampler(step * preset.batch_size,
-                        stop * preset.batch_size), num_workers=preset.num_workers, collate_fn=collate,
-                        worker_init_fn=_worker_init,
-                        persistent_workers=False, prefetch_factor=4 if preset.num_workers else None)
-    log_path, eval_path = out.with_suffix(".log.csv"), out.with_suffix(".eval.csv")
-    started = time.time()
-    model.train()
+    return DataLoader(dataset, batch_size=preset.batch_size, sampler=ContinuingSampler(step * preset.batch_size,
+                      stop * preset.batch_size), num_workers=preset.num_workers, collate_fn=collate,
+                      worker_init_fn=_worker_init,
+                      persistent_workers=False, prefetch_factor=4 if preset.num_workers else None)
 
-    saved_step = -1
-    last_checkpoint = time.time()
+
+def _train_step(model: PanSt3R, optimizer: torch.optim.Optimizer, batch: list, class_emb: Tensor,
+                preset: TrainPreset, step: int, generator: torch.Generator, stats: _WindowStats,
+                device: torch.device) -> float:
+    """One optimisation step on ``batch`` at ``step``; the window statistics get its losses. Returns the lr."""
+    lr = learning_rate(step, preset)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    images = torch.stack([s.images for s in batch]).to(device, non_blocking=True)
+    targets = [targets_to(s.targets, device) for s in batch]
+    output = model(images, class_emb, memory_pass_pointmaps=preset.criterion.memory_pass_weight != 0.0,
+                   panoptic=preset.panoptic)
+    predictions = scene_predictions(output, len(batch), with_tokens=preset.criterion.correspondence_weight != 0.0)
+    result = preset.criterion(predictions, targets, generator=generator)
+    optimizer.zero_grad(set_to_none=True)
+    if preset.grad_share_every and step % preset.grad_share_every == 0:
+        stats.add(gradient_shares(model, preset.criterion, result.terms))
+    result.total.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), preset.grad_clip)
+    optimizer.step()
+    stats.add({**{name: float(value.detach()) for name, value in result.terms.items() if "aux" not in name},
+               "grad_norm": float(grad_norm), "clipped": float(grad_norm > preset.grad_clip),
+               **class_pixel_shares(batch)})
+    return lr
+
+
+@dataclass
+class _Run:
+    """What a training call carries from step to step: the model and its bookkeeping."""
+
+    preset: TrainPreset
+    out: Path
+    model: PanSt3R
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    class_names: tuple[str, ...]
+    class_emb: Tensor
+    step: int
+    started: float = field(default_factory=time.time)
+    saved_step: int = -1
+    last_checkpoint: float = field(default_factory=time.time)
+
+    def checkpoint(self) -> None:
+        """The resume file and the model file, both replaced atomically."""
+        self.saved_step, self.last_checkpoint = self.step, time.time()
+        with atomic_output(_resume_path(self.out)) as tmp:
+            torch.save(_resume_state(self.model, self.optimizer, self.step, self.generator,
+                                     compact=self.preset.compact_resume), tmp)
+        with atomic_output(self.out) as tmp:
+            save_checkpoint(tmp, self.model, class_names=self.class_names, class_embeddings=self.class_emb,
+                            dtype=torch.float16, metadata=_checkpoint_metadata(self.preset, self.step))
+
+    def log_and_evaluate(self, stats: _WindowStats, lr: float, stop: int, progress: tqdm) -> None:
+        """The log row every ``log_every`` steps (window means), held-out metrics every ``eval_every``."""
+        preset, step = self.preset, self.step
+        if step % preset.log_every == 0:
+            row = {"step": step, "lr": lr, "minutes": (time.time() - self.started) / 60}
+            row.update(stats.means())  # fewer than log_every steps in the first window after a resume
+            _append_csv(self.out.with_suffix(".log.csv"), row)
+            progress.set_postfix(loss=f"{row['loss_total']:.3f}")
+        if step % preset.eval_every == 0 or step == stop:
+            self.model.eval()
+            metrics = evaluate_held_out(self.model, preset.data, self.class_emb, preset.eval_scenes)
+            self.model.train()
+            _append_csv(self.out.with_suffix(".eval.csv"), {"step": step, **metrics})
+            log.info("step %d held-out: %s", step, ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
+
+    def checkpoint_due(self, stop: int, stopping: bool) -> bool:
+        on_timer = (self.preset.checkpoint_minutes is not None
+                    and (time.time() - self.last_checkpoint) / 60 >= self.preset.checkpoint_minutes)
+        return self.step % self.preset.checkpoint_every == 0 or self.step == stop or stopping or on_timer
+
+
+def train_model(preset: TrainPreset, out: Path, *, resume: bool, device: torch.device, max_steps: int | None = None,
+                max_minutes: float | None = None, init_from: Path | None = None) -> Path:
+    """Train (or continue training) and return the model checkpoint path.
+
+    Args:
+        preset: the recipe.
+        out: model checkpoint path (`.safetensors`); the resume file and logs sit next to it.
+        resume: continue from `out.resume.pt` (error if it does not exist).
+        device: where to train.
+        max_steps: stop after this many steps of this call (default: until `preset.steps`).
+        max_minutes: stop (with a checkpoint) after this much wall time.
+        init_from: start from the weights and step of a saved model (`.safetensors`) with a fresh optimiser, when
+            only the model file of an earlier run is at hand (not bit-for-bit; `resume` is).
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if preset.threads is not None:
+        torch.set_num_threads(preset.threads)
+    torch.manual_seed(preset.seed)
+    torch.backends.cuda.matmul.allow_tf32 = True  # no effect on CPU; small accuracy cost, large speed gain on GPUs
+    torch.backends.cudnn.allow_tf32 = True
+    model, optimizer, step, generator = _initial_state(preset, out, resume, init_from, device)
+    class_set = builtin_class_set(model.config.mask_transformer.lang_dim)
+    run = _Run(preset=preset, out=out, model=model, optimizer=optimizer, generator=generator,
+               class_names=class_set.class_names,
+               class_emb=torch.from_numpy(class_set.class_embeddings).to(device), step=step)
+    stop = preset.steps if max_steps is None else min(preset.steps, step + max_steps)
+    _run_steps(run, _loader(preset, step, stop), stop, max_minutes, device)
+    if run.saved_step != run.step:
+        run.checkpoint()
+    return out
+
+
+def _run_steps(run: _Run, loader: DataLoader, stop: int, max_minutes: float | None, device: torch.device) -> None:
+    """Step through ``loader``, logging, evaluating and checkpointing; stops on time, SIGTERM or Ctrl-C."""
     stats = _WindowStats()
-
-    def checkpoint() -> None:
-        nonlocal saved_step, last_checkpoint
-        saved_step = step
-        last_checkpoint = time.time()
-        with atomic_output(_resume_path(out)) as tmp:
-            torch.save(_resume_state(model, optimizer, step, generator, compact=preset.compact_resume), tmp)
-        with atomic_output(out) as tmp:
-            save_checkpoint(tmp, model, class_names=class_set.class_names, class_embeddings=class_emb,
-                            dtype=torch.float16, metadata=_checkpoint_metadata(preset, step))
-
-    progress = tqdm(total=stop - step, desc="train-model", unit="step", dynamic_ncols=True)
+    run.model.train()
+    progress = tqdm(total=stop - run.step, desc="train-model", unit="step", dynamic_ncols=True)
     with _termination_requests() as terminate:
         try:
             for batch in loader:
-                lr = learning_rate(step, preset)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                images = torch.stack([s.images for s in batch]).to(device, non_blocking=True)
-                targets = [targets_to(s.targets, device) for s in batch]
-                output = model(images, class_emb, memory_pass_pointmaps=preset.criterion.memory_pass_weight != 0.0,
-                               panoptic=preset.panoptic)
-                predictions = scene_predictions(output, len(batch),
-                                                with_tokens=preset.criterion.correspondence_weight != 0.0)
-                result = preset.criterion(predictions, targets, generator=generator)
-                optimizer.zero_grad(set_to_none=True)
-                if preset.grad_share_every and step % preset.grad_share_every == 0:
-                    stats.add(gradient_shares(model, preset.criterion, result.terms))
-                result.total.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), preset.grad_clip)
-                optimizer.step()
-                step += 1
+                lr = _train_step(run.model, run.optimizer, batch, run.class_emb, run.preset, run.step, run.generator,
+                                 stats, device)
+                run.step += 1
                 progress.update(1)
-                stats.add({**{name: float(value.detach()) for name, value in result.terms.items() if "aux" not in name},
-                           "grad_norm": float(grad_norm), "clipped": float(grad_norm > preset.grad_clip),
-                           **class_pixel_shares(batch)})
-                if step % preset.log_every == 0:
-                    row = {"step": step, "lr": lr, "minutes": (time.time() - started) / 60}
-                    # Means over the steps of this window (fewer than log_every in the first window after a resume).
-                    row.update(stats.means())
-                    _append_csv(log_path, row)
-                    progress.set_postfix(loss=f"{row['loss_total']:.3f}")
-                if step % preset.eval_every == 0 or step == stop:
-                    model.eval()
-                    metrics = evaluate_held_out(model, preset.data, class_emb, preset.eval_scenes)
-                    model.train()
-                    _append_csv(eval_path, {"step": step, **metrics})
-                    log.info("step %d held-out: %s", step, ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
-                timed_out = max_minutes is not None and (time.time() - started) / 60 > max_minutes
-                terminated = terminate.is_set()
-                on_timer = (preset.checkpoint_minutes is not None
-                            and (time.time() - last_checkpoint) / 60 >= preset.checkpoint_minutes)
-                if step % preset.checkpoint_every == 0 or step == stop or timed_out or terminated or on_timer:
-                    checkpoint()
+                run.log_and_evaluate(stats, lr, stop, progress)
+                timed_out = max_minutes is not None and (time.time() - run.started) / 60 > max_minutes
+                if run.checkpoint_due(stop, timed_out or terminate.is_set()):
+                    run.checkpoint()
                 if timed_out:
-                    log.info("stopping after %.1f minutes at step %d (resume with --resume)", max_minutes, step)
+                    log.info("stopping after %.1f minutes at step %d (resume with --resume)", max_minutes, run.step)
                     break
-                if terminated:
-                    log.info("terminated at step %d; checkpoint written (resume with --resume)", step)
+                if terminate.is_set():
+                    log.info("terminated at step %d; checkpoint written (resume with --resume)", run.step)
                     break
         except KeyboardInterrupt:
             # Ctrl-C: keep what was trained (resume with --resume), then stop as asked.
             progress.close()
-            checkpoint()
-            log.info("interrupted at step %d; checkpoint written (resume with --resume)", step)
+            run.checkpoint()
+            log.info("interrupted at step %d; checkpoint written (resume with --resume)", run.step)
             raise
     progress.close()
-    if saved_step != step:
-        checkpoint()
-    return out

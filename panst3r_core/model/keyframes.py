@@ -13,7 +13,7 @@ The first keyframe is the reference image: the world frame is its camera frame. 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ from torch import Tensor
 DEFAULT_MAX_KEYFRAMES = 50
 
 
+@runtime_checkable
 class KeyframePolicy(Protocol):
     """Chooses keyframe indices (memory order) from per-view descriptors."""
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
+from typing import no_type_check
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from panst3r_splat.core.arrays import coerce_array
 log = logging.getLogger(__name__)
 
 
+@no_type_check  # construction coerces and validates its inputs itself (__post_init__, one-line errors)
 @dataclass(frozen=True)
 class ClassSet:
     """A class vocabulary: names, text embeddings, dataset label ids and thing/stuff flags."""

@@ -220,9 +220,9 @@ class LoadedImages:
     entry per size group, stacked in the order of ``groups`` (view indices of each group, ascending).
     """
 
-    images: Float[Tensor, "V 3 H W"] | tuple[Float[Tensor, "G 3 _H _W"], ...]
+    images: Float[Tensor, "V 3 H W"] | tuple[Float[Tensor, "_G 3 _H _W"], ...]
     """Normalised RGB in [-1, 1] (float32, CPU)."""
-    images_uint8: UInt8[np.ndarray, "V H W 3"] | tuple[UInt8[np.ndarray, "G _H _W 3"], ...]
+    images_uint8: UInt8[np.ndarray, "V H W 3"] | tuple[UInt8[np.ndarray, "_G _H _W 3"], ...]
     """The same images as uint8 RGB, channels last."""
     names: tuple[str, ...]
     """File name of each view (for a video: ``<stem>_frame<index>``)."""
@@ -368,7 +368,7 @@ def _check_native(name: str, height: int, width: int, patch_size: int) -> None:
 def load_images(
     source: str | Path | Sequence[str | Path],
     *,
-    size: int | Literal["native"] = 512,
+    size: int | str = 512,
     patch_size: int = 16,
     max_video_frames: int = DEFAULT_MAX_VIDEO_FRAMES,
 ) -> LoadedImages:

@@ -18,12 +18,12 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, no_type_check
 
 import numpy as np
 import PIL.Image
 import torch
-from jaxtyping import Bool, Float32, Int32, Int64, Shaped, UInt8, UInt16
+from jaxtyping import Bool, Float, Float32, Int32, Int64, Shaped, UInt8, UInt16
 from plyfile import PlyData, PlyElement
 
 from panst3r_splat.core.arrays import as_numpy, coerce_array
@@ -58,6 +58,7 @@ SEGMENT_REQUIRED_KEYS = ("id", "category_id", "isthing", "score", "query_id", "a
 # ------------------------------------------------------------------------------------------------ predictions
 
 
+@no_type_check  # construction coerces and validates its inputs itself (__post_init__, one-line errors)
 @dataclass(frozen=True)
 class Predictions:
     """Everything ``predictions.npz`` holds (CLI.md), at model resolution, views in input order.
@@ -187,7 +188,7 @@ class Predictions:
     def camera_records(self) -> list[dict[str, Any]]:
         """Per view, what ``cameras.json`` lists: name, source, status, scale and residuals (NaN -> None)."""
 
-        def number(x: float) -> float | None:
+        def number(x: float | np.floating) -> float | None:
             return None if not np.isfinite(x) else float(x)
 
         records = []
@@ -342,9 +343,12 @@ def read_segments(path: str | Path, num_classes: int | None = None) -> list[dict
 
 
 def write_points_ply(
-    path: str | Path, points: Float32[np.ndarray, "N 3"] | torch.Tensor, colors: UInt8[np.ndarray, "N 3"] | torch.Tensor
+    path: str | Path,
+    points: Float[np.ndarray, "N 3"] | torch.Tensor,
+    colors: UInt8[np.ndarray, "N 3"] | Float[np.ndarray, "N 3"] | torch.Tensor,
 ) -> None:
-    """Binary PLY point cloud with ``x y z`` (float32) and ``red green blue`` (uint8)."""
+    """Binary PLY point cloud with ``x y z`` (float32) and ``red green blue`` (uint8; float colours in [0, 1] are
+    scaled to 0..255)."""
     pts = as_numpy(points).astype(np.float32).reshape(-1, 3)
     rgb = as_numpy(colors)
     if rgb.dtype.kind == "f":

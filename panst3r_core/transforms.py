@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, TypeVar
+from typing import Optional
 
 import numpy as np
 import torch
 from jaxtyping import Float, Float64
 from scipy.spatial.transform import Rotation
 from torch import Tensor
-
-ArrayOrTensor = TypeVar("ArrayOrTensor", np.ndarray, Tensor)
-
 
 # ------------------------------------------------------------------------------------------------ similarity
 
@@ -85,7 +82,7 @@ class Similarity:
 # ------------------------------------------------------------------------------------------------- rotations
 
 
-def rotation_angle_deg(R: ArrayOrTensor) -> ArrayOrTensor:
+def rotation_angle_deg(R: np.ndarray | Tensor) -> np.ndarray | np.floating | Tensor:
     """Angle of rotation matrices ``(..., 3, 3)`` in degrees, torch or NumPy, from ``atan2(|skew|, trace - 1)``
     (accurate near 0 and 180 degrees, unlike ``arccos`` of the trace)."""
     if isinstance(R, Tensor):
@@ -98,7 +95,7 @@ def rotation_angle_deg(R: ArrayOrTensor) -> ArrayOrTensor:
     return np.degrees(np.arctan2(np.linalg.norm(skew, axis=-1), trace - 1.0))
 
 
-def relative_rotation_deg(R_a: ArrayOrTensor, R_b: ArrayOrTensor) -> ArrayOrTensor:
+def relative_rotation_deg(R_a: np.ndarray | Tensor, R_b: np.ndarray | Tensor) -> np.ndarray | np.floating | Tensor:
     """Angle (degrees) of ``R_a^T R_b``: how far apart two rotations (or two cameras' orientations) are."""
     return rotation_angle_deg(R_a.swapaxes(-1, -2) @ R_b if isinstance(R_a, np.ndarray)
                               else R_a.transpose(-1, -2) @ R_b)

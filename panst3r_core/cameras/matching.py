@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import logging
 from dataclasses import dataclass
+from typing import no_type_check
 
 import numpy as np
 import torch
@@ -22,6 +23,7 @@ from jaxtyping import Float, Int
 log = logging.getLogger(__name__)
 
 
+@no_type_check  # construction coerces and validates its inputs itself (__post_init__, one-line errors)
 @dataclass(frozen=True)
 class PairMatches:
     """Matches from view ``view_a`` to view ``view_b``."""

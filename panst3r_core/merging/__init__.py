@@ -37,7 +37,7 @@ MERGE_NAMES: tuple[str, ...] = ("qubo", "standard_v2", "standard_v1")
 
 
 def merge_panoptic(
-    name: MergeName,
+    name: str,
     class_logits: Float[Tensor, "Q K"],
     mask_logits: Float[Tensor, "V Q h w"],
     image_hw: tuple[int, int],
@@ -46,7 +46,7 @@ def merge_panoptic(
     qubo_config: QuboConfig = QuboConfig(),
     seed: int = 0,
 ) -> MergedPanoptic:
-    """Run the merge called ``name`` (``"qubo"``, ``"standard_v2"`` or ``"standard_v1"``) with official defaults.
+    """Run the merge called ``name`` (one of :data:`MergeName`, checked here) with official defaults.
 
     ``isthing`` (one flag per class) fuses stuff segments of the same class into one; None treats every class as a
     thing, which is what the official code does and what the parity fixture checks.

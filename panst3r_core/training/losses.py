@@ -470,6 +470,8 @@ class PanopticCriterion:
                 for name, value in self._descriptor_terms(pred.descriptors_raw, tgt, generator).items():
                     sums[name] = sums.get(name, 0.0) + value / len(predictions)
         total = sum(self._weight(name) * value for name, value in sums.items())
+        if not isinstance(total, Tensor):  # nothing to compute (every weight zero, no targets): a zero loss
+            total = torch.zeros(())
         terms = {name: value for name, value in sums.items()}
         terms[LOSS_TOTAL] = total
         return CriterionOutput(total=total, terms=terms, matches=tuple(matches))

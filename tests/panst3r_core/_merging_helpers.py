@@ -1,9 +1,11 @@
-"""Shared helpers of the merging tests: run-time shape checking, partition comparison, small instances."""
+"""Shared helpers of the merging tests: merge results checked, partition comparison, small instances (argument shapes
+are checked by the suite-wide checker of tests/conftest.py)."""
 
 from __future__ import annotations
 
+import functools
+
 import torch
-from _shape_checking import checked as shape_checked
 
 from panst3r_splat.core import merging
 from panst3r_splat.core.merging import MergedPanoptic
@@ -15,8 +17,15 @@ def _check_result(out) -> None:
 
 
 def checked(fn):
-    """``fn`` with jaxtyping shape checking at run time, merge results checked as well."""
-    return shape_checked(fn, after=_check_result)
+    """``fn`` with its merge results checked as well."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        out = fn(*args, **kwargs)
+        _check_result(out)
+        return out
+
+    return wrapper
 
 
 def check_merged(result: MergedPanoptic) -> None:

@@ -4,6 +4,7 @@ pixel, one query per id in every view, stuff fusion, and the streamed merges aga
 from __future__ import annotations
 
 import pytest
+from _typecheck import rejects
 import torch
 from _merging_helpers import MERGES, merge_panoptic, panoptic_from_selection, same_partition
 
@@ -146,10 +147,10 @@ def test_merge_panoptic_dispatches_and_rejects_bad_input():
     for name, fn in MERGES.items():
         a = merge_panoptic(name, class_logits, mask_logits, IMAGE_HW, qubo_config=QuboConfig())
         assert torch.equal(a.panoptic, fn(class_logits, mask_logits, IMAGE_HW).panoptic)
-    # Unchecked entry point: the ValueError, not the test's shape checker, must name the problem.
+    # Without the tests' checker the ValueError names the problem; with it, the shape annotations catch it first.
     with pytest.raises(ValueError, match="unknown merge"):
         merging.merge_panoptic("nope", class_logits, mask_logits, IMAGE_HW)
-    with pytest.raises(ValueError, match="queries"):
+    with rejects(ValueError, match="queries"):
         merging.merge_panoptic("qubo", class_logits[:5], mask_logits, IMAGE_HW)
-    with pytest.raises(ValueError, match=r"\[V, Q, h, w\]"):
+    with rejects(ValueError, match=r"\[V, Q, h, w\]"):
         merging.merge_panoptic("standard_v2", class_logits, mask_logits[0], IMAGE_HW)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _typecheck import rejects
 import torch
 from _merging_helpers import qubo_energy, qubo_weights, solve_qubo
 
@@ -163,5 +164,5 @@ def test_solver_is_deterministic_given_a_seed_and_not_worse_than_the_official_an
 
 
 def test_solver_rejects_a_non_square_matrix():
-    with pytest.raises(ValueError, match="square"):  # unchecked entry point: the ValueError names the problem
+    with rejects(ValueError, match="square"):  # unchecked, the ValueError names the problem
         merging.solve_qubo(torch.zeros(3, 4, dtype=torch.float64))

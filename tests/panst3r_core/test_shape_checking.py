@@ -1,30 +1,24 @@
-"""The tests' run-time shape checker rejects what the annotations rule out (so the checked tests check something)."""
+"""The suite's run-time type checker (tests/conftest.py) is on: core functions reject what their annotations rule
+out, so every test that calls them checks shapes too."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from _shape_checking import checked
-from jaxtyping import Float
-from torch import Tensor
+from jaxtyping import TypeCheckError
+
+from panst3r_splat.core import transforms
+from panst3r_splat.core.geometry import rigid_procrustes
 
 
-def _add(a: Float[Tensor, "N 3"], b: Float[Tensor, "N 3"]) -> Float[Tensor, "N 3"]:
-    return a + b
+def test_core_functions_check_their_shapes() -> None:
+    assert transforms.rigid_inverse(torch.eye(4)).shape == (4, 4)
+    with pytest.raises(TypeCheckError):
+        transforms.rigid_inverse(torch.eye(3))  # "*B 4 4"
+    with pytest.raises(TypeCheckError):
+        rigid_procrustes(torch.zeros(5, 3), torch.zeros(4, 3))  # P differs between the arguments
 
 
-def test_matching_shapes_pass_and_mismatches_fail() -> None:
-    add = checked(_add)
-    assert add(torch.ones(4, 3), torch.ones(4, 3)).shape == (4, 3)
-    with pytest.raises(TypeError, match="does not match|Type-check error"):
-        add(torch.ones(4, 3), torch.ones(5, 3))  # N differs between the arguments
-    with pytest.raises(TypeError, match="does not match|Type-check error"):
-        add(torch.ones(4, 2), torch.ones(4, 2))  # the last axis must be 3
-
-
-def test_after_hook_sees_the_result() -> None:
-    seen = []
-    checked(_add, after=seen.append)(torch.zeros(1, 3), torch.zeros(1, 3))
-    # jaxtyping also routes its parameter check (which returns None) through the checker, hence the filter.
-    results = [r for r in seen if r is not None]
-    assert len(results) == 1 and results[0].shape == (1, 3)
+def test_the_numeric_tower_lets_an_int_be_a_float() -> None:
+    R = transforms.Similarity.from_parts(2, torch.eye(3), [0.0, 0.0, 0.0]).R  # scale: float, given an int
+    assert R.shape == (3, 3)

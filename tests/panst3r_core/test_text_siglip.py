@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _shape_checking import checked
 from safetensors.torch import load_file, save_file
 
 from panst3r_splat.core.text import (
@@ -91,7 +90,7 @@ def test_pooler_outputs_equal_transformers() -> None:
 def test_class_embeddings_are_the_normalised_pooler_outputs() -> None:
     names = _names()
     rows = [EXPECTED["names"].index(n) for n in names]  # transformers saw the names unstripped: same ids
-    emb = checked(siglip_class_embeddings)(FIXTURE, names, batch_size=4)
+    emb = siglip_class_embeddings(FIXTURE, names, batch_size=4)
     assert emb.dtype == np.float32 and emb.shape == (len(names), 32)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-6)
     expected = _normalised([EXPECTED["pooler_output"][r] for r in rows])
@@ -108,7 +107,7 @@ def test_attention_mask_follows_the_tokenizer_config(tmp_path: Path) -> None:
     (folder / "tokenizer_config.json").write_text(json.dumps(config))
     text = load_siglip_text(folder)
     assert text.tokenizer.config.return_attention_mask
-    got = checked(embed_texts)(text, EXPECTED["texts"][:5]).numpy()
+    got = embed_texts(text, EXPECTED["texts"][:5]).numpy()
     np.testing.assert_allclose(got, _normalised(EXPECTED["pooler_output_masked"][:5]), atol=ATOL, rtol=0)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _shape_checking import checked
 
 from panst3r_splat.core.training import correspondence
 from panst3r_splat.core.training.correspondence import NO_MATCH, _correspondence_loss
@@ -16,8 +15,8 @@ from panst3r_splat.core.training.losses import (
     SceneTargets,
 )
 
-patch_correspondences = checked(correspondence.patch_correspondences)
-correspondence_loss = checked(correspondence.correspondence_loss)
+patch_correspondences = correspondence.patch_correspondences
+correspondence_loss = correspondence.correspondence_loss
 
 P, GH, GW, F_PX = 4, 3, 5, 20.0
 H, W = GH * P, GW * P

@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from _shape_checking import checked
 
 from panst3r_splat.core import procrustes
 from panst3r_splat.core.training import losses, matching, metrics
@@ -30,15 +29,15 @@ from panst3r_splat.core.training.losses import (
 )
 
 
-hungarian_match = checked(matching.hungarian_match)
-matching_cost = checked(matching.matching_cost)
-mask_losses_at = checked(losses.mask_losses_at)
-sigmoid_focal_loss_sum = checked(losses.sigmoid_focal_loss_sum)
-pointmap_losses = checked(losses.pointmap_losses)
-relative_pose_loss = checked(losses.relative_pose_loss)
-activate_pointmaps = checked(losses.activate_pointmaps)
-weighted_procrustes = checked(procrustes.weighted_procrustes)
-geometry_metrics = checked(metrics.geometry_metrics)
+hungarian_match = matching.hungarian_match
+matching_cost = matching.matching_cost
+mask_losses_at = losses.mask_losses_at
+sigmoid_focal_loss_sum = losses.sigmoid_focal_loss_sum
+pointmap_losses = losses.pointmap_losses
+relative_pose_loss = losses.relative_pose_loss
+activate_pointmaps = losses.activate_pointmaps
+weighted_procrustes = procrustes.weighted_procrustes
+geometry_metrics = metrics.geometry_metrics
 
 LOGIT = 30.0  # "large-magnitude" logits: sigmoid(-30) ~ 1e-13
 NUM_POINTS = 256

@@ -378,11 +378,12 @@ def evaluate(*, gt: Path, pred: Path, split: str = "test", json: Optional[Path] 
 
 def view(path: Path, /, *, host: str = "127.0.0.1", port: int = 8080,
          mode: Literal["rgb", "semantic", "instance", "panoptic", "depth"] = "rgb", device: DeviceName = "auto",
-         preview_size: int = 0, still_size: int = 0) -> None:
+         preview_size: int = 0, still_size: int = 0, max_splats: int = -1) -> None:
     """Browse a fitted scene, a predictions folder or an ns-train run in the browser (viser); Ctrl-C stops it.
 
-    A scene is rendered on this machine with the project's rasteriser from the browser's camera (small while the
-    camera moves, sharp once it stops); a predictions folder is shown as its fused point cloud.
+    A scene's Gaussians are drawn by the browser as splats (WebGL); modes and edits change their colours and
+    opacities. This machine renders only the segment map under a click (exact labels) and the depth mode.
+    A predictions folder is shown as its fused point cloud.
 
     Args:
         path: SCENE, predictions folder, or `ns-train panst3r-splat` run folder (its config.yml).
@@ -390,21 +391,27 @@ def view(path: Path, /, *, host: str = "127.0.0.1", port: int = 8080,
         port: port to serve on.
         mode: render mode to start in.
         device: where to render a scene.
-        preview_size: longer side of the renders while the camera moves (0: 192 on CPU, 480 on CUDA).
-        still_size: longer side of the render once the camera stops (0: 640 on CPU, 1280 on CUDA).
+        preview_size: depth mode: longer side of the renders while the camera moves (0: 192 on CPU, 480 on CUDA).
+        still_size: longer side of the depth mode's render once the camera stops and of a click's segment map
+            (0: 640 on CPU, 1280 on CUDA).
+        max_splats: Gaussians sent to the browser at most, the most visible ones (-1: the default, 1,000,000,
+            measured in a software-WebGL browser, README; 0: all). The scene itself stays whole.
     """
     import sys
 
     from panst3r_splat.pipeline.devices import resolve_device
     from panst3r_splat.pipeline.errors import UserError
-    from panst3r_splat.pipeline.viewer.app import ViewerOptions, serve
+    from panst3r_splat.pipeline.viewer.app import DEFAULT_MAX_SPLATS, ViewerOptions, serve
     from panst3r_splat.pipeline.viewer.state import RenderMode
 
     for name, value in (("--preview-size", preview_size), ("--still-size", still_size)):
         if value < 0:
             raise UserError(f"{name} must be >= 0 (0 picks a default), got {value}")
+    if max_splats < -1:
+        raise UserError(f"--max-splats must be >= 0 (0: all; -1: the default), got {max_splats}")
     options = ViewerOptions(host=host, port=port, mode=RenderMode(mode), device=resolve_device(device),
-                            preview_size=preview_size, still_size=still_size)
+                            preview_size=preview_size, still_size=still_size,
+                            max_splats=DEFAULT_MAX_SPLATS if max_splats == -1 else max_splats)
 
     def ready(url: str) -> None:
         sys.stdout.write(f"panst3r-splat view: serving {path} at {url} (Ctrl-C to stop)\n")

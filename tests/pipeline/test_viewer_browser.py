@@ -28,8 +28,8 @@ from panst3r_splat.core.predictions import read_points_ply, save_predictions
 from panst3r_splat.pipeline.commands import view
 from panst3r_splat.pipeline.errors import UserError
 from panst3r_splat.pipeline.viewer import edits
-from panst3r_splat.pipeline.viewer.app import ViewerApp, ViewerOptions
-from panst3r_splat.pipeline.viewer.render import scaled_input_camera
+from panst3r_splat.pipeline.viewer.app import ViewerApp, ViewerOptions, _BrowserCamera
+from panst3r_splat.pipeline.viewer.render import input_camera_fov, matrix_to_quat, scaled_input_camera
 from panst3r_splat.pipeline.viewer.sample import CHAIR, SAMPLE_RGB, SOFA, sample_predictions, sample_scene
 from panst3r_splat.pipeline.viewer.sources import PredictionsSource, open_source
 from panst3r_splat.pipeline.viewer.state import RenderMode, ViewState
@@ -192,38 +192,74 @@ def viser_server():
     server.stop()
 
 
+def _client_at(source, index: int) -> SimpleNamespace:
+    """A stand-in for a browser whose camera sits in input camera `index` (what a click event carries)."""
+    fov, aspect = input_camera_fov(source.cameras, index)
+    T = source.cameras.T_world_cam[index].double().numpy()
+    return SimpleNamespace(camera=SimpleNamespace(wxyz=matrix_to_quat(T[:3, :3]), position=T[:3, 3], fov=fov,
+                                                  aspect=aspect))
+
+
+def _click_on(app: ViewerApp, source, segment: int, index: int = 0) -> SimpleNamespace:
+    """A click event of that browser on the projection of a segment's mean centre."""
+    client = _client_at(source, index)
+    camera = _BrowserCamera.read(client).view(app.sizes()[1])
+    target = source.centers[source.segment_ids == segment].mean(axis=0)
+    local = (target - camera.T_world_cam[:3, 3]) @ camera.T_world_cam[:3, :3]  # world -> camera, OpenCV
+    u, v = (camera.K @ (local / local[2]))[:2]
+    screen = ((u + 0.5) / camera.width, (v + 0.5) / camera.height)
+    return SimpleNamespace(client=client, client_id=-1, screen_pos=screen, ray_origin=None, ray_direction=None)
+
+
 def test_adapter_applies_every_action_to_a_scene(viser_server, tiny_scene, tmp_path: Path) -> None:
     folder, scene = tiny_scene
     source = open_source(folder, torch.device("cpu"))
     app = ViewerApp(viser_server, source, ViewerOptions(device=torch.device("cpu")))
     camera = scaled_input_camera(source.cameras, 0, 160)
+    splats = app._splats
     try:
+        assert len(splats.rgbs) == len(source.segment_ids), "the tiny scene is sent whole"
+        app._thumbnail_thread.join(timeout=120)
+        renders = app.renders
         for change in (lambda s: s.with_mode(RenderMode.PANOPTIC), lambda s: s.with_blend(0.5),
                        lambda s: s.select([CHAIR]), ViewState.isolate, ViewState.regenerate_colors,
-                       lambda s: s.with_mode(RenderMode.DEPTH), lambda s: s.with_labels_shown(False)):
+                       lambda s: s.with_labels_shown(False)):
             app.update(change)
-            assert app.render(camera).rgb.shape == (120, 160, 3)
-        app.update(lambda s: s.show_all().with_mode(RenderMode.RGB).regenerate_colors().with_blend(1.0))
-        app.update(lambda s: s.select([CHAIR]).isolate().clear_selection())
+        assert app.renders == renders, "modes and edits change the splats, they do not render on the server"
+        sofa = source.segment_ids == SOFA
+        assert (splats.opacities[sofa] == 0).all() and (splats.opacities[~sofa & (source.segment_ids == CHAIR)] > 0).all()
+        app.update(lambda s: s.with_mode(RenderMode.DEPTH))
+        assert not splats.visible and app.render(camera).rgb.shape == (120, 160, 3)
+        app.update(lambda s: s.show_all().clear_selection().with_mode(RenderMode.RGB).regenerate_colors())
+        assert splats.visible and (splats.opacities > 0).all()
+        np.testing.assert_allclose(splats.rgbs, np.round(source.rgb * 255), atol=1)
+        app.update(lambda s: s.with_blend(1.0).select([CHAIR]).isolate().clear_selection())
         image = app.render(camera).rgb.astype(int)
         near = lambda rgb: (np.abs(image - np.array(rgb)).max(-1) <= 8).sum()  # noqa: E731
         assert near(SAMPLE_RGB[CHAIR]) > 50 and near(SAMPLE_RGB[SOFA]) == 0, "isolating the chair hides the sofa"
-        # A click without a segment map of the current view falls back to the first Gaussian along the ray.
-        chair = source.centers[source.segment_ids == CHAIR].mean(axis=0)
-        T = source.cameras.T_world_cam[0].double().numpy()
-        click = SimpleNamespace(client_id=-1, screen_pos=((0.5, 0.5),), ray_origin=tuple(T[:3, 3]),
-                                ray_direction=tuple(chair - T[:3, 3]))
-        assert app._segment_under(click) == CHAIR
-        app.update(lambda s: s.show_all().select([SOFA]).delete())
-        assert app._segment_under(_aimed_at(click, source, SOFA, T)) != SOFA
+        # A click renders the segment map at the clicked camera (one server render) and reads the pixel.
+        app.update(ViewState.show_all)
+        renders = app.renders
+        assert app._segment_under(_click_on(app, source, CHAIR)) == CHAIR
+        assert app.renders == renders + 1
+        assert app._pixels[CHAIR] > 0 and "px at the click" in app._pixels_label
+        assert app._segment_under(_click_on(app, source, SOFA)) == SOFA
+        app.update(lambda s: s.select([SOFA]).delete())
+        assert app._segment_under(_click_on(app, source, SOFA)) != SOFA
     finally:
         app.stop()
 
 
-def _aimed_at(click, source, segment: int, T: np.ndarray):
-    """The click aimed at a segment's centre instead."""
-    target = source.centers[source.segment_ids == segment].mean(axis=0)
-    return SimpleNamespace(**{**vars(click), "ray_direction": tuple(target - T[:3, 3])})
+def test_max_splats_sends_the_most_visible(viser_server, tiny_scene) -> None:
+    folder, _ = tiny_scene
+    source = open_source(folder, torch.device("cpu"))
+    app = ViewerApp(viser_server, source, ViewerOptions(device=torch.device("cpu"), max_splats=100))
+    try:
+        assert len(app._splats.rgbs) == 100 and "100 most visible of 384" in app._splats_md.content
+        assert len(source.segment_ids) == 384, "the scene itself stays whole"
+        assert app.render(scaled_input_camera(source.cameras, 0, 64)).rgb.shape == (48, 64, 3)
+    finally:
+        app.stop()
 
 
 def test_adapter_shows_a_predictions_folder(viser_server, tiny_scene, tmp_path: Path) -> None:

@@ -193,6 +193,8 @@ class ViewerApp:
         self.is_scene = isinstance(source, SceneSource)
         self._lock = threading.Lock()
         self._render_lock = threading.Lock()
+        self._splat_lock = threading.Lock()
+        """Held while the splats' arrays are swapped or recoloured."""
         self._state = ViewState(mode=options.mode)
         self._stopping = False
         self._views: dict[int, _ClientView] = {}
@@ -266,29 +268,46 @@ class ViewerApp:
 
     # ----------------------------------------------------------------------------------------------- splats
 
-    def _add_splats(self):
-        """Send the scene's Gaussians (at most `max_splats`, the most visible) to the browser as splats."""
+    def _choose_splats(self, max_splats: int) -> None:
+        """The splats to send: at most `max_splats` (0: all), the most visible."""
         source, gaussians = self.source, self.source.gaussians
         geometry = splat_geometry(source.centers, gaussians.quats.detach().cpu().numpy(),
                                   gaussians.scales.detach().cpu().numpy(),
-                                  gaussians.opacities.detach().cpu().numpy(), self.options.max_splats)
+                                  gaussians.opacities.detach().cpu().numpy(), max_splats)
         self._splat_geometry = geometry
         self._splat_rgb = source.rgb[geometry.index]  # [M, 3] DC colours: viser's splats have no SH
         self._splat_segments = source.segment_ids[geometry.index]  # [M]
         logger.info("view: %s", splats_note(geometry))
-        if gaussians.sh_degree > 0:
+
+    def _add_splats(self):
+        """Send the scene's Gaussians (at most `max_splats`, the most visible) to the browser as splats."""
+        self._choose_splats(self.options.max_splats)
+        if self.source.gaussians.sh_degree > 0:
             logger.info("view: the browser draws the DC colour of each Gaussian (viser's splats take no spherical "
-                        "harmonics; the scene has degree %d)", gaussians.sh_degree)
+                        "harmonics; the scene has degree %d)", self.source.gaussians.sh_degree)
+        geometry = self._splat_geometry
         return self.server.scene.add_gaussian_splats(
             "/splats", centers=geometry.centers, covariances=geometry.covariances, rgbs=self._splat_rgb,
             opacities=geometry.opacities[:, None])
+
+    def resend_splats(self, max_splats: int) -> None:
+        """Send another number of splats (the GUI's "Max splats"; 0: all) in the current colours."""
+        with self._splat_lock:
+            self._choose_splats(max_splats)
+            geometry, state = self._splat_geometry, self._state
+            table = color_table(self.source.segments, state.mode, state.color_seed)
+            self._splats.set_gaussians(
+                geometry.centers, geometry.covariances,
+                splat_colors(self._splat_rgb, self._splat_segments, state, table),
+                splat_opacities(geometry.opacities, self._splat_segments, state))
+        self._splats_md.content = splats_note(geometry)
 
     def _refresh_splats(self, old: ViewState | None, new: ViewState) -> None:
         """New colours / opacities for the browser's splats where the change affects them (no render here)."""
         recolour = old is None or (old.mode, old.blend, old.selected, old.color_seed) != (
             new.mode, new.blend, new.selected, new.color_seed)
         reshow = old is None or (old.hidden, old.isolated, old.deleted) != (new.hidden, new.isolated, new.deleted)
-        with self.server.atomic():
+        with self._splat_lock, self.server.atomic():
             if recolour:
                 table = color_table(self.source.segments, new.mode, new.color_seed)
                 self._splats.rgbs = splat_colors(self._splat_rgb, self._splat_segments, new, table)
@@ -477,6 +496,11 @@ class ViewerApp:
         for slider in (self._preview_slider, self._still_slider):
             slider.on_update(lambda _: self._apply(self._state, self._state))
         if self.is_scene:
+            total = self._splat_geometry.total
+            splats = gui.add_number("Max splats", initial_value=len(self._splat_geometry.index), min=1,
+                                    max=max(total, 1), step=1,
+                                    hint="Gaussians the browser draws, the most visible (--max-splats)")
+            splats.on_update(lambda e: self.resend_splats(int(e.target.value)))
             self._splats_md = gui.add_markdown(splats_note(self._splat_geometry))
             return
         points = gui.add_checkbox("Point cloud", initial_value=True)

@@ -23,6 +23,8 @@ import PIL.Image
 import pytest
 import torch
 
+from _script_modules import load_script
+
 from panst3r_splat.core.predictions import read_points_ply, save_predictions
 from panst3r_splat.pipeline.commands import view
 from panst3r_splat.pipeline.errors import UserError
@@ -46,6 +48,11 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def chromium_page():
+    """The DevTools-protocol page driver (a script of benchmarks/, shared with the viewer benchmark)."""
+    return sys.modules.get("chromium_page") or load_script("benchmarks/chromium_page.py", "chromium_page")
 
 
 @pytest.fixture(scope="module")
@@ -125,9 +132,8 @@ def share_near(image: np.ndarray, color: tuple[int, int, int], tol: int = 32) ->
 def shot_until(chromium: Path, url: str, out: Path, ok) -> np.ndarray:
     """A screenshot of a live page (CDP) that satisfies `ok`, or the last one after 120 s (saved to `out`). (A
     `--screenshot` run with a virtual time budget does not wait for viser's splat-sorting worker.)"""
-    from _chromium import ChromiumPage
 
-    with ChromiumPage(url, window=WINDOW, chromium=chromium) as page:
+    with chromium_page().ChromiumPage(url, window=WINDOW, chromium=chromium) as page:
         image = page.screenshot_until(ok, 120)
     PIL.Image.fromarray(image).save(out)
     return image
@@ -168,7 +174,6 @@ def test_browser_draws_the_splats_and_the_camera_moves_without_server_renders(ch
     viser's client handle, changes the picture; a mode change recolours it; the server renders nothing meanwhile."""
     import viser
 
-    from _chromium import ChromiumPage
 
     folder, scene = tiny_scene
     source = open_source(folder, torch.device("cpu"))
@@ -179,7 +184,7 @@ def test_browser_draws_the_splats_and_the_camera_moves_without_server_renders(ch
     try:
         app._thumbnail_thread.join(timeout=120)  # the thumbnails are server renders, made once at start
         renders = app.renders
-        with ChromiumPage(f"http://127.0.0.1:{port}", window=WINDOW, chromium=chromium) as page:
+        with chromium_page().ChromiumPage(f"http://127.0.0.1:{port}", window=WINDOW, chromium=chromium) as page:
             labels = page.screenshot_until(lambda im: all(share_near(im, c) > 0.005 for c in palette.values()), 120)
             assert labels.reshape(-1, 3).std(axis=0).max() > 20.0, "blank page"
             for seg, color in palette.items():
@@ -313,6 +318,17 @@ def test_max_splats_sends_the_most_visible(viser_server, tiny_scene) -> None:
         assert len(app._splats.rgbs) == 100 and "100 most visible of 384" in app._splats_md.content
         assert len(source.segment_ids) == 384, "the scene itself stays whole"
         assert app.render(scaled_input_camera(source.cameras, 0, 64)).rgb.shape == (48, 64, 3)
+        app.update(lambda s: s.with_mode(RenderMode.PANOPTIC).select([SOFA]).hide())
+        app.resend_splats(300)  # the GUI's "Max splats"
+        index = app._splat_geometry.index
+        assert len(app._splats.rgbs) == 300 and "300 most visible of 384" in app._splats_md.content
+        sofa = source.segment_ids[index] == SOFA
+        assert sofa.any() and (app._splats.opacities[sofa] == 0).all(), "the new splats keep the edits"
+        chair = source.segment_ids[index] == CHAIR
+        palette = {s.id: s.color for s in source.segments}
+        assert (np.abs(app._splats.rgbs[chair].astype(int) - palette[CHAIR]).max(axis=1) <= 1).all()
+        app.resend_splats(0)
+        assert len(app._splats.rgbs) == 384 and app._splats_md.content == "Drawing all 384 Gaussians in the browser."
     finally:
         app.stop()
 

@@ -1,4 +1,5 @@
-"""A live headless Chromium page driven over the DevTools protocol (CDP): screenshots of a page that stays open, so a
+"""A live headless Chromium page driven over the DevTools protocol (CDP) for the viewer's tests and benchmark
+(`benchmarks/viewer_splats.py`): screenshots of a page that stays open, so a
 test can change something on the server side and see the same page change (a `--screenshot` run loads a new page
 every time). WebGL runs in SwiftShader (software), as on CI.
 

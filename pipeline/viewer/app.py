@@ -46,8 +46,9 @@ FRAME_CACHE = 8
 """Rendered frames remembered (see `ViewerApp.render_cached`)."""
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 BACKGROUND = (255, 255, 255)
-DEFAULT_MAX_SPLATS = 1_000_000
-"""Splats sent to the browser at most by default (`--max-splats`); see README "The viewer" for the measurement."""
+DEFAULT_MAX_SPLATS = 20_000
+"""Splats sent to the browser at most by default (`--max-splats`): the largest count that a software-WebGL browser
+still drew at 2 frames per second (`benchmarks/viewer_splats.py`, README "The viewer")."""
 
 
 @dataclass(frozen=True)

@@ -223,6 +223,17 @@ def test_view_refuses_a_folder_that_is_neither(tmp_path: Path) -> None:
         view(tmp_path, device="cpu")
 
 
+def test_max_splats_default_is_one_number_and_negative_counts_are_refused(tiny_scene) -> None:
+    import inspect
+
+    from panst3r_splat.pipeline.viewer.app import DEFAULT_MAX_SPLATS
+
+    assert inspect.signature(view).parameters["max_splats"].default == DEFAULT_MAX_SPLATS == \
+        ViewerOptions().max_splats
+    with pytest.raises(UserError, match="--max-splats must be >= 0"):
+        view(tiny_scene[0], max_splats=-1, device="cpu")
+
+
 def test_view_refuses_a_port_in_use(tiny_scene) -> None:
     folder, _ = tiny_scene
     with socket.socket() as taken:

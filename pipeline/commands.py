@@ -387,11 +387,12 @@ def evaluate(*, gt: Path, pred: Path, split: str = "test", json: Optional[Path] 
 
 def view(path: Path, /, *, host: str = "127.0.0.1", port: int = 8080,
          mode: Literal["rgb", "semantic", "instance", "panoptic", "depth"] = "rgb", device: DeviceName = "auto",
-         preview_size: int = 0, still_size: int = 0) -> None:
+         preview_size: int = 0, still_size: int = 0, max_splats: int = 20_000) -> None:
     """Browse a fitted scene, a predictions folder or an ns-train run in the browser (viser); Ctrl-C stops it.
 
-    A scene is rendered on this machine with the project's rasteriser from the browser's camera (small while the
-    camera moves, sharp once it stops); a predictions folder is shown as its fused point cloud.
+    A scene's Gaussians are drawn by the browser as splats (WebGL); modes and edits change their colours and
+    opacities. This machine renders only the segment map under a click (exact labels) and the depth mode.
+    A predictions folder is shown as its fused point cloud.
 
     Args:
         path: SCENE, predictions folder, or `ns-train panst3r-splat` run folder (its config.yml).
@@ -399,8 +400,11 @@ def view(path: Path, /, *, host: str = "127.0.0.1", port: int = 8080,
         port: port to serve on.
         mode: render mode to start in.
         device: where to render a scene.
-        preview_size: longer side of the renders while the camera moves (0: 192 on CPU, 480 on CUDA).
-        still_size: longer side of the render once the camera stops (0: 640 on CPU, 1280 on CUDA).
+        preview_size: depth mode: longer side of the renders while the camera moves (0: 192 on CPU, 480 on CUDA).
+        still_size: longer side of the depth mode's render once the camera stops and of a click's segment map
+            (0: 640 on CPU, 1280 on CUDA).
+        max_splats: Gaussians sent to the browser at most, the most visible ones (0: all); the default keeps a
+            software-WebGL browser at about 2 frames per second (README). The scene itself stays whole.
     """
     import sys
 
@@ -412,8 +416,11 @@ def view(path: Path, /, *, host: str = "127.0.0.1", port: int = 8080,
     for name, value in (("--preview-size", preview_size), ("--still-size", still_size)):
         if value < 0:
             raise UserError(f"{name} must be >= 0 (0 picks a default), got {value}")
+    if max_splats < 0:
+        raise UserError(f"--max-splats must be >= 0 (0: all), got {max_splats}")
     options = ViewerOptions(host=host, port=port, mode=RenderMode(mode), device=resolve_device(device),
-                            preview_size=preview_size, still_size=still_size)
+                            preview_size=preview_size, still_size=still_size,
+                            max_splats=max_splats)
 
     def ready(url: str) -> None:
         sys.stdout.write(f"panst3r-splat view: serving {path} at {url} (Ctrl-C to stop)\n")

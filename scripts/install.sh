@@ -7,7 +7,9 @@
 # What it does, in order:
 #   1. creates the virtual environment with the python3 on PATH (3.10+);
 #   2. installs the project (editable) and its test extras with the exact versions of constraints.txt: torch 2.13.0
-#      (the CPU wheel on these machines), nerfstudio 1.1.5 with its own pins (gsplat 1.4.0, viser 0.2.7), ...;
+#      (the CPU wheel on these machines), viser 1.1.1, gsplat 1.4.0, nerfstudio 1.1.5's runtime requirements, ...;
+#      then nerfstudio 1.1.5 itself with --no-deps: its metadata pins viser==0.2.7, which has no client-side
+#      Gaussian splats, so pip could not resolve it next to viser 1.x (`pip check` reports that one pin, see README);
 #   3. installs the torchvision start-up hook (pipeline/torchvision_hook.py): the registry's torchvision is a CUDA
 #      build that cannot import next to a CPU torch; the hook makes `import torchvision` (and so every `ns-*`
 #      command) work, lazily, without importing torch at every Python start;
@@ -28,7 +30,8 @@ fi
 log "installing panst3r-splat and its pinned dependencies (a few minutes on a fresh machine)"
 "$venv/bin/python" -m pip install --quiet --upgrade "pip>=23" 2>&1 | grep -v "is ignored" || true
 "$venv/bin/python" -m pip install --quiet -c "$repo/constraints.txt" -e "$repo[test]" 2>&1 | grep -v "is ignored" || true
-"$venv/bin/python" -c "import panst3r_splat.pipeline.cli" || { log "the project did not install; see the pip output above"; exit 1; }
+"$venv/bin/python" -m pip install --quiet --no-deps -c "$repo/constraints.txt" "nerfstudio==1.1.5" 2>&1 | grep -v "is ignored" || true
+"$venv/bin/python" -c "import panst3r_splat.pipeline.cli, nerfstudio, viser" || { log "the project did not install; see the pip output above"; exit 1; }
 
 site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 cp "$repo/pipeline/torchvision_hook.py" "$site/_panst3r_splat_torchvision_hook.py"

@@ -1,13 +1,13 @@
 """The viser adapter of `panst3r-splat view`: panels, legend, labels, frusta, clicks; the logic lives elsewhere.
 
-Why render on the server: the pinned viser (0.2.7, nerfstudio 1.1.5's pin) cannot draw Gaussian splats in the
-browser (client-side splats arrived in later viser releases). So every connected browser gets its own render thread
-that rasterises the scene with the project's rasteriser (`splat.rasterize`: gsplat on CUDA, the compiled
-Numba rasteriser on CPU) from the browser's camera and shows it as the scene's background image, with its depth so that frusta
-and other 3D elements are hidden behind surfaces. While the camera (or a slider) moves it renders at a small
-preview size and, once nothing has changed for `SETTLE_S`, at the still size. A side benefit: the browser shows
-exactly the renderer that produces the evaluated label renders, not an approximation of it. The costs: a frame is
-a server round trip (a few frames per second on CPU for small scenes), and two browsers share one server's time.
+A fitted scene is drawn by the browser: its Gaussians go to viser's client-side splat renderer (viser >= 1.0,
+`scene.add_gaussian_splats`, WebGL) once, and every mode (RGB, labels, the blend) and edit (select, isolate, hide,
+delete) only sends new per-splat colours and opacities (`splats.py`), so moving the camera costs the server nothing
+and stays smooth whatever its CPU. The server still rasterises with the project's renderer (`splat.rasterize`) where
+exactness matters: a click renders the segment map at the clicked camera and reads the pixel (the same renderer
+as the scored label renders; the legend's "px" counts come from that render), the frustum thumbnails, and the depth
+mode, whose picture is a server render sent as the scene's background image (preview size while the camera moves,
+still size once it stops), the splats hidden meanwhile.
 Predictions folders have no splats: their fused point cloud is a plain viser point cloud drawn by the browser.
 
 Everything the user can change is one immutable `ViewState` (`state.py`); every widget swaps in a new state under
@@ -33,6 +33,7 @@ from panst3r_splat.pipeline.viewer import edits
 from panst3r_splat.pipeline.viewer.render import (ViewCamera, browser_camera, input_camera_fov, matrix_to_quat,
                                                   render_segment_map, render_view, scaled_input_camera)
 from panst3r_splat.pipeline.viewer.sources import THUMBNAIL_SIZE, PredictionsSource, SceneSource, open_source
+from panst3r_splat.pipeline.viewer.splats import splat_colors, splat_geometry, splat_opacities, splats_note
 from panst3r_splat.pipeline.viewer.state import (ColorTable, RenderMode, ViewState, color_table, depth_colors,
                                                  gaussian_colors, legend, legend_markdown, pick_along_ray,
                                                  segment_at, segment_centers, segment_counts, visible_mask)
@@ -45,6 +46,10 @@ FRAME_CACHE = 8
 """Rendered frames remembered (see `ViewerApp.render_cached`)."""
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 BACKGROUND = (255, 255, 255)
+DEFAULT_MAX_SPLATS = 20_000
+"""Splats sent to the browser at most by default (`--max-splats`): the largest count that a software-WebGL browser
+still drew at 2 frames per second (`benchmarks/viewer_splats.py`, README "The viewer")."""
+
 
 @dataclass(frozen=True)
 class ViewerOptions:
@@ -55,10 +60,13 @@ class ViewerOptions:
     mode: RenderMode = RenderMode.RGB
     """Render mode the viewer starts in."""
     preview_size: int = 0
-    """Longer side of the renders while the camera moves (0: 192 on CPU, 480 on CUDA)."""
+    """Depth mode: longer side of the server renders while the camera moves (0: 192 on CPU, 480 on CUDA)."""
     still_size: int = 0
-    """Longer side of the render once the camera stops (0: 640 on CPU, 1280 on CUDA)."""
+    """Longer side of the depth mode's render once the camera stops and of a click's segment map (0: 640 on CPU,
+    1280 on CUDA)."""
     device: torch.device = torch.device("cpu")
+    max_splats: int = DEFAULT_MAX_SPLATS
+    """Gaussians sent to the browser at most, the most visible ones (0: all)."""
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -98,7 +106,8 @@ class _BrowserCamera:
 
 
 class _ClientView:
-    """One browser of a fitted scene: renders its view in a thread, preview size while it moves, still size after.
+    """One browser of a fitted scene in the depth mode: renders its view in a thread, preview size while it moves,
+    still size after (in the other modes the browser draws the splats itself and this thread idles).
 
     A frame identical to the last one sent (same camera, state and size) is not rendered again: the browser echoes
     every camera change, and slider drags send values that change nothing."""
@@ -133,10 +142,17 @@ class _ClientView:
     def camera(self) -> _BrowserCamera:
         return _BrowserCamera.read(self.client)
 
+    def clear(self) -> None:
+        """Leave the depth mode: remove the server frame so the browser's splats show."""
+        self._last_frame = None
+        self.client.scene.set_background_image(None)
+
     def _loop(self) -> None:
         while not self._stop:
             self._wake.wait(timeout=0.05)
             self._wake.clear()
+            if self.app.state.mode != RenderMode.DEPTH:
+                continue  # the pending flags stay: entering the depth mode renders at once
             try:
                 if self._pending_preview:
                     self._pending_preview = False
@@ -156,7 +172,7 @@ class _ClientView:
             return False
         image = self.app.render_cached(frame)
         logger.debug("viewer: client %d frame %dx%d", self.client.client_id, image.rgb.shape[1], image.rgb.shape[0])
-        if self._stop:
+        if self._stop or self.app.state.mode != RenderMode.DEPTH:
             return False
         self.client.scene.set_background_image(image.rgb, format="jpeg", jpeg_quality=quality, depth=image.depth)
         self._last_frame = frame
@@ -178,6 +194,8 @@ class ViewerApp:
         self.is_scene = isinstance(source, SceneSource)
         self._lock = threading.Lock()
         self._render_lock = threading.Lock()
+        self._splat_lock = threading.Lock()
+        """Held while the splats' arrays are swapped or recoloured."""
         self._state = ViewState(mode=options.mode)
         self._stopping = False
         self._views: dict[int, _ClientView] = {}
@@ -186,7 +204,9 @@ class ViewerApp:
         self._visible_cache: tuple | None = None
         self._frames: dict[tuple, object] = {}
         self._pixels: dict[int, int] = dict(getattr(source, "pixel_areas", {}))
-        self._pixels_label = "px" if self.is_scene else "px in views"
+        self._pixels_label = "px at the last click" if self.is_scene else "px in views"
+        self.renders = 0
+        """Server rasterisations so far (frames, click segment maps, thumbnails): the splats cost none."""
         self._labels: list = []
         self._legend_buttons: list = []
         self._frusta: list = []
@@ -197,6 +217,7 @@ class ViewerApp:
         self._look_distances = [_look_distance(source, i) for i in range(len(source.cameras))]
         self._frustum_scale = _frustum_scale(source.cameras, self._look_distances)
         server.scene.set_up_direction(tuple(self._up))
+        self._splats = self._add_splats() if self.is_scene else None
         self._build_gui()
         self._add_frusta(thumbnails=None if self.is_scene else source.thumbnails)
         self._apply(None, self._state)
@@ -233,7 +254,11 @@ class ViewerApp:
             self._rebuild_legend_buttons(new)
         self._refresh_legend(new)
         if self.is_scene:
+            self._refresh_splats(old, new)
+            left_depth = old is not None and old.mode == RenderMode.DEPTH and new.mode != RenderMode.DEPTH
             for view in list(self._views.values()):
+                if left_depth:
+                    view.clear()
                 view.invalidate()
         else:
             self._refresh_points(new)
@@ -241,6 +266,55 @@ class ViewerApp:
     def set_pixel_counts(self, pixels: dict[int, int], label: str) -> None:
         self._pixels, self._pixels_label = pixels, label
         self._refresh_legend(self._state)
+
+    # ----------------------------------------------------------------------------------------------- splats
+
+    def _choose_splats(self, max_splats: int) -> None:
+        """The splats to send: at most `max_splats` (0: all), the most visible."""
+        source, gaussians = self.source, self.source.gaussians
+        geometry = splat_geometry(source.centers, gaussians.quats.detach().cpu().numpy(),
+                                  gaussians.scales.detach().cpu().numpy(),
+                                  gaussians.opacities.detach().cpu().numpy(), max_splats)
+        self._splat_geometry = geometry
+        self._splat_rgb = source.rgb[geometry.index]  # [M, 3] DC colours: viser's splats have no SH
+        self._splat_segments = source.segment_ids[geometry.index]  # [M]
+        logger.info("view: %s", splats_note(geometry))
+
+    def _add_splats(self):
+        """Send the scene's Gaussians (at most `max_splats`, the most visible) to the browser as splats."""
+        self._choose_splats(self.options.max_splats)
+        if self.source.gaussians.sh_degree > 0:
+            logger.info("view: the browser draws the DC colour of each Gaussian (viser's splats take no spherical "
+                        "harmonics; the scene has degree %d)", self.source.gaussians.sh_degree)
+        geometry = self._splat_geometry
+        return self.server.scene.add_gaussian_splats(
+            "/splats", centers=geometry.centers, covariances=geometry.covariances, rgbs=self._splat_rgb,
+            opacities=geometry.opacities[:, None])
+
+    def resend_splats(self, max_splats: int) -> None:
+        """Send another number of splats (the GUI's "Max splats"; 0: all) in the current colours."""
+        with self._splat_lock:
+            self._choose_splats(max_splats)
+            geometry, state = self._splat_geometry, self._state
+            table = color_table(self.source.segments, state.mode, state.color_seed)
+            self._splats.set_gaussians(
+                geometry.centers, geometry.covariances,
+                splat_colors(self._splat_rgb, self._splat_segments, state, table),
+                splat_opacities(geometry.opacities, self._splat_segments, state))
+        self._splats_md.content = splats_note(geometry)
+
+    def _refresh_splats(self, old: ViewState | None, new: ViewState) -> None:
+        """New colours / opacities for the browser's splats where the change affects them (no render here)."""
+        recolour = old is None or (old.mode, old.blend, old.selected, old.color_seed) != (
+            new.mode, new.blend, new.selected, new.color_seed)
+        reshow = old is None or (old.hidden, old.isolated, old.deleted) != (new.hidden, new.isolated, new.deleted)
+        with self._splat_lock, self.server.atomic():
+            if recolour:
+                table = color_table(self.source.segments, new.mode, new.color_seed)
+                self._splats.rgbs = splat_colors(self._splat_rgb, self._splat_segments, new, table)
+            if reshow:
+                self._splats.opacities = splat_opacities(self._splat_geometry.opacities, self._splat_segments, new)
+            self._splats.visible = new.mode != RenderMode.DEPTH
 
     # ----------------------------------------------------------------------------------------------- render
 
@@ -284,6 +358,7 @@ class ViewerApp:
             rgb = self.source.rgb[mask]
         colors = gaussian_colors(rgb, self.source.segment_ids[mask], state, table)
         with self._render_lock:
+            self.renders += 1
             image = render_view(scene, colors, camera, background=BACKGROUND)
         if state.mode == RenderMode.DEPTH:
             image = dataclasses.replace(image, rgb=depth_colors(image.depth, image.alpha, background=BACKGROUND))
@@ -292,6 +367,7 @@ class ViewerApp:
     def segment_map(self, camera: ViewCamera) -> np.ndarray:
         scene, _ = self._visible(self._state)
         with self._render_lock:
+            self.renders += 1
             return render_segment_map(scene, camera)
 
     def _render_thumbnails(self) -> None:
@@ -302,6 +378,7 @@ class ViewerApp:
                 return
             camera = scaled_input_camera(cameras, i, THUMBNAIL_SIZE)
             with self._render_lock:
+                self.renders += 1
                 images.append(render_view(self.source.gaussians, self.source.rgb, camera, background=BACKGROUND).rgb)
         self._add_frusta(thumbnails=images)
 
@@ -412,12 +489,20 @@ class ViewerApp:
         preview = self.options.preview_size or (480 if cuda else 192)
         still = self.options.still_size or (1280 if cuda else 640)
         self._preview_slider = gui.add_slider("Moving size", min=64, max=2048, step=16, initial_value=preview,
-                                              visible=self.is_scene, hint="longer side while the camera moves")
+                                              visible=self.is_scene,
+                                              hint="depth mode: longer side of the server render while moving")
         self._still_slider = gui.add_slider("Still size", min=64, max=4096, step=16, initial_value=still,
-                                            visible=self.is_scene, hint="longer side once the camera stops")
+                                            visible=self.is_scene, hint="longer side of the depth mode's render "
+                                            "once the camera stops and of a click's segment map")
         for slider in (self._preview_slider, self._still_slider):
             slider.on_update(lambda _: self._apply(self._state, self._state))
         if self.is_scene:
+            total = self._splat_geometry.total
+            splats = gui.add_number("Max splats", initial_value=len(self._splat_geometry.index), min=1,
+                                    max=max(total, 1), step=1,
+                                    hint="Gaussians the browser draws, the most visible (--max-splats)")
+            splats.on_update(lambda e: self.resend_splats(int(e.target.value)))
+            self._splats_md = gui.add_markdown(splats_note(self._splat_geometry))
             return
         points = gui.add_checkbox("Point cloud", initial_value=True)
         points.on_update(lambda e: setattr(self._points_handle, "visible", e.target.value))
@@ -459,28 +544,27 @@ class ViewerApp:
         if client is None:
             return
 
-        @client.scene.on_pointer_event("click")
+        @client.scene.on_click()
         def _(event) -> None:
-            client.scene.remove_pointer_callback()
+            client.scene.remove_click_callback()
             segment = self._segment_under(event)
             self.update(lambda s: s.select([segment], add=self._add_to_selection.value))
 
     def _segment_under(self, event) -> int:
-        """The segment id under a click: the latest segment map when the camera has not moved since, else the
-        first Gaussian (point) along the click's ray."""
-        view = self._views.get(event.client_id)
-        if view is not None and view.segment_map is not None and view.segment_map_camera == view.camera():
-            return segment_at(view.segment_map, event.screen_pos[0])
-        state = self._state
-        candidates = visible_mask(self.source.segment_ids, state)
+        """The segment id under a click. A scene: the segment map rendered on the server at the clicked camera (at
+        the still size; exact, the renderer of the scored label renders), whose pixel counts go to the legend. A
+        predictions folder: the first point along the click's ray."""
+        screen_xy = event.screen_pos[0] if isinstance(event.screen_pos[0], (tuple, list)) else event.screen_pos
         if self.is_scene:
-            candidates &= self.source.pickable
-            radii = self.source.pick_radii
-        else:
-            candidates &= self.source.conf >= state.conf_threshold
-            radii = np.full(len(candidates), float(self._point_size.value))
-        index = pick_along_ray(self.source.centers if self.is_scene else self.source.points, radii,
-                               np.array(event.ray_origin), np.array(event.ray_direction), candidates)
+            camera = _BrowserCamera.read(event.client).view(self.sizes()[1])
+            segment_map = self.segment_map(camera)
+            self.set_pixel_counts(segment_counts(segment_map), f"px at the click ({camera.width}x{camera.height})")
+            return segment_at(segment_map, screen_xy)
+        state = self._state
+        candidates = visible_mask(self.source.segment_ids, state) & (self.source.conf >= state.conf_threshold)
+        radii = np.full(len(candidates), float(self._point_size.value))
+        index = pick_along_ray(self.source.points, radii, np.array(event.ray_origin), np.array(event.ray_direction),
+                               candidates)
         return 0 if index is None else int(self.source.segment_ids[index])
 
     def _save(self, client) -> None:

@@ -28,10 +28,11 @@ from typing import Callable
 import numpy as np
 import torch
 
+from panst3r_splat.core.transforms import rotation_to_quaternion
 from panst3r_splat.pipeline.errors import UserError
 from panst3r_splat.pipeline.viewer import edits
-from panst3r_splat.pipeline.viewer.render import (ViewCamera, browser_camera, input_camera_fov, matrix_to_quat,
-                                                  render_segment_map, render_view, scaled_input_camera)
+from panst3r_splat.pipeline.viewer.render import (ViewCamera, browser_camera, input_camera_fov, render_segment_map,
+                                                  render_view, scaled_input_camera)
 from panst3r_splat.pipeline.viewer.sources import THUMBNAIL_SIZE, PredictionsSource, SceneSource, open_source
 from panst3r_splat.pipeline.viewer.splats import splat_colors, splat_geometry, splat_opacities, splats_note
 from panst3r_splat.pipeline.viewer.state import (ColorTable, RenderMode, ViewState, color_table, depth_colors,
@@ -451,7 +452,7 @@ class ViewerApp:
             T = cameras.T_world_cam[i].double().cpu().numpy()
             frustum = self.server.scene.add_camera_frustum(
                 f"/cameras/{i:04d}", fov=fov, aspect=aspect, scale=scale, color=(60, 60, 60),
-                image=None if thumbnails is None else thumbnails[i], wxyz=matrix_to_quat(T[:3, :3]),
+                image=None if thumbnails is None else thumbnails[i], wxyz=rotation_to_quaternion(T[:3, :3]),
                 position=T[:3, 3], visible=self._cameras_checkbox.value and i not in hidden)
             frustum.on_click(lambda event, i=i: threading.Thread(target=self._fly, args=(event.client, i),
                                                                  daemon=True).start())

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from jaxtyping import Float, Int, UInt8
 
+from panst3r_splat.core.transforms import quaternion_to_rotation
 from panst3r_splat.splat.gaussians import Cameras, GaussianScene
 from panst3r_splat.splat.lifting import render_segments
 from panst3r_splat.splat.rasterize import rasterize
@@ -48,39 +49,6 @@ class ViewImage:
     alpha: Float[np.ndarray, "H W"]
 
 
-def quat_to_matrix(wxyz: Float[np.ndarray, "4"]) -> Float[np.ndarray, "3 3"]:
-    """Rotation matrix of a quaternion (w, x, y, z), normalised first."""
-    w, x, y, z = np.asarray(wxyz, np.float64) / np.linalg.norm(wxyz)
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-    ])
-
-
-def matrix_to_quat(R: Float[np.ndarray, "3 3"]) -> Float[np.ndarray, "4"]:
-    """Quaternion (w, x, y, z) with w >= 0 of a rotation matrix (Shepperd's method: the largest diagonal term
-    picks the branch, so no division by a small number)."""
-    R = np.asarray(R, np.float64)
-    trace = np.trace(R)
-    cases = [trace, R[0, 0], R[1, 1], R[2, 2]]
-    k = int(np.argmax(cases))
-    if k == 0:
-        s = 2.0 * math.sqrt(1.0 + trace)
-        q = [0.25 * s, (R[2, 1] - R[1, 2]) / s, (R[0, 2] - R[2, 0]) / s, (R[1, 0] - R[0, 1]) / s]
-    elif k == 1:
-        s = 2.0 * math.sqrt(1.0 + R[0, 0] - R[1, 1] - R[2, 2])
-        q = [(R[2, 1] - R[1, 2]) / s, 0.25 * s, (R[0, 1] + R[1, 0]) / s, (R[0, 2] + R[2, 0]) / s]
-    elif k == 2:
-        s = 2.0 * math.sqrt(1.0 + R[1, 1] - R[0, 0] - R[2, 2])
-        q = [(R[0, 2] - R[2, 0]) / s, (R[0, 1] + R[1, 0]) / s, 0.25 * s, (R[1, 2] + R[2, 1]) / s]
-    else:
-        s = 2.0 * math.sqrt(1.0 + R[2, 2] - R[0, 0] - R[1, 1])
-        q = [(R[1, 0] - R[0, 1]) / s, (R[0, 2] + R[2, 0]) / s, (R[1, 2] + R[2, 1]) / s, 0.25 * s]
-    q = np.array(q)
-    return q if q[0] >= 0 else -q
-
-
 def image_size(aspect: float, long_side: int) -> tuple[int, int]:
     """(width, height) with the given aspect (width / height) whose longer side is `long_side` pixels."""
     if aspect <= 0 or long_side <= 0:
@@ -96,7 +64,7 @@ def browser_camera(wxyz: Float[np.ndarray, "4"], position: Float[np.ndarray, "3"
     canvas width / height) as an image of `long_side` pixels on its longer side."""
     width, height = image_size(aspect, long_side)
     T = np.eye(4)
-    T[:3, :3] = quat_to_matrix(wxyz)
+    T[:3, :3] = quaternion_to_rotation(wxyz)
     T[:3, 3] = np.asarray(position, np.float64)
     # The canvas spans the image plane's edges, pixel edges -0.5 and H - 0.5: focal length from the full height.
     focal = 0.5 * height / math.tan(0.5 * fov_y)

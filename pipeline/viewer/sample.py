@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from panst3r_splat.core.transforms import look_at
 from panst3r_splat.splat.gaussians import Cameras, GaussianScene, rgb_to_sh_dc
 from panst3r_splat.splat.scene_io import FittedScene, make_segment
 
@@ -12,17 +13,6 @@ FLOOR, CHAIR, SOFA = 1, 5, 9
 """Segment ids of the sample scene."""
 SAMPLE_RGB = {CHAIR: (220, 40, 40), SOFA: (40, 70, 220), FLOOR: (230, 200, 60)}
 """Colours of its three objects, far from every label colour of theirs (so a screenshot tells the modes apart)."""
-
-
-def look_at_origin(position: tuple[float, float, float]) -> np.ndarray:
-    """Camera-to-world of a camera at `position` looking at the origin (OpenCV axes, world y pointing down)."""
-    pos = np.asarray(position, float)
-    z = -pos / np.linalg.norm(pos)
-    x = np.cross([0.0, 1.0, 0.0], z)
-    x /= np.linalg.norm(x)
-    T = np.eye(4)
-    T[:3, 0], T[:3, 1], T[:3, 2], T[:3, 3] = x, np.cross(z, x), z, pos
-    return T
 
 
 def sample_scene(*, seed: int = 0) -> FittedScene:
@@ -48,7 +38,8 @@ def sample_scene(*, seed: int = 0) -> FittedScene:
         opacity_logits=torch.full((n,), 4.0), sh=rgb_to_sh_dc(torch.tensor(colors) / 255.0)[:, None],
         reg_colors=torch.full((n, 3), 0.5), segment_ids=torch.tensor(segs), label_conf=torch.ones(n))
     angles = np.linspace(0.0, 2.0 * np.pi, 5)[:-1]
-    T = np.stack([look_at_origin((3.0 * np.sin(a), -1.2, -3.0 * np.cos(a))) for a in angles])
+    T = np.stack([look_at(np.array([3.0 * np.sin(a), -1.2, -3.0 * np.cos(a)]), np.zeros(3), up=np.array([0.0, -1.0, 0.0]))
+                  for a in angles])  # world y points down
     K = torch.tensor([[150.0, 0.0, 79.5], [0.0, 150.0, 59.5], [0.0, 0.0, 1.0]]).repeat(len(T), 1, 1)
     cameras = Cameras(K=K, T_world_cam=torch.tensor(T, dtype=torch.float32), width=160, height=120,
                       names=tuple(f"view{i}" for i in range(len(T))))

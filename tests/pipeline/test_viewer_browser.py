@@ -26,11 +26,12 @@ import torch
 from _script_modules import load_script
 
 from panst3r_splat.core.predictions import read_points_ply, save_predictions
+from panst3r_splat.core.transforms import rotation_to_quaternion
 from panst3r_splat.pipeline.commands import view
 from panst3r_splat.pipeline.errors import UserError
 from panst3r_splat.pipeline.viewer import edits
 from panst3r_splat.pipeline.viewer.app import ViewerApp, ViewerOptions, _BrowserCamera
-from panst3r_splat.pipeline.viewer.render import input_camera_fov, matrix_to_quat, scaled_input_camera
+from panst3r_splat.pipeline.viewer.render import input_camera_fov, scaled_input_camera
 from panst3r_splat.pipeline.viewer.sample import CHAIR, SAMPLE_RGB, SOFA, sample_predictions, sample_scene
 from panst3r_splat.pipeline.viewer.sources import PredictionsSource, open_source
 from panst3r_splat.pipeline.viewer.state import RenderMode, ViewState
@@ -267,7 +268,7 @@ def _client_at(source, index: int) -> SimpleNamespace:
     """A stand-in for a browser whose camera sits in input camera `index` (what a click event carries)."""
     fov, aspect = input_camera_fov(source.cameras, index)
     T = source.cameras.T_world_cam[index].double().numpy()
-    return SimpleNamespace(camera=SimpleNamespace(wxyz=matrix_to_quat(T[:3, :3]), position=T[:3, 3], fov=fov,
+    return SimpleNamespace(camera=SimpleNamespace(wxyz=rotation_to_quaternion(T[:3, :3]), position=T[:3, 3], fov=fov,
                                                   aspect=aspect))
 
 

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from panst3r_splat.core.transforms import rotation_to_quaternion
 from panst3r_splat.pipeline.errors import UserError
 from panst3r_splat.pipeline.viewer import edits
-from panst3r_splat.pipeline.viewer.render import (browser_camera, image_size, matrix_to_quat, quat_to_matrix,
-                                                  render_segment_map, render_view, scaled_input_camera)
+from panst3r_splat.pipeline.viewer.render import (browser_camera, image_size, render_segment_map, render_view,
+                                                  scaled_input_camera)
 from panst3r_splat.pipeline.viewer.sources import SceneSource, open_source
 from panst3r_splat.pipeline.viewer.state import (DIM_GREY, DIM_WEIGHT, RenderMode, ViewState, _lookup_colors,
                                                  _pick_along_ray, color_table, depth_colors, gaussian_colors,
@@ -239,20 +240,6 @@ def test_segment_centers_are_robust_medians() -> None:
 # ------------------------------------------------------------------------------------------- browser cameras
 
 
-def test_quaternion_round_trip() -> None:
-    rng = np.random.default_rng(3)
-    quats = np.concatenate([rng.normal(size=(200, 4)), np.eye(4), -np.eye(4)])  # axis cases hit every branch
-    for q in quats:
-        R = quat_to_matrix(q)
-        np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-9)
-        assert np.linalg.det(R) == pytest.approx(1.0)
-        back = matrix_to_quat(R)
-        assert back[0] >= 0
-        q = q / np.linalg.norm(q)
-        assert np.allclose(back, q, atol=1e-9) or np.allclose(back, -q, atol=1e-9), "q and -q: one rotation"
-        np.testing.assert_allclose(quat_to_matrix(back), R, atol=1e-9)
-
-
 def test_browser_camera_intrinsics() -> None:
     cam = browser_camera(np.array([1.0, 0, 0, 0]), np.array([1.0, 2.0, 3.0]), math.radians(90), 4 / 3, 400)
     assert (cam.width, cam.height) == (400, 300)
@@ -270,7 +257,7 @@ def test_browser_camera_renders_what_the_input_camera_sees(tmp_path) -> None:
     cams = source.cameras
     T = cams.T_world_cam[0].double().numpy()
     fov = 2 * math.atan(0.5 * cams.height / float(cams.K[0, 1, 1]))
-    browser = browser_camera(matrix_to_quat(T[:3, :3]), T[:3, 3], fov, cams.width / cams.height, cams.width)
+    browser = browser_camera(rotation_to_quaternion(T[:3, :3]), T[:3, 3], fov, cams.width / cams.height, cams.width)
     direct = scaled_input_camera(cams, 0, cams.width)
     np.testing.assert_allclose(browser.K, direct.K, atol=1e-4)
     np.testing.assert_allclose(browser.T_world_cam, direct.T_world_cam, atol=1e-6)

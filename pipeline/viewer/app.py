@@ -253,6 +253,11 @@ class ViewerApp:
         if old is None or old.deleted != new.deleted:
             self._rebuild_legend_buttons(new)
         self._refresh_legend(new)
+        if old is not None:  # a change made in code (a test, a script) shows in the widgets too
+            if self._mode_dropdown.value != new.mode.value:
+                self._mode_dropdown.value = new.mode.value
+            if self._blend_slider.value != new.blend:
+                self._blend_slider.value = new.blend
         if self.is_scene:
             self._refresh_splats(old, new)
             left_depth = old is not None and old.mode == RenderMode.DEPTH and new.mode != RenderMode.DEPTH
@@ -466,9 +471,9 @@ class ViewerApp:
         gui.configure_theme(control_width="large")
         with gui.add_folder("Render"):
             modes = [m.value for m in RenderMode]
-            mode = gui.add_dropdown("Mode", modes, initial_value=self._state.mode.value)
+            mode = self._mode_dropdown = gui.add_dropdown("Mode", modes, initial_value=self._state.mode.value)
             mode.on_update(lambda e: self.update(lambda s: s.with_mode(RenderMode(e.target.value))))
-            blend = gui.add_slider("Label blend", min=0.0, max=1.0, step=0.05, initial_value=self._state.blend,
+            blend = self._blend_slider = gui.add_slider("Label blend", min=0.0, max=1.0, step=0.05, initial_value=self._state.blend,
                                    hint="0: RGB only, 1: labels only (label modes)")
             blend.on_update(lambda e: self.update(lambda s: s.with_blend(e.target.value)))
             regen = gui.add_button("Regenerate colours")
@@ -543,6 +548,8 @@ class ViewerApp:
     def _start_pick(self, client) -> None:
         if client is None:
             return
+
+        client.scene.remove_click_callback()  # a second press of the button re-arms, it does not stack
 
         @client.scene.on_click()
         def _(event) -> None:

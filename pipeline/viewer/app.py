@@ -467,14 +467,15 @@ class ViewerApp:
 
     def _build_gui(self) -> None:
         gui = self.server.gui
-        # (viser 0.2.7's client crashes with show_share_button=False, so the share button stays.)
-        gui.configure_theme(control_width="large")
+        # No share button: viser's share link tunnels the viewer (and its save / export buttons) to the internet.
+        gui.configure_theme(control_width="large", show_share_button=False)
         with gui.add_folder("Render"):
             modes = [m.value for m in RenderMode]
             mode = self._mode_dropdown = gui.add_dropdown("Mode", modes, initial_value=self._state.mode.value)
             mode.on_update(lambda e: self.update(lambda s: s.with_mode(RenderMode(e.target.value))))
-            blend = self._blend_slider = gui.add_slider("Label blend", min=0.0, max=1.0, step=0.05, initial_value=self._state.blend,
-                                   hint="0: RGB only, 1: labels only (label modes)")
+            blend = self._blend_slider = gui.add_slider("Label blend", min=0.0, max=1.0, step=0.05,
+                                                        initial_value=self._state.blend,
+                                                        hint="0: RGB only, 1: labels only (label modes)")
             blend.on_update(lambda e: self.update(lambda s: s.with_blend(e.target.value)))
             regen = gui.add_button("Regenerate colours")
             regen.on_click(lambda _: self.update(lambda s: s.regenerate_colors()))

@@ -296,6 +296,14 @@ class ViewerApp:
             "/splats", centers=geometry.centers, covariances=geometry.covariances, rgbs=self._splat_rgb,
             opacities=geometry.opacities[:, None])
 
+    def _splats_text(self) -> str:
+        """The GUI's note on what the browser draws."""
+        text = splats_note(self._splat_geometry)
+        degree = self.source.gaussians.sh_degree
+        if degree > 0:
+            text += f" Colours: the DC term of the degree-{degree} SH (viser's splats have no view dependence)."
+        return text
+
     def resend_splats(self, max_splats: int) -> None:
         """Send another number of splats (the GUI's "Max splats"; 0: all) in the current colours."""
         with self._splat_lock:
@@ -306,7 +314,7 @@ class ViewerApp:
                 geometry.centers, geometry.covariances,
                 splat_colors(self._splat_rgb, self._splat_segments, state, table),
                 splat_opacities(geometry.opacities, self._splat_segments, state))
-        self._splats_md.content = splats_note(geometry)
+        self._splats_md.content = self._splats_text()
 
     def _refresh_splats(self, old: ViewState | None, new: ViewState) -> None:
         """New colours / opacities for the browser's splats where the change affects them (no render here)."""
@@ -508,7 +516,7 @@ class ViewerApp:
                                     max=max(total, 1), step=1,
                                     hint="Gaussians the browser draws, the most visible (--max-splats)")
             splats.on_update(lambda e: self.resend_splats(int(e.target.value)))
-            self._splats_md = gui.add_markdown(splats_note(self._splat_geometry))
+            self._splats_md = gui.add_markdown(self._splats_text())
             return
         points = gui.add_checkbox("Point cloud", initial_value=True)
         points.on_update(lambda e: setattr(self._points_handle, "visible", e.target.value))

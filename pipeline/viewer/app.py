@@ -254,6 +254,11 @@ class ViewerApp:
         if old is None or old.deleted != new.deleted:
             self._rebuild_legend_buttons(new)
         self._refresh_legend(new)
+        if old is not None:  # a change made in code (a test, a script) shows in the widgets too
+            if self._mode_dropdown.value != new.mode.value:
+                self._mode_dropdown.value = new.mode.value
+            if self._blend_slider.value != new.blend:
+                self._blend_slider.value = new.blend
         if self.is_scene:
             self._refresh_splats(old, new)
             left_depth = old is not None and old.mode == RenderMode.DEPTH and new.mode != RenderMode.DEPTH
@@ -292,6 +297,14 @@ class ViewerApp:
             "/splats", centers=geometry.centers, covariances=geometry.covariances, rgbs=self._splat_rgb,
             opacities=geometry.opacities[:, None])
 
+    def _splats_text(self) -> str:
+        """The GUI's note on what the browser draws."""
+        text = splats_note(self._splat_geometry)
+        degree = self.source.gaussians.sh_degree
+        if degree > 0:
+            text += f" Colours: the DC term of the degree-{degree} SH (viser's splats have no view dependence)."
+        return text
+
     def resend_splats(self, max_splats: int) -> None:
         """Send another number of splats (the GUI's "Max splats"; 0: all) in the current colours."""
         with self._splat_lock:
@@ -302,7 +315,7 @@ class ViewerApp:
                 geometry.centers, geometry.covariances,
                 splat_colors(self._splat_rgb, self._splat_segments, state, table),
                 splat_opacities(geometry.opacities, self._splat_segments, state))
-        self._splats_md.content = splats_note(geometry)
+        self._splats_md.content = self._splats_text()
 
     def _refresh_splats(self, old: ViewState | None, new: ViewState) -> None:
         """New colours / opacities for the browser's splats where the change affects them (no render here)."""
@@ -463,14 +476,15 @@ class ViewerApp:
 
     def _build_gui(self) -> None:
         gui = self.server.gui
-        # (viser 0.2.7's client crashes with show_share_button=False, so the share button stays.)
-        gui.configure_theme(control_width="large")
+        # No share button: viser's share link tunnels the viewer (and its save / export buttons) to the internet.
+        gui.configure_theme(control_width="large", show_share_button=False)
         with gui.add_folder("Render"):
             modes = [m.value for m in RenderMode]
-            mode = gui.add_dropdown("Mode", modes, initial_value=self._state.mode.value)
+            mode = self._mode_dropdown = gui.add_dropdown("Mode", modes, initial_value=self._state.mode.value)
             mode.on_update(lambda e: self.update(lambda s: s.with_mode(RenderMode(e.target.value))))
-            blend = gui.add_slider("Label blend", min=0.0, max=1.0, step=0.05, initial_value=self._state.blend,
-                                   hint="0: RGB only, 1: labels only (label modes)")
+            blend = self._blend_slider = gui.add_slider("Label blend", min=0.0, max=1.0, step=0.05,
+                                                        initial_value=self._state.blend,
+                                                        hint="0: RGB only, 1: labels only (label modes)")
             blend.on_update(lambda e: self.update(lambda s: s.with_blend(e.target.value)))
             regen = gui.add_button("Regenerate colours")
             regen.on_click(lambda _: self.update(lambda s: s.regenerate_colors()))
@@ -503,7 +517,7 @@ class ViewerApp:
                                     max=max(total, 1), step=1,
                                     hint="Gaussians the browser draws, the most visible (--max-splats)")
             splats.on_update(lambda e: self.resend_splats(int(e.target.value)))
-            self._splats_md = gui.add_markdown(splats_note(self._splat_geometry))
+            self._splats_md = gui.add_markdown(self._splats_text())
             return
         points = gui.add_checkbox("Point cloud", initial_value=True)
         points.on_update(lambda e: setattr(self._points_handle, "visible", e.target.value))
@@ -544,6 +558,8 @@ class ViewerApp:
     def _start_pick(self, client) -> None:
         if client is None:
             return
+
+        client.scene.remove_click_callback()  # a second press of the button re-arms, it does not stack
 
         @client.scene.on_click()
         def _(event) -> None:

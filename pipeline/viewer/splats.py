@@ -93,8 +93,9 @@ def splat_geometry(means: Float[np.ndarray, "N 3"], quats: Float[np.ndarray, "N 
                    max_splats: int) -> SplatGeometry:
     """The splats to send: the `max_splats` most visible Gaussians (all when `max_splats` <= 0)."""
     index = choose_splats(visibility_scores(opacities, scales), max_splats)
+    chosen_covariances = covariances(np.asarray(quats)[index], np.asarray(scales)[index])  # [M, 3, 3]
     return SplatGeometry(index=index, centers=np.asarray(means, np.float32)[index],
-                         covariances=covariances(np.asarray(quats)[index], np.asarray(scales)[index]).astype(np.float32),
+                         covariances=chosen_covariances.astype(np.float32),
                          opacities=np.asarray(opacities, np.float32)[index], total=len(means))
 
 

@@ -177,6 +177,13 @@ def _plan_tiles(radii: Tensor, means2d: Tensor, depths: Tensor, conics: Tensor, 
                  width=width, height=height, tiles_per_gauss=torch.from_numpy(tiles_per_gauss).reshape(C, N))
 
 
+def _pad_channels(values: Tensor) -> Tensor:
+    """[P, D] -> [P, D'] with zero channels up to a multiple of the kernels' channel block (a copy only if needed)."""
+    D = values.shape[1]
+    padded = -(-D // kernels.CHANNEL_BLOCK) * kernels.CHANNEL_BLOCK
+    return values if padded == D else torch.nn.functional.pad(values, (0, padded - D))
+
+
 def _pixel_centres(plan: _Plan, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     return (np.arange(plan.width) + 0.5).astype(dtype), (np.arange(plan.height) + 0.5).astype(dtype)
 
@@ -196,9 +203,9 @@ class _CompositeNumba(torch.autograd.Function):
         absgrad_target: weakref.ref | None,
     ) -> tuple[Tensor, Tensor]:
         dtype = colors.dtype
-        arrays = tuple(_np(t.to(dtype)) for t in (means2d, conics, opacities, colors))
+        arrays = tuple(_np(t.to(dtype)) for t in (means2d, conics, opacities, _pad_channels(colors)))
         n_pixels = n_cams * plan.height * plan.width
-        out = np.zeros((n_pixels, colors.shape[1]), dtype=arrays[0].dtype)
+        out = np.zeros((n_pixels, arrays[3].shape[1]), dtype=arrays[0].dtype)
         t_final = np.ones(n_pixels, dtype=arrays[0].dtype)
         last = np.full(n_pixels, -1, dtype=np.int64)
         cst = kernels.constants(arrays[0].dtype, ALPHA_MIN, ALPHA_MAX, T_MIN)
@@ -207,9 +214,10 @@ class _CompositeNumba(torch.autograd.Function):
         _run_units(lambda u: kernels.composite_forward(
             plan.offsets, plan.ids, plan.tile_order, *arrays, plan.extents, pxs, pys, plan.width, plan.height,
             plan.tile_w, plan.tile_h, u, n_units, cst, out, t_final, last), n_units)
+        out = out[:, : colors.shape[1]]
         out_t, t_final_t = torch.from_numpy(out), torch.from_numpy(t_final)
         ctx.plan, ctx.n_cams, ctx.absgrad_target, ctx.arrays, ctx.last = plan, n_cams, absgrad_target, arrays, last
-        ctx.t_final = t_final
+        ctx.t_final, ctx.n_channels = t_final, colors.shape[1]
         ctx.geom_dtype, ctx.dtype = means2d.dtype, dtype
         return out_t, t_final_t
 
@@ -223,12 +231,12 @@ class _CompositeNumba(torch.autograd.Function):
             return None, None, None, None, None, None, None
         dtype = colors.dtype
         n_units = _threads()
-        M, D = colors.shape
+        M, D = colors.shape  # D: padded to a multiple of kernels.CHANNEL_BLOCK
         v_geom = np.zeros((n_units, M, 8), dtype=dtype)
         v_colors = np.zeros((n_units, M, D) if need_colors else (1, 1, D), dtype=dtype)
         cst = kernels.constants(dtype, ALPHA_MIN, ALPHA_MAX, T_MIN)
         pxs, pys = _pixel_centres(plan, dtype)
-        v_out_np, v_t_np = _np(v_out.to(ctx.dtype)), _np(v_t.to(ctx.dtype))
+        v_out_np, v_t_np = _np(_pad_channels(v_out.to(ctx.dtype))), _np(v_t.to(ctx.dtype))
         with_abs = ctx.absgrad_target is not None
         _run_units(lambda u: kernels.composite_backward(
             plan.offsets, plan.ids, plan.tile_order, means2d, conics, opacities, colors, plan.extents, pxs, pys,
@@ -242,7 +250,7 @@ class _CompositeNumba(torch.autograd.Function):
             target = ctx.absgrad_target()
             if target is not None:
                 target.absgrad = geom[:, 6:8].reshape(target.shape).clone()
-        v_col = torch.from_numpy(v_colors.sum(0)) if need_colors else None
+        v_col = torch.from_numpy(v_colors.sum(0)[:, : ctx.n_channels]) if need_colors else None
         return v_means2d, v_conics, v_opac, v_col, None, None, None
 
 

@@ -39,11 +39,13 @@ def constants(dtype: np.dtype, alpha_min: float, alpha_max: float, t_min: float)
 
 
 @njit(nogil=True, cache=True)
-def bin_tiles(means2d, radii, n_per_cam, tile_w, tile_h, n_cams):  # pragma: no cover - compiled
-    """Tile lists in Gaussian-index order: (offsets [C*th*tw + 1], flat Gaussian ids, tiles per Gaussian [M]).
+def bin_tiles(means2d, radii, n_per_cam, tile_w, tile_h, n_cams, order):  # pragma: no cover - compiled
+    """Tile lists, each front to back: (offsets [C*th*tw + 1], flat Gaussian ids, tiles per Gaussian [M]).
 
     The tile box of a Gaussian is gsplat's (`isect_tiles.cu`, float32 arithmetic, as `rasterize_torch._tile_ranges`):
-    floor / ceil of (mean -+ radius) / 16, clamped to the tile grid.
+    floor / ceil of (mean -+ radius) / 16, clamped to the tile grid. Gaussians are listed in the order `order` [M]
+    (a stable sort of the flat ids by float32 depth): every tile's list then comes out sorted front to back, ties
+    by index, as gsplat's radix sort of (tile, depth) keys leaves them, with no sort per tile.
     """
     n_tiles = n_cams * tile_h * tile_w
     M = radii.shape[0]
@@ -69,7 +71,8 @@ def bin_tiles(means2d, radii, n_per_cam, tile_w, tile_h, n_cams):  # pragma: no 
     offsets = np.cumsum(counts)
     cursor = offsets[:-1].copy()
     ids = np.empty(offsets[-1], np.int64)
-    for m in range(M):
+    for j in range(M):
+        m = order[j]
         base = (m // n_per_cam) * tile_h
         for ty in range(boxes[m, 2], boxes[m, 3]):
             for tx in range(boxes[m, 0], boxes[m, 1]):
@@ -77,19 +80,6 @@ def bin_tiles(means2d, radii, n_per_cam, tile_w, tile_h, n_cams):  # pragma: no 
                 ids[cursor[t]] = m
                 cursor[t] += 1
     return offsets, ids, tiles_per_gauss
-
-
-@njit(nogil=True, cache=True, error_model="numpy")
-def sort_tiles(offsets, ids, depths, unit, n_units):  # pragma: no cover - compiled
-    """Sort each tile's list front to back, stably (ties keep index order, as gsplat's radix sort of its keys)."""
-    n_tiles = offsets.shape[0] - 1
-    for t in range(unit, n_tiles, n_units):
-        a, b = offsets[t], offsets[t + 1]
-        if b - a > 1:
-            seg = ids[a:b].copy()
-            order = np.argsort(depths[seg], kind="mergesort")
-            for j in range(b - a):
-                ids[a + j] = seg[order[j]]
 
 
 @njit(nogil=True, cache=True, error_model="numpy")

@@ -5,8 +5,8 @@ with `packed=False, sh_degree=None`):
 
 1. **Projection** stays in torch (`rasterize_torch.project_gaussians`, gsplat's pure-torch helpers): it is O(N) per
    camera and cheap next to compositing, and autograd carries the 2D gradients back to means, quaternions and scales.
-2. **Tile binning** (`_numba_kernels.bin_tiles`, `sort_tiles`): every visible Gaussian listed in each 16x16 tile its
-   radius box touches, each list sorted front to back by float32 depth, ties by index, as gsplat.
+2. **Tile binning** (`_numba_kernels.bin_tiles`): every visible Gaussian listed in each 16x16 tile its radius box
+   touches, each list front to back by float32 depth, ties by index, as gsplat (one stable sort by depth first).
 3. **Compositing** (`_numba_kernels.composite_forward` / `composite_backward`): gsplat's per-pixel loop, forward and
    analytic backward, one tile at a time, tiles dealt to parallel units; each Gaussian is evaluated only on the
    pixels of its tile where its alpha can reach 1/255 (`pixel_extents`), which drops only pairs the kernel skips.
@@ -160,16 +160,13 @@ def _plan_tiles(radii: Tensor, means2d: Tensor, depths: Tensor, conics: Tensor, 
     """Bin the projected Gaussians ([C, N] layout; `opacities` [C*N]) into depth-sorted tile lists."""
     C, N = radii.shape
     tw, th = math.ceil(width / TILE_SIZE), math.ceil(height / TILE_SIZE)
-    offsets, ids, tiles_per_gauss = kernels.bin_tiles(_np(means2d.reshape(-1, 2)), _np(radii.reshape(-1)), N, tw, th, C)
     depths32, conics_np, opac_np = _np(depths.float().reshape(-1)), _np(conics.reshape(-1, 3)), _np(opacities)
+    order = np.argsort(depths32, kind="stable")  # one sort instead of one per tile (see `bin_tiles`)
+    offsets, ids, tiles_per_gauss = kernels.bin_tiles(_np(means2d.reshape(-1, 2)), _np(radii.reshape(-1)), N, tw,
+                                                      th, C, order)
     extents = np.empty((C * N, 3), dtype=np.float64)
     n_units = _threads()
-
-    def work(u: int) -> None:
-        kernels.sort_tiles(offsets, ids, depths32, u, n_units)
-        kernels.pixel_extents(conics_np, opac_np, ALPHA_MIN, extents, u, n_units)
-
-    _run_units(work, n_units)
+    _run_units(lambda u: kernels.pixel_extents(conics_np, opac_np, ALPHA_MIN, extents, u, n_units), n_units)
     counts = np.diff(offsets)
     busy = np.nonzero(counts)[0]
     tile_order = busy[np.argsort(-counts[busy], kind="stable")].astype(np.int64)

@@ -9,9 +9,10 @@ Everything between the two marker lines of the README
     <!-- benchmark:end -->
 
 is replaced by markdown tables of the measured figures (pipeline stages vs views, predict + merge vs resolution, our
-QUBO merge vs the official-style one, lifting vs a render pass, rasteriser steps per second), headed by the machine,
-the date and the load average the JSON records; the text outside the markers is left as it is. A README without the
-markers (or with them twice, or in the wrong order) is refused with a message saying what to add.
+QUBO merge vs the official-style one, lifting vs a render pass, rasteriser steps per second, the compiled CPU
+rasteriser vs the reference and the demo fit), headed by the machine, the date and the load average the JSON
+records; the text outside the markers is left as it is. A README without the markers (or with them twice, or in the
+wrong order) is refused with a message saying what to add.
 """
 
 from __future__ import annotations
@@ -175,6 +176,28 @@ def rasteriser_lines(report: dict[str, Any]) -> list[str]:
             + _table(["Gaussians", "image", "device", "threads", "steps/s", "wall per step", "CPU s per step"], body))
 
 
+def compiled_lines(report: dict[str, Any]) -> list[str]:
+    """Section 6: the compiled CPU rasteriser against the plain-torch reference, and the demo fit."""
+    comp = report.get("compiled_vs_reference")
+    if not comp:
+        return []
+    body = [[str(r["gaussians"]), f"{r['width']}x{r['height']}", _seconds(r["torch_seconds"]),
+             _seconds(r["numba_seconds"]), f"{r['ratio']:.1f}x", f"{r['ratio_cpu']:.1f}x"] for r in comp["steps"]]
+    cold = comp["cold_compile"]
+    fit, demo = comp["fit"], comp["demo_fit"]
+    return ([f"**Compiled CPU rasteriser (numba, the CPU default) vs the plain-torch reference** (forward + backward "
+             f"of an L1 loss on one view, {comp['threads']} torch thread(s), the two timed alternately; speed-up = "
+             "reference / numba):", ""]
+            + _table(["Gaussians", "image", "reference", "numba", "speed-up (wall)", "speed-up (CPU)"], body)
+            + ["", f"Cold compile of the Numba kernels (first forward + backward in a fresh process, empty cache): "
+               f"{_seconds(cold['cold_first_call_seconds'])}; from the cache: "
+               f"{_seconds(cold['cached_first_call_seconds'])}. Whole fits of the demo's scene at its settings "
+               f"({fit['steps']} steps, one view a step): reference {_seconds(fit['reference_seconds'])}, numba "
+               f"{_seconds(fit['numba_seconds'])}, {fit['ratio']:.1f}x. A demo fit at the demo's default of "
+               f"{demo['steps']} steps: {_seconds(demo['seconds'])} ({1e3 * demo['seconds_per_step']:.0f} ms a "
+               "step)."])
+
+
 def render_markdown(report: dict[str, Any], *, plot: Optional[str] = None, source: Optional[str] = None) -> str:
     """The generated section: the machine line, the plot (a path relative to the README) and one table per
     benchmark section."""
@@ -184,7 +207,7 @@ def render_markdown(report: dict[str, Any], *, plot: Optional[str] = None, sourc
         lines[-1] += f" Figures: `{source}`."
     if plot:
         lines += ["", f"![stage times vs views]({plot})"]
-    for section in (pipeline_lines, resolution_lines, merge_lines, lifting_lines, rasteriser_lines):
+    for section in (pipeline_lines, resolution_lines, merge_lines, lifting_lines, rasteriser_lines, compiled_lines):
         part = section(report)
         if part:
             lines += [""] + part

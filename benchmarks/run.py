@@ -16,7 +16,11 @@ Sections (each prints its table as soon as it is measured):
    the scene and cameras of `benchmarks/rasterize.py`).
 5. **CPU rasteriser training steps per second vs Gaussians** (1k, 5k, 20k; 128x96 and 192x144; one thread and all
    cores): the compiled numba backend (the CPU default) and the plain-torch reference, timed alternately; plus the
-   gsplat backend on CUDA. (`benchmarks/rasterize.py --compare` has the 5k-100k, up to 512x384 ratios.)
+   gsplat backend on CUDA.
+6. **Compiled CPU rasteriser vs the reference** (`benchmarks/rasterize.py --compare` and `benchmarks/fit_step.py`):
+   the cold compile time of the Numba kernels, single-view training steps at 5k/20k/100k Gaussians and
+   128x96/256x192/512x384 (ratios pair by pair), whole demo fits (the demo's scene and settings) with each backend,
+   and the time of a demo fit at the demo's step default.
 
 On a CUDA machine sections 1 and 2 are measured on the GPU too (peak allocated GPU memory beside the RSS).
 Peak memory is the process's resident-set peak during a stage (VmHWM, reset before each stage; see
@@ -49,7 +53,9 @@ import numpy as np
 import torch
 
 from panst3r_splat.core.predictions import load_predictions
-from panst3r_splat.pipeline.demo import Usage, fit_conf_threshold, machine_info, measure, synth_resolution
+from panst3r_splat.pipeline.demo import (
+    DEFAULT_FIT_STEPS, Usage, fit_conf_threshold, machine_info, measure, synth_resolution,
+)
 from panst3r_splat.pipeline.fit import FitOptions, fit_scene, inputs_from_predictions
 from panst3r_splat.pipeline.merge import merge_predictions
 from panst3r_splat.pipeline.predict import PredictOptions, run_predict
@@ -84,12 +90,18 @@ class Plan:
     lift_segments: tuple[int, ...] = (20, 200)
     raster_counts: tuple[int, ...] = (1000, 5000, 20000)
     raster_sizes: tuple[tuple[int, int], ...] = ((128, 96), (192, 144))
+    compare_counts: tuple[int, ...] = (5000, 20000, 100000)
+    compare_sizes: tuple[tuple[int, int], ...] = ((128, 96), (256, 192), (512, 384))
+    fit_ratio_steps: int = 100
+    """Steps of each whole fit timed with the compiled backend and the torch reference (section 6)."""
+    demo_fit_steps: int = DEFAULT_FIT_STEPS
     repeats: int = 3
 
 
 QUICK = Plan(views=(3, 4), size="64", resolutions=(64, 96), resolution_views=3, fit_steps=5, merge_views=(2,),
              merge_queries=60, merge_mask_hw=(48, 64), lift_views=4, lift_size=(64, 48), lift_segments=(20,),
-             raster_counts=(2000,), raster_sizes=((64, 48),), repeats=1)
+             raster_counts=(2000,), raster_sizes=((64, 48),), compare_counts=(2000,), compare_sizes=((64, 48),),
+             fit_ratio_steps=3, demo_fit_steps=5, repeats=1)
 
 
 def sibling(name: str) -> ModuleType:
@@ -230,6 +242,24 @@ def rasteriser_steps(plan: Plan, cpu_threads: tuple[int, ...]) -> list[dict[str,
     return rows
 
 
+def compiled_vs_reference(plan: Plan, threads: int) -> dict[str, Any]:
+    """Section 6: cold compile, the backend comparison table and whole demo fits (CPU, `threads` torch threads)."""
+    raster, fit_bench = sibling("rasterize"), sibling("fit_step")
+    out: dict[str, Any] = {"threads": threads, "cold_compile": raster.cold_compile_seconds()}
+    with torch_threads(threads):
+        out["steps"] = raster.compare_backends(plan.compare_counts, plan.compare_sizes, plan.repeats)
+        with tempfile.TemporaryDirectory(prefix="bench-fit-") as work:
+            inputs = fit_bench.demo_inputs(Path(work))
+            checkpoint = Path(work) / "train.ckpt"
+            pairs = fit_bench.ratio(inputs, plan.fit_ratio_steps, 1, checkpoint)
+            out["fit"] = {"steps": plan.fit_ratio_steps, "reference_seconds": pairs[0][0], "numba_seconds": pairs[0][1],
+                          "ratio": pairs[0][0] / pairs[0][1]}
+            seconds = fit_bench.fit(inputs, plan.demo_fit_steps, "numba", checkpoint)
+            out["demo_fit"] = {"steps": plan.demo_fit_steps, "seconds": seconds,
+                               "seconds_per_step": seconds / plan.demo_fit_steps}
+    return out
+
+
 def gsplat_step(scene: dict[str, torch.Tensor], viewmats: torch.Tensor, Ks: torch.Tensor, w: int, h: int,
                 repeats: int) -> dict[str, Any]:
     """The same training step on CUDA through gsplat (synchronised timing)."""
@@ -323,6 +353,16 @@ def format_report(report: dict[str, Any]) -> str:
         cpu = f"{r['cpu_seconds']:.3f}" if r["cpu_seconds"] is not None else "-"
         lines.append(f"{r['gaussians']:>10} {r['width']:>4}x{r['height']:<4} {r['device']:<6} {r['backend']:<7} "
                      f"{str(r['threads'] or '-'):>7} {r['steps_per_second']:>8.2f} {r['seconds']:>8.3f} {cpu:>7}")
+    comp = report["compiled_vs_reference"]
+    lines += ["", f"6. compiled CPU rasteriser vs the torch reference ({comp['threads']} torch thread(s)); cold compile "
+              f"{comp['cold_compile']['cold_first_call_seconds']:.1f} s",
+              f"{'gaussians':>10} {'size':>9} {'reference s':>12} {'numba s':>9} {'ratio':>7} {'ratio CPU':>9}"]
+    lines += [f"{r['gaussians']:>10} {r['width']:>4}x{r['height']:<4} {r['torch_seconds']:>12.4f} "
+              f"{r['numba_seconds']:>9.4f} {r['ratio']:>6.1f}x {r['ratio_cpu']:>8.1f}x" for r in comp["steps"]]
+    fit, demo = comp["fit"], comp["demo_fit"]
+    lines.append(f"   demo fit, {fit['steps']} steps: reference {fit['reference_seconds']:.1f} s, numba "
+                 f"{fit['numba_seconds']:.1f} s ({fit['ratio']:.1f}x); demo fit of {demo['steps']} steps "
+                 f"{demo['seconds']:.1f} s ({1e3 * demo['seconds_per_step']:.0f} ms/step)")
     lines.append(f"\ntotal benchmark time {report['seconds']:.0f} s")
     return "\n".join(lines) + "\n"
 
@@ -384,6 +424,7 @@ def run(plan: Plan, threads: int) -> dict[str, Any]:
         report["merge_qubo_vs_official"] = merge_vs_official(plan)
         report["lifting_vs_render"] = lifting_vs_render(plan)
     report["rasteriser"] = rasteriser_steps(plan, tuple(dict.fromkeys((1, torch.get_num_threads()))))
+    report["compiled_vs_reference"] = compiled_vs_reference(plan, threads)
     report["seconds"] = time.perf_counter() - start
     report["load_average"]["end"] = load_average()
     return report

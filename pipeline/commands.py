@@ -17,7 +17,7 @@ CameraSourceName = Literal["auto", "head", "matches", "sfm"]
 
 def demo(*, out: Path = Path("demo_out"), device: DeviceName = "auto", views: int = 8, test_views: int = 4,
          size: str = "default", oracle: bool = False, images: Optional[Path] = None, seed: int = 1_000_001,
-         fit_steps: int = 400, budget: int = 5000, orbit_frames: int = 60, merge: Optional[MergeName] = None,
+         fit_steps: int = 1500, budget: int = 5000, orbit_frames: int = 60, merge: Optional[MergeName] = None,
          overwrite: bool = False, threads: int = 1, cameras: CameraSourceName = "auto") -> None:
     """The main job on the built-in defaults: synthetic scene -> predict + merge -> fit -> render -> eval.
 

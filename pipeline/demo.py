@@ -75,10 +75,11 @@ of five classes (two chairs, two bags, a bed, a toilet) among twelve classes: re
 and stuff, all in the eight input views."""
 DEFAULT_VIEWS = 8
 DEFAULT_TEST_VIEWS = 4
-DEFAULT_FIT_STEPS = 400
-"""Fit steps of the default run. A step costs 0.15 to 0.35 s at 192x144 with one thread on a shared 2-core machine
-(more where a weak model's geometry piles many large Gaussians into each view), so the whole default run takes
-2 to 3.5 minutes there: inside the 5-minute budget with room for slower machines."""
+DEFAULT_FIT_STEPS = 1500
+"""Fit steps of the default run, from a measured curve (`scripts/fit_steps_curve.py`, docs/fit_speed.md): held-out
+PSNR under the scenes' poses on two rooms other than the demo's, 22.0 dB after 400 steps, 24.0 after 800, 24.4 after
+1,500. With the vectorised CPU rasteriser the whole default run (two fits of 1,500 steps) took 3 min 50 s on a
+shared 2-core machine whose other core trained a model (209 s of CPU), inside the 5-minute budget."""
 DEFAULT_THREADS = 1
 """Torch CPU threads of the demo. Its tensors are small (192x144 views, tiles of 16x16 pixels), so a second thread
 gains little, and on a machine whose cores are busy with other work the threads' fork/join waits cost far more:

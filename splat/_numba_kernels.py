@@ -19,10 +19,18 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
 
 # Order of the entries of `cst` (see `constants`).
 _HALF, _ALPHA_MIN, _ALPHA_MAX, _T_MIN, _ONE, _ZERO = range(6)
+_N_CONSTANTS = 6
+CHANNEL_BLOCK = 4
+"""The compositing kernels take colours with a multiple of this many channels (the caller pads with zeros): each
+lane loop updates one block of channels, unrolled, so a row costs D / 4 loops instead of D."""
+_BLOCK = CHANNEL_BLOCK
 
 
 def constants(dtype: np.dtype, alpha_min: float, alpha_max: float, t_min: float) -> np.ndarray:
@@ -31,11 +39,13 @@ def constants(dtype: np.dtype, alpha_min: float, alpha_max: float, t_min: float)
 
 
 @njit(nogil=True, cache=True)
-def bin_tiles(means2d, radii, n_per_cam, tile_w, tile_h, n_cams):  # pragma: no cover - compiled
-    """Tile lists in Gaussian-index order: (offsets [C*th*tw + 1], flat Gaussian ids, tiles per Gaussian [M]).
+def bin_tiles(means2d, radii, n_per_cam, tile_w, tile_h, n_cams, order):  # pragma: no cover - compiled
+    """Tile lists, each front to back: (offsets [C*th*tw + 1], flat Gaussian ids, tiles per Gaussian [M]).
 
     The tile box of a Gaussian is gsplat's (`isect_tiles.cu`, float32 arithmetic, as `rasterize_torch._tile_ranges`):
-    floor / ceil of (mean -+ radius) / 16, clamped to the tile grid.
+    floor / ceil of (mean -+ radius) / 16, clamped to the tile grid. Gaussians are listed in the order `order` [M]
+    (a stable sort of the flat ids by float32 depth): every tile's list then comes out sorted front to back, ties
+    by index, as gsplat's radix sort of (tile, depth) keys leaves them, with no sort per tile.
     """
     n_tiles = n_cams * tile_h * tile_w
     M = radii.shape[0]
@@ -61,7 +71,8 @@ def bin_tiles(means2d, radii, n_per_cam, tile_w, tile_h, n_cams):  # pragma: no 
     offsets = np.cumsum(counts)
     cursor = offsets[:-1].copy()
     ids = np.empty(offsets[-1], np.int64)
-    for m in range(M):
+    for j in range(M):
+        m = order[j]
         base = (m // n_per_cam) * tile_h
         for ty in range(boxes[m, 2], boxes[m, 3]):
             for tx in range(boxes[m, 0], boxes[m, 1]):
@@ -69,19 +80,6 @@ def bin_tiles(means2d, radii, n_per_cam, tile_w, tile_h, n_cams):  # pragma: no 
                 ids[cursor[t]] = m
                 cursor[t] += 1
     return offsets, ids, tiles_per_gauss
-
-
-@njit(nogil=True, cache=True, error_model="numpy")
-def sort_tiles(offsets, ids, depths, unit, n_units):  # pragma: no cover - compiled
-    """Sort each tile's list front to back, stably (ties keep index order, as gsplat's radix sort of its keys)."""
-    n_tiles = offsets.shape[0] - 1
-    for t in range(unit, n_tiles, n_units):
-        a, b = offsets[t], offsets[t + 1]
-        if b - a > 1:
-            seg = ids[a:b].copy()
-            order = np.argsort(depths[seg], kind="mergesort")
-            for j in range(b - a):
-                ids[a + j] = seg[order[j]]
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
@@ -124,82 +122,185 @@ def _span(centre, half_width, lo, hi):  # pragma: no cover - compiled
     return first, last
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+# The compositing kernels work on one tile row of 16 pixels at a time, written as loops over its 16 lanes with no
+# branches (every test is a select), so LLVM turns each row into a few SIMD instructions: 16 float32 per AVX-512
+# register. Two things keep that vectorisation alive:
+# - `_exp` (float32): Cephes' expf (range reduction to [-ln2/2, ln2/2], a degree-6 polynomial, 2^n put into the
+#   exponent bits), about 1 ulp, inlined so it vectorises; libm's expf is an opaque call that keeps a loop scalar
+#   (Numba's pip build has no SVML). float64 keeps `math.exp`, so float64 stays the exact reference check.
+# - `_lanes(cst)`: the lane count, 16, read from an argument's shape. With a literal 16, LLVM fully unrolls each
+#   16-lane loop before its loop vectoriser runs and then vectorises the loop around it instead (over the colour
+#   channels, with gathers, and only for 8 or more channels): three times slower at D = 6.
+# `_FASTMATH` lets LLVM reassociate the per-lane sums and fuse multiply-adds; it keeps NaN and infinity semantics,
+# which the masks rely on (a NaN sigma fails every test and the lane drops out).
+_FASTMATH = {"contract", "reassoc", "nsz", "arcp"}
+
+
+@intrinsic
+def _bits_to_f32(typingctx, bits):  # pragma: no cover - compiled
+    """The float32 whose bit pattern is the int32 `bits` (2^n as (n + 127) << 23)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return types.float32(types.int32), codegen
+
+
+def _exp(x):  # pragma: no cover - replaced by the overload in compiled code
+    """exp(x): a vectorisable polynomial for float32, math.exp for float64 (see the note above `_FASTMATH`)."""
+    return math.exp(x)
+
+
+@overload(_exp, inline="always", fastmath=_FASTMATH)
+def _exp_overload(x):  # pragma: no cover - compiled
+    if x == types.float32:
+        def exp32(x):
+            x = min(max(x, np.float32(-87.0)), np.float32(88.0))
+            n = np.floor(x * np.float32(1.44269504088896341) + np.float32(0.5))
+            r = x - n * np.float32(0.693359375) - n * np.float32(-2.12194440e-4)
+            p = np.float32(1.9875691500e-4)
+            p = p * r + np.float32(1.3981999507e-3)
+            p = p * r + np.float32(8.3334519073e-3)
+            p = p * r + np.float32(4.1665795894e-2)
+            p = p * r + np.float32(1.6666665459e-1)
+            p = p * r + np.float32(5.0000001201e-1)
+            p = p * r * r + r + np.float32(1.0)
+            return p * _bits_to_f32((np.int32(n) + np.int32(127)) << np.int32(23))
+
+        return exp32
+    return lambda x: math.exp(x)
+
+
+@intrinsic
+def _lane_sum(typingctx, arr, row):  # pragma: no cover - compiled
+    """Sum of `arr[row, 0:16]` (a C-contiguous 2D float array) as one vector reduction (`llvm.vector.reduce.fadd`).
+
+    A Gaussian's 8 gradient moments and D colour gradients are summed over the 16 lanes at its end; written as
+    loops, those sums compiled to scalar adds and cost 10 % of the backward pass.
+    """
+    if not (isinstance(arr, types.Array) and arr.ndim == 2 and arr.layout == "C"
+            and arr.dtype in (types.float32, types.float64)):
+        raise TypeError(f"_lane_sum needs a C-contiguous 2D float array, got {arr}")
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        start = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1], context.get_constant(types.intp, 0)])
+        fty = context.get_value_type(aryty.dtype)
+        vty = ir.VectorType(fty, 16)
+        vec = builder.load(builder.bitcast(start, vty.as_pointer()), align=aryty.dtype.bitwidth // 8)
+        name = "llvm.vector.reduce.fadd.v16" + ("f32" if aryty.dtype == types.float32 else "f64")
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(fty, [fty, vty]), name)
+        return builder.call(fn, [ir.Constant(fty, 0.0), vec], fastmath=("reassoc",))
+
+    return arr.dtype(arr, row), codegen
+
+
+@njit(cache=True, inline="always")
+def _lanes(cst):  # pragma: no cover - compiled
+    """16, as a value LLVM cannot see through (the constants array's length is a run-time value)."""
+    return np.int64(cst.shape[0]) - _N_CONSTANTS + 16
+
+
+@njit(cache=True, inline="always")
+def _tile_box(tile, tile_w, tile_h, width, height):  # pragma: no cover - compiled
+    """Camera and pixel box [x0, x1) x [y0, y1) of a flat tile index."""
+    cam = tile // (tile_h * tile_w)
+    rem = tile % (tile_h * tile_w)
+    x0, y0 = (rem % tile_w) * 16, (rem // tile_w) * 16
+    return cam, x0, y0, min(x0 + 16, width), min(y0 + 16, height)
+
+
+@njit(nogil=True, cache=True, error_model="numpy", fastmath=_FASTMATH)
 def composite_forward(offsets, ids, tile_order, means2d, conics, opacities, colors, extents, pxs, pys,
                       width, height, tile_w, tile_h, unit, n_units, cst, out, t_final, last):  # pragma: no cover
     """Front-to-back compositing of every tile (rasterize_to_pixels_fwd.cu); writes `out`, `t_final`, `last`.
 
-    `out` [C*H*W, D] gets sum_k alpha_k T_k c_k, `t_final` [C*H*W] the transmittance left, `last` [C*H*W] the
+    `colors` [M, D] have D a multiple of `CHANNEL_BLOCK`. `out` [C*H*W, D] gets sum_k alpha_k T_k c_k, `t_final` [C*H*W] the transmittance left, `last` [C*H*W] the
     position in `ids` of the last contributing Gaussian (-1: none). Busy tiles, heaviest first in `tile_order`,
-    are dealt round-robin to `n_units` units; this call does unit `unit`.
+    are dealt round-robin to `n_units` units; this call does unit `unit`. A pixel stops, as in CUDA, at the first
+    Gaussian that would take its transmittance to `t_min` or below (that one is left out); a stopped pixel keeps its
+    transmittance negated, so one array holds both.
     """
     D = colors.shape[1]
-    half, alpha_min, alpha_max, t_min, one = cst[_HALF], cst[_ALPHA_MIN], cst[_ALPHA_MAX], cst[_T_MIN], cst[_ONE]
-    n_busy = tile_order.shape[0]
-    T = np.empty(256, colors.dtype)
-    acc = np.empty((256, D), colors.dtype)
-    lastl = np.empty(256, np.int64)
-    done = np.empty(256, np.bool_)
-    for j in range(unit, n_busy, n_units):
+    dt = colors.dtype
+    half, alpha_min, alpha_max, t_min = cst[_HALF], cst[_ALPHA_MIN], cst[_ALPHA_MAX], cst[_T_MIN]
+    one, zero = cst[_ONE], cst[_ZERO]
+    nl = _lanes(cst)
+    T = np.empty((16, 16), dt)  # [row, lane]
+    acc = np.empty((16, D // _BLOCK, _BLOCK, 16), dt)  # [row, channel block, channel, lane]
+    cg = np.empty(_BLOCK, dt)
+    lastl = np.empty((16, 16), np.int32)  # last contributor, relative to the tile's first list entry
+    px = np.empty(16, dt)
+    vis = np.empty(16, dt)
+    lane = np.arange(16).astype(np.int32)
+    for j in range(unit, tile_order.shape[0], n_units):
         tile = tile_order[j]
-        cam = tile // (tile_h * tile_w)
-        rem = tile % (tile_h * tile_w)
-        x0, y0 = (rem % tile_w) * 16, (rem // tile_w) * 16
-        x1, y1 = min(x0 + 16, width), min(y0 + 16, height)
-        npx = x1 - x0
-        P = npx * (y1 - y0)
-        T[:P] = one
-        acc[:P] = 0
-        lastl[:P] = -1
-        done[:P] = False
-        n_done = 0
-        for i in range(offsets[tile], offsets[tile + 1]):
+        cam, x0, y0, x1, y1 = _tile_box(tile, tile_w, tile_h, width, height)
+        for xi in range(nl):
+            px[xi] = pxs[min(x0 + xi, width - 1)]
+        T[:] = one
+        acc[:] = zero
+        lastl[:] = -1
+        start = offsets[tile]
+        for i in range(start, offsets[tile + 1]):
             g = ids[i]
             if extents[g, 0] < 0:
                 continue
             mx, my = means2d[g, 0], means2d[g, 1]
-            ca, cb, cc = conics[g, 0], conics[g, 1], conics[g, 2]
-            op = opacities[g]
-            s_cut = extents[g, 2]
+            ca, cb, cc, op = conics[g, 0], conics[g, 1], conics[g, 2], opacities[g]
+            s_cut = dt.type(extents[g, 2])
             xa, xb = _span(np.float64(mx), extents[g, 0], x0, x1)
             ya, yb = _span(np.float64(my), extents[g, 1], y0, y1)
+            if xa > xb:
+                continue
+            xa32, xb32, il = np.int32(xa - x0), np.int32(xb - x0), np.int32(i - start)
+            hca = half * ca
             for y in range(ya, yb + 1):
+                r = y - y0
                 dy = my - pys[y]
-                for x in range(xa, xb + 1):
-                    p = (y - y0) * npx + (x - x0)
-                    if done[p]:
-                        continue
-                    dx = mx - pxs[x]
-                    sigma = dx * (half * ca * dx + cb * dy) + half * cc * dy * dy
-                    if sigma > s_cut:
-                        continue
-                    alpha = min(alpha_max, op * np.exp(-sigma))
-                    if sigma < 0 or alpha < alpha_min:
-                        continue
-                    next_t = T[p] * (one - alpha)
-                    if next_t <= t_min:
-                        done[p] = True
-                        n_done += 1
-                        continue
-                    vis = alpha * T[p]
-                    for k in range(D):
-                        acc[p, k] += vis * colors[g, k]
-                    T[p] = next_t
-                    lastl[p] = i
-            if n_done == P:
+                cdy, ccy = cb * dy, half * cc * dy * dy
+                for xi in range(nl):
+                    dx = mx - px[xi]
+                    sigma = dx * (hca * dx + cdy) + ccy
+                    alpha = min(alpha_max, op * _exp(-sigma))
+                    Tp = T[r, xi]
+                    next_t = Tp * (one - alpha)
+                    ok = ((lane[xi] >= xa32) & (lane[xi] <= xb32) & (sigma >= zero) & (sigma <= s_cut)
+                          & (alpha >= alpha_min) & (Tp > zero))
+                    contrib = ok & (next_t > t_min)
+                    vis[xi] = alpha * Tp if contrib else zero
+                    T[r, xi] = next_t if contrib else (-Tp if ok else Tp)
+                    lastl[r, xi] = il if contrib else lastl[r, xi]
+                for b in range(D // _BLOCK):
+                    for kk in range(_BLOCK):
+                        cg[kk] = colors[g, b * _BLOCK + kk]
+                    for xi in range(nl):
+                        v = vis[xi]
+                        for kk in range(_BLOCK):
+                            acc[r, b, kk, xi] += v * cg[kk]
+            if (i - start) % 32 == 31 and _all_stopped(T, x1 - x0, y1 - y0, zero):
                 break
         base = cam * height * width
         for y in range(y0, y1):
             for x in range(x0, x1):
-                p = (y - y0) * npx + (x - x0)
-                q = base + y * width + x
+                q, r, xi = base + y * width + x, y - y0, x - x0
                 for k in range(D):
-                    out[q, k] = acc[p, k]
-                t_final[q] = T[p]
-                last[q] = lastl[p]
+                    out[q, k] = acc[r, k // _BLOCK, k % _BLOCK, xi]
+                t_final[q] = abs(T[r, xi])
+                last[q] = lastl[r, xi] + start if lastl[r, xi] >= 0 else -1
 
 
-@njit(nogil=True, cache=True, error_model="numpy")
+@njit(cache=True, inline="always")
+def _all_stopped(T, n_x, n_y, zero):  # pragma: no cover - compiled
+    """Whether every pixel of the tile's image part has stopped (negated transmittance)."""
+    for r in range(n_y):
+        for xi in range(n_x):
+            if T[r, xi] > zero:
+                return False
+    return True
+
+
+@njit(nogil=True, cache=True, error_model="numpy", fastmath=_FASTMATH)
 def composite_backward(offsets, ids, tile_order, means2d, conics, opacities, colors, extents, pxs, pys,
                        width, height, tile_w, tile_h, unit, n_units, cst, t_final, last, v_out, v_t,
                        with_colors, with_abs, v_geom, v_colors):  # pragma: no cover - compiled
@@ -213,101 +314,129 @@ def composite_backward(offsets, ids, tile_order, means2d, conics, opacities, col
     As the CUDA kernel, each pixel's transmittance in front of a Gaussian is recovered from the final one by
     dividing by (1 - alpha) on the way back, and `buf` holds sum_{j behind} alpha_j T_j c_j. With
     dL/dT_final = v_t: dL/dalpha_k = sum_d (c_kd T_k - buf_d / (1 - alpha_k)) v_out_d - v_t T_final / (1 - alpha_k).
+    A Gaussian's gradient sums over its rows lane by lane (`gsum`) and over the lanes once at its end.
     """
     D = colors.shape[1]
+    dt = colors.dtype
     half, alpha_min, alpha_max, one, zero = cst[_HALF], cst[_ALPHA_MIN], cst[_ALPHA_MAX], cst[_ONE], cst[_ZERO]
-    n_busy = tile_order.shape[0]
-    T = np.empty(256, colors.dtype)
-    tf = np.empty(256, colors.dtype)
-    vt = np.empty(256, colors.dtype)
-    buf = np.empty((256, D), colors.dtype)
-    vo = np.empty((256, D), colors.dtype)
-    lastl = np.empty(256, np.int64)
-    col_acc = np.empty(D, colors.dtype)
-    for j in range(unit, n_busy, n_units):
+    nl = _lanes(cst)
+    T = np.empty((16, 16), dt)  # [row, lane]
+    tf_vt = np.empty((16, 16), dt)  # T_final * v_t
+    buf = np.empty((16, D // _BLOCK, _BLOCK, 16), dt)  # [row, channel block, channel, lane]
+    vo = np.empty((16, D // _BLOCK, _BLOCK, 16), dt)
+    cg = np.empty(_BLOCK, dt)
+    lastl = np.empty((16, 16), np.int32)
+    px = np.empty(16, dt)
+    lane = np.arange(16).astype(np.int32)
+    ra_m, tn_m, fac = np.empty(16, dt), np.empty(16, dt), np.empty(16, dt)  # 1 / (1 - alpha), T, alpha T
+    va, e_m = np.empty(16, dt), np.empty(16, dt)  # dL/dalpha, exp(-sigma) where it passes a gradient
+    gsum = np.empty((8, 16), dt)  # sigma-gradient moments dx^2, dx dy, dy^2, mean x, y, |x|, |y|, opacity
+    csum = np.empty((D, 16), dt)
+    for j in range(unit, tile_order.shape[0], n_units):
         tile = tile_order[j]
-        cam = tile // (tile_h * tile_w)
-        rem = tile % (tile_h * tile_w)
-        x0, y0 = (rem % tile_w) * 16, (rem // tile_w) * 16
-        x1, y1 = min(x0 + 16, width), min(y0 + 16, height)
-        npx = x1 - x0
-        base = cam * height * width
+        cam, x0, y0, x1, y1 = _tile_box(tile, tile_w, tile_h, width, height)
+        for xi in range(nl):
+            px[xi] = pxs[min(x0 + xi, width - 1)]
+        base, start = cam * height * width, offsets[tile]
+        lastl[:] = -1  # pixels outside the image never pass the `il <= lastl` test
+        T[:] = one
+        tf_vt[:] = zero
+        buf[:] = zero
+        vo[:] = zero
         max_last = np.int64(-1)
         for y in range(y0, y1):
             for x in range(x0, x1):
-                p = (y - y0) * npx + (x - x0)
-                q = base + y * width + x
-                T[p] = t_final[q]
-                tf[p] = t_final[q]
-                vt[p] = v_t[q]
-                lastl[p] = last[q]
+                q, r, xi = base + y * width + x, y - y0, x - x0
+                T[r, xi] = t_final[q]
+                tf_vt[r, xi] = t_final[q] * v_t[q]
+                lastl[r, xi] = last[q] - start if last[q] >= 0 else -1
                 max_last = max(max_last, last[q])
                 for k in range(D):
-                    buf[p, k] = 0
-                    vo[p, k] = v_out[q, k]
-        for i in range(max_last, offsets[tile] - 1, -1):
+                    vo[r, k // _BLOCK, k % _BLOCK, xi] = v_out[q, k]
+        for i in range(max_last, start - 1, -1):
             g = ids[i]
             if extents[g, 0] < 0:
                 continue
             mx, my = means2d[g, 0], means2d[g, 1]
-            ca, cb, cc = conics[g, 0], conics[g, 1], conics[g, 2]
-            op = opacities[g]
-            s_cut = extents[g, 2]
+            ca, cb, cc, op = conics[g, 0], conics[g, 1], conics[g, 2], opacities[g]
+            s_cut = dt.type(extents[g, 2])
             xa, xb = _span(np.float64(mx), extents[g, 0], x0, x1)
             ya, yb = _span(np.float64(my), extents[g, 1], y0, y1)
-            s_mx = s_my = s_ca = s_cb = s_cc = s_op = s_ax = s_ay = zero
-            col_acc[:] = 0
+            if xa > xb:
+                continue
+            xa32, xb32, il = np.int32(xa - x0), np.int32(xb - x0), np.int32(i - start)
+            hca = half * ca
+            for t in range(8):  # explicit loops: a slice assignment here cost more than the lane sums
+                for xi in range(nl):
+                    gsum[t, xi] = zero
+            for k in range(D):
+                for xi in range(nl):
+                    csum[k, xi] = zero
             for y in range(ya, yb + 1):
+                r = y - y0
                 dy = my - pys[y]
-                for x in range(xa, xb + 1):
-                    p = (y - y0) * npx + (x - x0)
-                    if i > lastl[p]:
-                        continue
-                    dx = mx - pxs[x]
-                    sigma = dx * (half * ca * dx + cb * dy) + half * cc * dy * dy
-                    if sigma > s_cut:
-                        continue
-                    vis = np.exp(-sigma)
-                    raw = op * vis
-                    alpha = min(alpha_max, raw)
-                    if sigma < 0 or alpha < alpha_min:
-                        continue
+                cdy, ccy = cb * dy, half * cc * dy * dy
+                n_ok = np.int32(0)
+                for xi in range(nl):
+                    dx = mx - px[xi]
+                    sigma = dx * (hca * dx + cdy) + ccy
+                    e = _exp(-sigma)
+                    alpha = min(alpha_max, op * e)
+                    ok = ((lane[xi] >= xa32) & (lane[xi] <= xb32) & (il <= lastl[r, xi]) & (sigma >= zero)
+                          & (sigma <= s_cut) & (alpha >= alpha_min))
                     ra = one / (one - alpha)
-                    T[p] = T[p] * ra
-                    fac = alpha * T[p]
-                    v_alpha = zero
-                    for k in range(D):
-                        v_alpha += (colors[g, k] * T[p] - buf[p, k] * ra) * vo[p, k]
-                        buf[p, k] += colors[g, k] * fac
-                    v_alpha -= vt[p] * tf[p] * ra
-                    if with_colors:
-                        for k in range(D):
-                            col_acc[k] += fac * vo[p, k]
-                    if raw < alpha_max:  # a clamped alpha passes no gradient to shape or opacity
-                        v_sigma = -alpha * v_alpha
-                        s_ca += half * v_sigma * dx * dx
-                        s_cb += v_sigma * dx * dy
-                        s_cc += half * v_sigma * dy * dy
-                        gx = v_sigma * (ca * dx + cb * dy)
-                        gy = v_sigma * (cb * dx + cc * dy)
-                        s_mx += gx
-                        s_my += gy
-                        if with_abs:
-                            s_ax += abs(gx)
-                            s_ay += abs(gy)
-                        s_op += vis * v_alpha
-            v_geom[g, 0] += s_mx
-            v_geom[g, 1] += s_my
-            v_geom[g, 2] += s_ca
-            v_geom[g, 3] += s_cb
-            v_geom[g, 4] += s_cc
-            v_geom[g, 5] += s_op
-            v_geom[g, 6] += s_ax
-            v_geom[g, 7] += s_ay
-            if with_colors:
-                for k in range(D):
-                    v_colors[g, k] += col_acc[k]
+                    tn = T[r, xi] * ra  # transmittance in front of this Gaussian
+                    T[r, xi] = tn if ok else T[r, xi]
+                    ra_m[xi] = ra if ok else zero
+                    tn_m[xi] = tn if ok else zero
+                    fac[xi] = alpha * tn if ok else zero
+                    va[xi] = -tf_vt[r, xi] * ra if ok else zero  # dL/dalpha, completed over channels below
+                    e_m[xi] = e if (ok & (op * e < alpha_max)) else zero  # a clamped alpha passes no gradient
+                    n_ok += np.int32(1) if ok else np.int32(0)
+                if n_ok == 0:
+                    continue
+                for b in range(D // _BLOCK):
+                    for kk in range(_BLOCK):
+                        cg[kk] = colors[g, b * _BLOCK + kk]
+                    for xi in range(nl):
+                        a, t, ra, f = va[xi], tn_m[xi], ra_m[xi], fac[xi]
+                        for kk in range(_BLOCK):
+                            v, bk = vo[r, b, kk, xi], buf[r, b, kk, xi]
+                            a += (cg[kk] * t - bk * ra) * v
+                            buf[r, b, kk, xi] = bk + cg[kk] * f
+                            csum[b * _BLOCK + kk, xi] += f * v
+                        va[xi] = a
+                for xi in range(nl):
+                    dx = mx - px[xi]
+                    v_sigma = -op * e_m[xi] * va[xi]
+                    gx = v_sigma * (ca * dx + cdy)
+                    gy = v_sigma * (cb * dx + cc * dy)
+                    gsum[0, xi] += v_sigma * dx * dx
+                    gsum[1, xi] += v_sigma * dx * dy
+                    gsum[2, xi] += v_sigma * dy * dy
+                    gsum[3, xi] += gx
+                    gsum[4, xi] += gy
+                    gsum[5, xi] += abs(gx)
+                    gsum[6, xi] += abs(gy)
+                    gsum[7, xi] += e_m[xi] * va[xi]
+            _add_gaussian_grads(g, gsum, csum, half, with_colors, with_abs, v_geom, v_colors)
 
+
+@njit(cache=True, inline="always")
+def _add_gaussian_grads(g, gsum, csum, half, with_colors, with_abs, v_geom, v_colors):  # pragma: no cover
+    """Sum one Gaussian's per-lane moments over the lanes into its rows of `v_geom` [M, 8] and `v_colors`."""
+    v_geom[g, 0] += _lane_sum(gsum, 3)
+    v_geom[g, 1] += _lane_sum(gsum, 4)
+    v_geom[g, 2] += half * _lane_sum(gsum, 0)
+    v_geom[g, 3] += _lane_sum(gsum, 1)
+    v_geom[g, 4] += half * _lane_sum(gsum, 2)
+    v_geom[g, 5] += _lane_sum(gsum, 7)
+    if with_abs:
+        v_geom[g, 6] += _lane_sum(gsum, 5)
+        v_geom[g, 7] += _lane_sum(gsum, 6)
+    if with_colors:
+        for k in range(v_colors.shape[1]):
+            v_colors[g, k] += _lane_sum(csum, k)
 
 # ----------------------------------------------------------------------------------------------------------------
 # Projection (gsplat's pinhole `fully_fused_projection`, non-packed), forward and backward, in float64

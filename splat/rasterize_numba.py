@@ -5,8 +5,8 @@ with `packed=False, sh_degree=None`):
 
 1. **Projection** stays in torch (`rasterize_torch.project_gaussians`, gsplat's pure-torch helpers): it is O(N) per
    camera and cheap next to compositing, and autograd carries the 2D gradients back to means, quaternions and scales.
-2. **Tile binning** (`_numba_kernels.bin_tiles`, `sort_tiles`): every visible Gaussian listed in each 16x16 tile its
-   radius box touches, each list sorted front to back by float32 depth, ties by index, as gsplat.
+2. **Tile binning** (`_numba_kernels.bin_tiles`): every visible Gaussian listed in each 16x16 tile its radius box
+   touches, each list front to back by float32 depth, ties by index, as gsplat (one stable sort by depth first).
 3. **Compositing** (`_numba_kernels.composite_forward` / `composite_backward`): gsplat's per-pixel loop, forward and
    analytic backward, one tile at a time, tiles dealt to parallel units; each Gaussian is evaluated only on the
    pixels of its tile where its alpha can reach 1/255 (`pixel_extents`), which drops only pairs the kernel skips.
@@ -160,21 +160,25 @@ def _plan_tiles(radii: Tensor, means2d: Tensor, depths: Tensor, conics: Tensor, 
     """Bin the projected Gaussians ([C, N] layout; `opacities` [C*N]) into depth-sorted tile lists."""
     C, N = radii.shape
     tw, th = math.ceil(width / TILE_SIZE), math.ceil(height / TILE_SIZE)
-    offsets, ids, tiles_per_gauss = kernels.bin_tiles(_np(means2d.reshape(-1, 2)), _np(radii.reshape(-1)), N, tw, th, C)
     depths32, conics_np, opac_np = _np(depths.float().reshape(-1)), _np(conics.reshape(-1, 3)), _np(opacities)
+    order = np.argsort(depths32, kind="stable")  # one sort instead of one per tile (see `bin_tiles`)
+    offsets, ids, tiles_per_gauss = kernels.bin_tiles(_np(means2d.reshape(-1, 2)), _np(radii.reshape(-1)), N, tw,
+                                                      th, C, order)
     extents = np.empty((C * N, 3), dtype=np.float64)
     n_units = _threads()
-
-    def work(u: int) -> None:
-        kernels.sort_tiles(offsets, ids, depths32, u, n_units)
-        kernels.pixel_extents(conics_np, opac_np, ALPHA_MIN, extents, u, n_units)
-
-    _run_units(work, n_units)
+    _run_units(lambda u: kernels.pixel_extents(conics_np, opac_np, ALPHA_MIN, extents, u, n_units), n_units)
     counts = np.diff(offsets)
     busy = np.nonzero(counts)[0]
     tile_order = busy[np.argsort(-counts[busy], kind="stable")].astype(np.int64)
     return _Plan(offsets=offsets, ids=ids, tile_order=tile_order, extents=extents, tile_w=tw, tile_h=th,
                  width=width, height=height, tiles_per_gauss=torch.from_numpy(tiles_per_gauss).reshape(C, N))
+
+
+def _pad_channels(values: Tensor) -> Tensor:
+    """[P, D] -> [P, D'] with zero channels up to a multiple of the kernels' channel block (a copy only if needed)."""
+    D = values.shape[1]
+    padded = -(-D // kernels.CHANNEL_BLOCK) * kernels.CHANNEL_BLOCK
+    return values if padded == D else torch.nn.functional.pad(values, (0, padded - D))
 
 
 def _pixel_centres(plan: _Plan, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
@@ -196,9 +200,9 @@ class _CompositeNumba(torch.autograd.Function):
         absgrad_target: weakref.ref | None,
     ) -> tuple[Tensor, Tensor]:
         dtype = colors.dtype
-        arrays = tuple(_np(t.to(dtype)) for t in (means2d, conics, opacities, colors))
+        arrays = tuple(_np(t.to(dtype)) for t in (means2d, conics, opacities, _pad_channels(colors)))
         n_pixels = n_cams * plan.height * plan.width
-        out = np.zeros((n_pixels, colors.shape[1]), dtype=arrays[0].dtype)
+        out = np.zeros((n_pixels, arrays[3].shape[1]), dtype=arrays[0].dtype)
         t_final = np.ones(n_pixels, dtype=arrays[0].dtype)
         last = np.full(n_pixels, -1, dtype=np.int64)
         cst = kernels.constants(arrays[0].dtype, ALPHA_MIN, ALPHA_MAX, T_MIN)
@@ -207,9 +211,10 @@ class _CompositeNumba(torch.autograd.Function):
         _run_units(lambda u: kernels.composite_forward(
             plan.offsets, plan.ids, plan.tile_order, *arrays, plan.extents, pxs, pys, plan.width, plan.height,
             plan.tile_w, plan.tile_h, u, n_units, cst, out, t_final, last), n_units)
+        out = out[:, : colors.shape[1]]
         out_t, t_final_t = torch.from_numpy(out), torch.from_numpy(t_final)
         ctx.plan, ctx.n_cams, ctx.absgrad_target, ctx.arrays, ctx.last = plan, n_cams, absgrad_target, arrays, last
-        ctx.t_final = t_final
+        ctx.t_final, ctx.n_channels = t_final, colors.shape[1]
         ctx.geom_dtype, ctx.dtype = means2d.dtype, dtype
         return out_t, t_final_t
 
@@ -223,12 +228,12 @@ class _CompositeNumba(torch.autograd.Function):
             return None, None, None, None, None, None, None
         dtype = colors.dtype
         n_units = _threads()
-        M, D = colors.shape
+        M, D = colors.shape  # D: padded to a multiple of kernels.CHANNEL_BLOCK
         v_geom = np.zeros((n_units, M, 8), dtype=dtype)
         v_colors = np.zeros((n_units, M, D) if need_colors else (1, 1, D), dtype=dtype)
         cst = kernels.constants(dtype, ALPHA_MIN, ALPHA_MAX, T_MIN)
         pxs, pys = _pixel_centres(plan, dtype)
-        v_out_np, v_t_np = _np(v_out.to(ctx.dtype)), _np(v_t.to(ctx.dtype))
+        v_out_np, v_t_np = _np(_pad_channels(v_out.to(ctx.dtype))), _np(v_t.to(ctx.dtype))
         with_abs = ctx.absgrad_target is not None
         _run_units(lambda u: kernels.composite_backward(
             plan.offsets, plan.ids, plan.tile_order, means2d, conics, opacities, colors, plan.extents, pxs, pys,
@@ -242,7 +247,7 @@ class _CompositeNumba(torch.autograd.Function):
             target = ctx.absgrad_target()
             if target is not None:
                 target.absgrad = geom[:, 6:8].reshape(target.shape).clone()
-        v_col = torch.from_numpy(v_colors.sum(0)) if need_colors else None
+        v_col = torch.from_numpy(v_colors.sum(0)[:, : ctx.n_channels]) if need_colors else None
         return v_means2d, v_conics, v_opac, v_col, None, None, None
 
 

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
+from torch.profiler import record_function
 from tqdm.auto import tqdm
 
 from panst3r_splat.core.atomic_io import atomic_output
@@ -125,16 +126,16 @@ def ssim_map(img1: Float[Tensor, "*B H W D"], img2: Float[Tensor, "*B H W D"], *
     coords = torch.arange(window, dtype=x.dtype, device=x.device) - (window - 1) / 2
     g = torch.exp(-(coords**2) / (2 * sigma**2))
     g = g / g.sum()
-    kernel = (g[:, None] * g[None, :]).expand(D, 1, window, window)
-
-    def blur(t: Tensor) -> Tensor:
-        return F.conv2d(t, kernel, groups=D)
-
+    # The five blurs in one call, and the 2D Gaussian as two 1D passes (22 taps instead of 121): the SSIM term was
+    # the largest part of a CPU fit step after the rasteriser (13 ms forward + backward at 192x144, now 7.5 ms).
+    stack = torch.cat([x, y, x * x, y * y, x * y], dim=1)  # [B, 5D, H, W]
+    C = stack.shape[1]
+    rows = F.conv2d(stack, g.view(1, 1, 1, window).expand(C, 1, 1, window), groups=C)
+    mu_x, mu_y, exx, eyy, exy = F.conv2d(rows, g.view(1, 1, window, 1).expand(C, 1, window, 1), groups=C).split(D, 1)
     c1, c2 = 0.01**2, 0.03**2
-    mu_x, mu_y = blur(x), blur(y)
-    sxx = torch.clamp(blur(x * x) - mu_x**2, min=0.0)
-    syy = torch.clamp(blur(y * y) - mu_y**2, min=0.0)
-    sxy = blur(x * y) - mu_x * mu_y
+    sxx = torch.clamp(exx - mu_x**2, min=0.0)
+    syy = torch.clamp(eyy - mu_y**2, min=0.0)
+    sxy = exy - mu_x * mu_y
     return ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
 
 
@@ -408,15 +409,20 @@ def _run_steps(state: _State, strategy: Any, cameras: Cameras, images: Tensor, s
         frac = step / max(config.steps - 1, 1)
         state.optimizers[KEY_MEANS].param_groups[0]["lr"] = (
             config.means_lr * state.scene_scale * config.means_lr_final ** frac)
-        pred, info = _render_view(state, cameras, view, config, sh_degree, seg_index is not None)
+        with record_function("fit.render"):
+            pred, info = _render_view(state, cameras, view, config, sh_degree, seg_index is not None)
         if strategy is not None:
             strategy.step_pre_backward(state.params, state.optimizers, state.strategy_state, step + 1, info)
-        loss = _step_loss(pred, images[view], None if seg_index is None else seg_index[view], seg_colours, config)
-        loss.backward()
-        for key, opt in state.optimizers.items():
-            if key not in LABEL_KEYS:
-                opt.step()
-                opt.zero_grad(set_to_none=True)
+        with record_function("fit.loss"):
+            loss = _step_loss(pred, images[view], None if seg_index is None else seg_index[view], seg_colours,
+                              config)
+        with record_function("fit.backward"):
+            loss.backward()
+        with record_function("fit.optimizer"):
+            for key, opt in state.optimizers.items():
+                if key not in LABEL_KEYS:
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
         if config.camera_refine:
             if state.cam_deltas.grad is not None:
                 state.cam_deltas.grad[0] = 0.0  # camera 0 fixes the gauge (the world frame is its frame)
@@ -427,13 +433,15 @@ def _run_steps(state: _State, strategy: Any, cameras: Cameras, images: Tensor, s
             # reset fires whenever `step % reset_every == 0`, step 0 included, which would clamp every initial
             # opacity to 2 * prune_opa before training starts (harmless over 30k steps, ruinous for the short
             # few-view runs here, which never reach `reset_every`).
-            strategy.step_post_backward(state.params, state.optimizers, state.strategy_state, step + 1, info,
-                                        packed=info.get("gaussian_ids") is not None)
+            with record_function("fit.densify"):
+                strategy.step_post_backward(state.params, state.optimizers, state.strategy_state, step + 1, info,
+                                            packed=info.get("gaussian_ids") is not None)
         state.losses.append(float(loss.detach()))
         state.step += 1
         bar.update(1)
         if state.step % 10 == 0 or state.step == end:
             bar.set_postfix(loss=f"{state.losses[-1]:.4f}", gaussians=len(state.params[KEY_MEANS]))
         if checkpoint is not None and (state.step % max(config.checkpoint_every, 1) == 0 or state.step == end):
-            save_checkpoint(Path(checkpoint), state, config, device)
+            with record_function("fit.checkpoint"):
+                save_checkpoint(Path(checkpoint), state, config, device)
     bar.close()

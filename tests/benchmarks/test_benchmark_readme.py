@@ -65,6 +65,12 @@ def _report() -> dict[str, Any]:
                                            "ratio_to_render_pass": 0.7}]},
         "rasteriser": [{"gaussians": 20000, "width": 128, "height": 96, "device": "cpu", "threads": 1,
                         "backend": "torch", "seconds": 0.1, "cpu_seconds": 0.09, "steps_per_second": 10.0}],
+        "compiled_vs_reference": {
+            "threads": 1, "cold_compile": {"cold_first_call_seconds": 21.5, "cached_first_call_seconds": 0.75},
+            "steps": [{"gaussians": 20000, "width": 256, "height": 192, "torch_seconds": 0.6, "torch_cpu": 0.5,
+                       "numba_seconds": 0.04, "numba_cpu": 0.025, "ratio": 15.0, "ratio_cpu": 20.0}],
+            "fit": {"steps": 100, "reference_seconds": 30.0, "numba_seconds": 5.0, "ratio": 6.0},
+            "demo_fit": {"steps": 1500, "seconds": 90.0, "seconds_per_step": 0.06}},
         "seconds": 600.0,
     }
 
@@ -84,7 +90,7 @@ def _tables(markdown: str) -> list[list[list[str]]]:
 def test_tables_hold_the_reports_numbers() -> None:
     markdown = readme.render_markdown(_report(), plot="docs/bench.png", source="docs/bench.json")
     tables = _tables(markdown)
-    assert len(tables) == 5  # pipeline, resolution, QUBO, lifting, rasteriser
+    assert len(tables) == 6  # pipeline, resolution, QUBO, lifting, rasteriser, compiled vs reference
     for table in tables:  # every row as wide as its header
         assert {len(row) for row in table} == {len(table[0])}
     pipeline = {row[0]: row for row in tables[0][1:]}
@@ -100,6 +106,9 @@ def test_tables_hold_the_reports_numbers() -> None:
     assert ["32", "exact weight matrix", "-", "17.6 s", "-", "- / 321", ""] in qubo  # official skipped
     assert tables[3][1] == ["20", "1.05 s", "1.50 s", "0.70x"]
     assert tables[4][1] == ["20000", "128x96", "cpu (torch)", "1", "10.00", "0.100 s", "0.090"]
+    assert tables[5][1] == ["20000", "256x192", "0.600 s", "0.040 s", "15.0x", "20.0x"]
+    assert "empty cache): 21.5 s" in markdown and "numba 5.00 s, 6.0x" in markdown
+    assert "default of 1500 steps: 90.0 s (60 ms a step)" in markdown
     # The machine, date, load and note head the section; the plot is shown.
     assert "Test CPU 9000, 2 cores, torch 2.13.0+cpu, no CUDA" in markdown and "2026-01-02" in markdown
     assert "load average 3.25 at the start and 2.75 at the end" in markdown

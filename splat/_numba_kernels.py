@@ -43,9 +43,9 @@ def bin_tiles(means2d, radii, n_per_cam, tile_w, tile_h, n_cams, order):  # prag
     """Tile lists, each front to back: (offsets [C*th*tw + 1], flat Gaussian ids, tiles per Gaussian [M]).
 
     The tile box of a Gaussian is gsplat's (`isect_tiles.cu`, float32 arithmetic, as `rasterize_torch._tile_ranges`):
-    floor / ceil of (mean -+ radius) / 16, clamped to the tile grid. Gaussians are listed in the order `order` [M]
-    (a stable sort of the flat ids by float32 depth): every tile's list then comes out sorted front to back, ties
-    by index, as gsplat's radix sort of (tile, depth) keys leaves them, with no sort per tile.
+    floor / ceil of (mean -+ radius) / 16, clamped to the tile grid. Gaussians are listed in the order `order`
+    (the flat ids of every visible Gaussian, stably sorted by float32 depth): every tile's list then comes out
+    front to back, ties by index, as gsplat's radix sort of (tile, depth) keys leaves them, with no sort per tile.
     """
     n_tiles = n_cams * tile_h * tile_w
     M = radii.shape[0]
@@ -71,7 +71,7 @@ def bin_tiles(means2d, radii, n_per_cam, tile_w, tile_h, n_cams, order):  # prag
     offsets = np.cumsum(counts)
     cursor = offsets[:-1].copy()
     ids = np.empty(offsets[-1], np.int64)
-    for j in range(M):
+    for j in range(order.shape[0]):
         m = order[j]
         base = (m // n_per_cam) * tile_h
         for ty in range(boxes[m, 2], boxes[m, 3]):

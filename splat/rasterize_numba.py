@@ -161,9 +161,10 @@ def _plan_tiles(radii: Tensor, means2d: Tensor, depths: Tensor, conics: Tensor, 
     C, N = radii.shape
     tw, th = math.ceil(width / TILE_SIZE), math.ceil(height / TILE_SIZE)
     depths32, conics_np, opac_np = _np(depths.float().reshape(-1)), _np(conics.reshape(-1, 3)), _np(opacities)
-    order = np.argsort(depths32, kind="stable")  # one sort instead of one per tile (see `bin_tiles`)
-    offsets, ids, tiles_per_gauss = kernels.bin_tiles(_np(means2d.reshape(-1, 2)), _np(radii.reshape(-1)), N, tw,
-                                                      th, C, order)
+    radii_np = _np(radii.reshape(-1))
+    visible = np.flatnonzero(radii_np > 0)  # culled Gaussians touch no tile: left out of the sort
+    order = visible[np.argsort(depths32[visible], kind="stable")]  # one sort, not one per tile (see `bin_tiles`)
+    offsets, ids, tiles_per_gauss = kernels.bin_tiles(_np(means2d.reshape(-1, 2)), radii_np, N, tw, th, C, order)
     extents = np.empty((C * N, 3), dtype=np.float64)
     n_units = _threads()
     _run_units(lambda u: kernels.pixel_extents(conics_np, opac_np, ALPHA_MIN, extents, u, n_units), n_units)

@@ -28,7 +28,7 @@ from jaxtyping import Float, Int64, UInt8
 
 from panst3r_splat.core.images import capped_hw, resize_affine
 from panst3r_splat.core.photos import PhotoRecord, check_photos, read_photo, read_photos
-from panst3r_splat.core.predictions import frame_stem, load_predictions, map_labels_to_original
+from panst3r_splat.core.predictions import frame_stem, map_labels_to_original
 from panst3r_splat.pipeline.errors import UserError
 from panst3r_splat.pipeline.fit import FitInputs
 from panst3r_splat.splat.gaussians import Cameras
@@ -89,10 +89,8 @@ def at_photo_resolution(inputs: FitInputs, folder: Path, fit_size: int) -> FitIn
         return inputs
     orig_hw = sizes.pop()
     out_hw = capped_hw(orig_hw, fit_size)
-    pred = load_predictions(folder)
-    index = {frame_stem(str(n)): i for i, n in enumerate(pred.image_names)}
-    views = [index[n] for n in names]
-    to_fit = [resize_affine(orig_hw, out_hw) @ pred.to_orig[v].astype(np.float64) for v in views]
+    # `inputs.source["to_orig"]` holds the used views' maps, in the order of `names` (inputs_from_predictions).
+    to_fit = [resize_affine(orig_hw, out_hw) @ np.asarray(m, dtype=np.float64) for m in inputs.source["to_orig"]]
     if out_hw == (inputs.cameras.height, inputs.cameras.width) and all(np.allclose(a, np.eye(3)) for a in to_fit):
         return inputs  # the photos are what the model saw
     try:
@@ -101,10 +99,10 @@ def at_photo_resolution(inputs: FitInputs, folder: Path, fit_size: int) -> FitIn
     except ValueError as err:
         raise UserError(str(err)) from None
     maps = inputs.segment_maps.numpy()
-    segment_maps = np.stack([segments_at(maps[i], to_fit[i], out_hw) for i in range(len(views))])
+    segment_maps = np.stack([segments_at(maps[i], to_fit[i], out_hw) for i in range(len(names))])
     K = torch.from_numpy(np.stack(to_fit)).float() @ inputs.cameras.K
     cameras = Cameras(K=K, T_world_cam=inputs.cameras.T_world_cam, width=out_hw[1], height=out_hw[0], names=names)
-    logger.info("fit: %d photos at %dx%d (model resolution %dx%d)", len(views), out_hw[1], out_hw[0],
+    logger.info("fit: %d photos at %dx%d (model resolution %dx%d)", len(names), out_hw[1], out_hw[0],
                 inputs.cameras.width, inputs.cameras.height)
     source = dict(inputs.source, fit_size=[out_hw[1], out_hw[0]], photos=[r.path for r in used])
     return dataclasses.replace(inputs, cameras=cameras, images=torch.from_numpy(images),

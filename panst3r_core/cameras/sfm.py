@@ -90,7 +90,8 @@ def solve_cameras_sfm(
     with tempfile.TemporaryDirectory(prefix="panst3r_sfm_") as scratch:
         folder = Path(scratch)
         model_to_sfm = _write_images(folder / "images", photos, to_orig, options.max_image_size)
-        reconstruction = _reconstruct(pycolmap, folder, options)
+        one_size = len({photo.shape[:2] for photo in photos}) == 1  # one shared COLMAP camera
+        reconstruction = _reconstruct(pycolmap, folder, one_size, options)
         if reconstruction is None:
             raise ValueError(f"COLMAP registered none of the {V} photos (too little texture or overlap)")
         cameras = _read_cameras(reconstruction, V, model_to_sfm)
@@ -126,15 +127,14 @@ def _write_images(folder: Path, photos: Sequence[np.ndarray], to_orig: np.ndarra
     return np.stack(maps)
 
 
-def _reconstruct(pycolmap, folder: Path, options: SfmOptions):
+def _reconstruct(pycolmap, folder: Path, one_size: bool, options: SfmOptions):
     """Features, exhaustive matching, global mapping (and incremental when views are left out): the largest model."""
     database, images = folder / "database.db", folder / "images"
     extraction = pycolmap.FeatureExtractionOptions()
     extraction.num_threads = options.num_threads
     reader = pycolmap.ImageReaderOptions()
     reader.camera_model = "SIMPLE_RADIAL"
-    sizes = {Image.open(p).size for p in images.iterdir()}
-    mode = pycolmap.CameraMode.SINGLE if len(sizes) == 1 else pycolmap.CameraMode.PER_IMAGE
+    mode = pycolmap.CameraMode.SINGLE if one_size else pycolmap.CameraMode.PER_IMAGE
     pycolmap.extract_features(database, images, camera_mode=mode, reader_options=reader,
                               extraction_options=extraction, device=pycolmap.Device.cpu)
     matching = pycolmap.FeatureMatchingOptions()

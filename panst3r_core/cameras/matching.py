@@ -5,8 +5,11 @@ same surface point appears in view ``b``. Descriptor matches land on grid pixels
 (:mod:`.oracle`) land anywhere in ``b``, which keeps them exact. Pixel convention: integer coordinates are pixel
 centres, ``(x, y)`` order.
 
-Matching follows MASt3R's fast reciprocal matching in spirit (mutual nearest neighbours of descriptor dot products on
-a subset of pixels), with the subset chosen by descriptor confidence on a coarse grid so matches spread over the image.
+Matching follows MASt3R's fast reciprocal matching: a subset of the pixels of view ``a`` (the most confident of a
+coarse grid, so matches spread over the image) is matched with *every* pixel of view ``b``, and each nearest
+neighbour found in ``b`` is matched back with every pixel of ``a``; a match is kept when the round trip returns to the
+pixel it started from. Matching both sides' subsets with each other instead would lose most true matches, because a
+pixel's counterpart is rarely in the other view's subset.
 """
 
 from __future__ import annotations
@@ -68,10 +71,18 @@ class MatchingOptions:
     """Pixels per view that take part (the most confident of a coarse grid)."""
     grid_cell: int = 2
     """The candidates are the most confident pixel of each ``grid_cell x grid_cell`` block (spreads the matches)."""
-    min_conf: float = 1.5
-    """Pixels whose descriptor confidence is below this never match (``conf = 1 + exp(c) >= 1``)."""
-    min_similarity: float = 0.5
-    """Mutual nearest neighbours whose descriptor dot product is below this are dropped."""
+    min_conf: float = 1.0
+    """Pixels of view ``a`` whose descriptor confidence is below this never start a match (``conf = 1 + exp(c) >= 1``;
+    the default 1.0 keeps every pixel and lets the confidence only rank them)."""
+    min_similarity: float = 0.0
+    """Reciprocal matches whose descriptor dot product is not above this are dropped (the two-view estimator's robust
+    fit rejects wrong matches; raise this for descriptors whose similarities are calibrated). A zero descriptor (no
+    surface there) never matches."""
+    cycle_px: int = 1
+    """The round trip may end this many pixels (in x and in y) from where it started: smooth descriptors have
+    near-equal neighbours, and a match is then still within a pixel."""
+    chunk_elements: int = 1 << 24
+    """Similarity entries computed at once (bounds memory at photo resolutions: 64 MB of float32)."""
     all_pairs_up_to: int = 16
     """Every view pair is matched up to this many views; beyond, each view with its ``neighbours`` most similar."""
     neighbours: int = 10
@@ -101,18 +112,41 @@ def select_pixels(
     return np.stack([xs[order], ys[order]], axis=-1).astype(np.int64)
 
 
-def mutual_nearest_neighbours(
-    desc_a: Float[torch.Tensor, "Pa D"], desc_b: Float[torch.Tensor, "Pb D"], min_similarity: float
+def _nearest(
+    queries: Float[torch.Tensor, "P D"], targets: Float[torch.Tensor, "T D"], chunk_elements: int
+) -> tuple[Float[torch.Tensor, "P"], Int[torch.Tensor, "P"]]:
+    """Best dot product of each query over the targets and the target's index (queries in chunks to bound memory;
+    row-wise maxima of ``queries @ targets.T`` are contiguous, hence fast)."""
+    rows = max(1, chunk_elements // max(targets.shape[0], 1))
+    sims, idx = [], []
+    for start in range(0, queries.shape[0], rows):
+        s, i = (queries[start : start + rows] @ targets.T).max(dim=1)
+        sims.append(s)
+        idx.append(i)
+    return torch.cat(sims), torch.cat(idx)
+
+
+def reciprocal_matches(
+    dense_a: Float[torch.Tensor, "Na D"],
+    dense_b: Float[torch.Tensor, "Nb D"],
+    start_a: Int[np.ndarray, "P"],
+    width_a: int,
+    options: MatchingOptions,
 ) -> tuple[Int[np.ndarray, "M"], Int[np.ndarray, "M"]]:
-    """Index pairs ``(i, j)`` where ``desc_b[j]`` is the best match of ``desc_a[i]`` and vice versa (dot product)."""
-    if desc_a.shape[0] == 0 or desc_b.shape[0] == 0:
+    """Flat pixel indices ``(i, j)``: pixel ``i`` of ``a`` (one of ``start_a``) whose nearest neighbour among every
+    pixel of ``b`` is ``j``, and whose own nearest neighbour among every pixel of ``a`` is ``i`` again (within
+    ``options.cycle_px``; ``width_a`` is view ``a``'s width, for that distance)."""
+    if len(start_a) == 0 or dense_b.shape[0] == 0:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty
-    sim_b, best_b = (desc_a @ desc_b.T).max(dim=1)  # [Pa]: row-wise maxima are contiguous, hence fast
-    best_a = (desc_b @ desc_a.T).argmax(dim=1)  # [Pb]
-    idx_a = torch.arange(desc_a.shape[0])
-    mutual = (best_a[best_b] == idx_a) & (sim_b >= min_similarity)
-    return idx_a[mutual].numpy(), best_b[mutual].numpy()
+    start = torch.from_numpy(np.asarray(start_a, dtype=np.int64))
+    sim, j = _nearest(dense_a[start], dense_b, options.chunk_elements)
+    unique_j, inverse = torch.unique(j, return_inverse=True)
+    back = _nearest(dense_b[unique_j], dense_a, options.chunk_elements)[1][inverse]  # [P]
+    near = ((back % width_a - start % width_a).abs() <= options.cycle_px) & (
+        (back // width_a - start // width_a).abs() <= options.cycle_px)
+    keep = near & (sim > options.min_similarity)
+    return start[keep].numpy(), j[keep].numpy()
 
 
 def _global_descriptor(desc: torch.Tensor) -> torch.Tensor:
@@ -141,23 +175,27 @@ def match_descriptors(
     descriptor_conf: list[Float[torch.Tensor, "H W"]] | tuple[torch.Tensor, ...],
     options: MatchingOptions = MatchingOptions(),
 ) -> list[PairMatches]:
-    """Mutual-nearest-neighbour matches of every selected view pair, one directed :class:`PairMatches` per pair
-    (from the lower to the higher view index; matches land on grid pixels, so :meth:`PairMatches.reversed` works)."""
+    """Reciprocal matches of every selected view pair, one directed :class:`PairMatches` per pair (from the lower to
+    the higher view index; matches land on grid pixels, so :meth:`PairMatches.reversed` works)."""
     if len(descriptors) != len(descriptor_conf):
         raise ValueError(f"{len(descriptors)} descriptor maps but {len(descriptor_conf)} confidence maps")
-    pixels, selected = [], []
+    dense, starts, widths = [], [], []
     for v, (desc, conf) in enumerate(zip(descriptors, descriptor_conf)):
         desc = torch.as_tensor(desc, dtype=torch.float32)
         if desc.ndim != 3 or tuple(conf.shape) != tuple(desc.shape[:2]):
             raise ValueError(f"view {v}: descriptors must be (H, W, D) with (H, W) confidence, got "
                              f"{tuple(desc.shape)} and {tuple(conf.shape)}")
         px = select_pixels(np.asarray(torch.as_tensor(conf, dtype=torch.float32)), options)
-        pixels.append(px)
-        selected.append(desc[torch.from_numpy(px[:, 1]), torch.from_numpy(px[:, 0])])  # [P, D]
-    global_desc = torch.stack([_global_descriptor(d) for d in selected])
+        width = desc.shape[1]
+        dense.append(desc.reshape(-1, desc.shape[2]))
+        starts.append(px[:, 1] * width + px[:, 0])
+        widths.append(width)
+    global_desc = torch.stack([_global_descriptor(d[torch.from_numpy(s)]) for d, s in zip(dense, starts)])
     out: list[PairMatches] = []
     for a, b in select_pairs(global_desc, options):
-        ia, ib = mutual_nearest_neighbours(selected[a], selected[b], options.min_similarity)
-        out.append(PairMatches(a, b, pixels[a][ia], pixels[b][ib].astype(np.float64)))
+        ia, jb = reciprocal_matches(dense[a], dense[b], starts[a], widths[a], options)
+        pixels_a = np.stack([ia % widths[a], ia // widths[a]], axis=-1)
+        uv_b = np.stack([jb % widths[b], jb // widths[b]], axis=-1).astype(np.float64)
+        out.append(PairMatches(a, b, pixels_a, uv_b))
     log.debug("matched %d view pairs, %d matches in all", len(out), sum(len(m) for m in out))
     return out

@@ -96,7 +96,7 @@ def synthetic_descriptors(
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Stand-in dense descriptors: L2-normalised random Fourier features of each pixel's world point (Rahimi & Recht
     2007), so descriptor dot products approximate a Gaussian kernel of 3D distance with ``length_scale`` (metres).
-    Confidence 2 where the point exists, 1 (never matched) where it does not. Returns per-view lists as the model
+    Confidence 2 where the point exists; where it does not, confidence 1 and a zero descriptor (never matched). Returns per-view lists as the model
     would (``(H, W, D)`` and ``(H, W)`` float32 tensors)."""
     rng = np.random.default_rng(seed)
     W = rng.normal(0.0, 1.0 / length_scale, (3, dim))
@@ -104,6 +104,7 @@ def synthetic_descriptors(
     valid = np.isfinite(world_pts).all(axis=-1)
     feats = np.cos(np.nan_to_num(world_pts) @ W + phase)
     feats /= np.linalg.norm(feats, axis=-1, keepdims=True)
+    feats[~valid] = 0.0
     conf = np.where(valid, 2.0, 1.0)
     return ([torch.from_numpy(f.astype(np.float32)) for f in feats],
             [torch.from_numpy(c.astype(np.float32)) for c in conf])

@@ -1,4 +1,4 @@
-"""Mutual-nearest-neighbour matching, pixel and pair selection, and the match container."""
+"""Reciprocal nearest-neighbour matching, pixel and pair selection, and the match container."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from panst3r_splat.core.cameras.matching import (
     MatchingOptions,
     PairMatches,
     match_descriptors,
-    mutual_nearest_neighbours,
+    reciprocal_matches,
     select_pairs,
     select_pixels,
 )
@@ -23,21 +23,29 @@ def _codes(n: int, dim: int, seed: int) -> torch.Tensor:
     return torch.nn.functional.normalize(torch.randn(n, dim, generator=g), dim=1)
 
 
-def test_mutual_nearest_neighbours_recover_a_permutation() -> None:
+def test_reciprocal_matches_recover_a_permutation() -> None:
     desc_a = _codes(50, 32, 0)
     perm = torch.randperm(50, generator=torch.Generator().manual_seed(1))
-    ia, ib = mutual_nearest_neighbours(desc_a, desc_a[perm], min_similarity=0.9)
+    ia, jb = reciprocal_matches(desc_a, desc_a[perm], np.arange(50), 50, MatchingOptions(min_similarity=0.9, cycle_px=0))
     assert len(ia) == 50
-    np.testing.assert_array_equal(perm[torch.from_numpy(ib)].numpy(), ia)
+    np.testing.assert_array_equal(perm[torch.from_numpy(jb)].numpy(), ia)
 
 
-def test_mutual_nearest_neighbours_drop_one_sided_and_weak_matches() -> None:
-    a = torch.tensor([[1.0, 0.0], [0.8, 0.6]])
-    b = torch.tensor([[1.0, 0.0]])  # both a's like b[0] best; only a[0] is b[0]'s best
-    ia, ib = mutual_nearest_neighbours(a, b, min_similarity=0.5)
-    assert ia.tolist() == [0] and ib.tolist() == [0]
-    assert len(mutual_nearest_neighbours(a, -b, min_similarity=0.5)[0]) == 0  # similarity -1 is below the floor
-    assert len(mutual_nearest_neighbours(a[:0], b, min_similarity=0.5)[0]) == 0
+def test_reciprocal_matches_search_every_target_pixel_and_check_the_round_trip() -> None:
+    a = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]])
+    b = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    # Started from a[1] only: its best in b is b[1], whose best in all of a is a[0], not a[1]: no match.
+    exact = MatchingOptions(cycle_px=0)  # a is one row of 3 pixels
+    assert len(reciprocal_matches(a, b, np.array([1]), 3, exact)[0]) == 0
+    # Within one pixel, the round trip a[1] -> b[1] -> a[0] counts.
+    assert [x.tolist() for x in reciprocal_matches(a, b, np.array([1]), 3, MatchingOptions(cycle_px=1))] == [[1], [1]]
+    ia, jb = reciprocal_matches(a, b, np.array([0, 2]), 3, exact)
+    assert ia.tolist() == [0, 2] and jb.tolist() == [1, 0]
+    tiny_chunks = MatchingOptions(chunk_elements=1, cycle_px=0)  # one row at a time: the same answer
+    assert [x.tolist() for x in reciprocal_matches(a, b, np.array([0, 2]), 3, tiny_chunks)] == [[0, 2], [1, 0]]
+    assert len(reciprocal_matches(a, -b, np.array([0, 2]), 3, MatchingOptions(min_similarity=0.5))[0]) == 0
+    assert len(reciprocal_matches(a, 0 * b, np.array([0, 2]), 3, MatchingOptions())[0]) == 0  # zero: no match
+    assert len(reciprocal_matches(a, b, np.zeros(0, dtype=np.int64), 3, MatchingOptions())[0]) == 0
 
 
 def test_select_pixels_keeps_confident_block_maxima() -> None:

@@ -452,8 +452,10 @@ def _rotmat(qw, qx, qy, qz):  # pragma: no cover - compiled
 
 
 @njit(cache=True, inline="always")
-def _project_one(means, quats, scales, viewmats, Ks, c, n, width, height, eps2d, buf):  # pragma: no cover
-    """Camera-space centre, covariances and Jacobian of Gaussian n in camera c, written into `buf` [48].
+def _project_one(means, quats, scales, viewmats, Ks, c, n, width, height, eps2d, buf, cov, tmp):  # pragma: no cover
+    """Camera-space centre, covariances and Jacobian of Gaussian n in camera c, written into `buf` [48] (`cov`, `tmp`
+    [9]: scratch; every buffer is allocated once per kernel call, as an allocation per Gaussian cost as much as the
+    arithmetic).
 
     buf: 0-2 mean_c, 3-11 R (world, normalised quaternion), 12-20 covar_c, 21-26 J (2x3), 27-29 cov2d (p, q, r)
     with eps2d, 30-31 clamped x/z, y/z, 32-33 clamp flags, 34 |q|, 35-38 normalised quaternion, 39-47 M = R S.
@@ -466,7 +468,7 @@ def _project_one(means, quats, scales, viewmats, Ks, c, n, width, height, eps2d,
     for i in range(9):
         buf[3 + i] = R[i]
         buf[39 + i] = R[i] * np.float64(scales[n, i % 3])
-    cov = np.empty(9)  # M M^T
+    # cov = M M^T
     for i in range(3):
         for j in range(3):
             cov[i * 3 + j] = (buf[39 + i * 3] * buf[39 + j * 3] + buf[40 + i * 3] * buf[40 + j * 3]
@@ -475,7 +477,7 @@ def _project_one(means, quats, scales, viewmats, Ks, c, n, width, height, eps2d,
         buf[i] = (np.float64(viewmats[c, i, 0]) * np.float64(means[n, 0]) + np.float64(viewmats[c, i, 1])
                   * np.float64(means[n, 1]) + np.float64(viewmats[c, i, 2]) * np.float64(means[n, 2])
                   + np.float64(viewmats[c, i, 3]))
-    tmp = np.empty(9)  # W cov
+    # tmp = W cov
     for i in range(3):
         for j in range(3):
             tmp[i * 3 + j] = (np.float64(viewmats[c, i, 0]) * cov[j] + np.float64(viewmats[c, i, 1]) * cov[3 + j]
@@ -516,10 +518,10 @@ def project_forward(means, quats, scales, viewmats, Ks, width, height, near, far
     image; culled ones get radius 0 (their other values are finite and unused).
     """
     C, N = depths.shape
+    buf, cov, tmp = np.empty(48), np.empty(9), np.empty(9)
     for cn in range(unit * C * N // n_units, (unit + 1) * C * N // n_units):
         c, n = cn // N, cn % N
-        buf = np.empty(48)
-        _project_one(means, quats, scales, viewmats, Ks, c, n, width, height, eps2d, buf)
+        _project_one(means, quats, scales, viewmats, Ks, c, n, width, height, eps2d, buf, cov, tmp)
         z = buf[2]
         in_range = z > near and z < far
         zs = z if in_range else 1.0
@@ -554,16 +556,18 @@ def project_backward(means, quats, scales, viewmats, Ks, width, height, eps2d, r
     covar = M M^T with M = R S, R from the normalised quaternion; J's clamped x/z and y/z pass no gradient.
     """
     C, N = radii.shape
+    buf, cov, tmp = np.empty(48), np.empty(9), np.empty(9)
+    g_mean, g_cov = np.empty(3), np.empty(9)  # g_cov: world-space covariance gradient, summed over cameras
+    gcc, gJ, gM, gR = np.empty(9), np.empty(6), np.empty(9), np.empty(9)
     for n in range(unit * N // n_units, (unit + 1) * N // n_units):
-        buf = np.empty(48)
-        g_mean = np.zeros(3)
-        g_cov = np.zeros(9)  # world-space covariance gradient, summed over cameras
+        g_mean[:] = 0.0
+        g_cov[:] = 0.0
         any_cam = False
         for c in range(C):
             if radii[c, n] <= 0:
                 continue
             any_cam = True
-            _project_one(means, quats, scales, viewmats, Ks, c, n, width, height, eps2d, buf)
+            _project_one(means, quats, scales, viewmats, Ks, c, n, width, height, eps2d, buf, cov, tmp)
             x, y, z = buf[0], buf[1], buf[2]
             p, q, r = buf[27], buf[28], buf[29]
             det = p * r - q * q
@@ -577,7 +581,6 @@ def project_backward(means, quats, scales, viewmats, Ks, width, height, eps2d, r
             V11 = -(t10 * ib + t11 * ic)
             V = (V00, V01, V01, V11)
             # covar_c gradient: J^T V J ; J gradient: 2 V J covar_c
-            gcc = np.empty(9)
             for k in range(3):
                 for l in range(3):
                     s = 0.0
@@ -585,7 +588,6 @@ def project_backward(means, quats, scales, viewmats, Ks, width, height, eps2d, r
                         for j in range(2):
                             s += buf[21 + i * 3 + k] * V[i * 2 + j] * buf[21 + j * 3 + l]
                     gcc[k * 3 + l] = s
-            gJ = np.empty(6)
             for i in range(2):
                 for k in range(3):
                     s = 0.0
@@ -631,14 +633,12 @@ def project_backward(means, quats, scales, viewmats, Ks, width, height, eps2d, r
         for i in range(3):
             v_means[n, i] = g_mean[i]
         # covar = M M^T: dL/dM = (G + G^T) M ; M = R diag(s)
-        gM = np.empty(9)
         for i in range(3):
             for j in range(3):
                 s = 0.0
                 for k in range(3):
                     s += (g_cov[i * 3 + k] + g_cov[k * 3 + i]) * buf[39 + k * 3 + j]
                 gM[i * 3 + j] = s
-        gR = np.empty(9)
         for j in range(3):
             sj = np.float64(scales[n, j])
             acc = 0.0

@@ -11,6 +11,7 @@ import torch
 from panst3r_splat.core.cameras.matching import (
     MatchingOptions,
     PairMatches,
+    _row_max,
     match_descriptors,
     reciprocal_matches,
     select_pairs,
@@ -26,26 +27,43 @@ def _codes(n: int, dim: int, seed: int) -> torch.Tensor:
 def test_reciprocal_matches_recover_a_permutation() -> None:
     desc_a = _codes(50, 32, 0)
     perm = torch.randperm(50, generator=torch.Generator().manual_seed(1))
-    ia, jb = reciprocal_matches(desc_a, desc_a[perm], np.arange(50), 50, MatchingOptions(min_similarity=0.9, cycle_px=0))
+    exact = MatchingOptions(min_similarity=0.9, cycle_px=0, search_stride=1)
+    ia, jb = reciprocal_matches(desc_a.reshape(5, 10, 32), desc_a[perm].reshape(5, 10, 32), np.arange(50), exact)
     assert len(ia) == 50
     np.testing.assert_array_equal(perm[torch.from_numpy(jb)].numpy(), ia)
 
 
-def test_reciprocal_matches_search_every_target_pixel_and_check_the_round_trip() -> None:
-    a = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]])
-    b = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
-    # Started from a[1] only: its best in b is b[1], whose best in all of a is a[0], not a[1]: no match.
-    exact = MatchingOptions(cycle_px=0)  # a is one row of 3 pixels
-    assert len(reciprocal_matches(a, b, np.array([1]), 3, exact)[0]) == 0
+def test_reciprocal_matches_search_the_whole_view_and_check_the_round_trip() -> None:
+    a = torch.tensor([[[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]]])  # one row of 3 pixels
+    b = torch.tensor([[[0.0, 1.0], [1.0, 0.0]]])
+    exact = MatchingOptions(cycle_px=0, search_stride=1)
+    assert len(reciprocal_matches(a, b, np.array([1]), exact)[0]) == 0
     # Within one pixel, the round trip a[1] -> b[1] -> a[0] counts.
-    assert [x.tolist() for x in reciprocal_matches(a, b, np.array([1]), 3, MatchingOptions(cycle_px=1))] == [[1], [1]]
-    ia, jb = reciprocal_matches(a, b, np.array([0, 2]), 3, exact)
+    within = MatchingOptions(cycle_px=1, search_stride=1)
+    assert [x.tolist() for x in reciprocal_matches(a, b, np.array([1]), within)] == [[1], [1]]
+    ia, jb = reciprocal_matches(a, b, np.array([0, 2]), exact)
     assert ia.tolist() == [0, 2] and jb.tolist() == [1, 0]
-    tiny_chunks = MatchingOptions(chunk_elements=1, cycle_px=0)  # one row at a time: the same answer
-    assert [x.tolist() for x in reciprocal_matches(a, b, np.array([0, 2]), 3, tiny_chunks)] == [[0, 2], [1, 0]]
-    assert len(reciprocal_matches(a, -b, np.array([0, 2]), 3, MatchingOptions(min_similarity=0.5))[0]) == 0
-    assert len(reciprocal_matches(a, 0 * b, np.array([0, 2]), 3, MatchingOptions())[0]) == 0  # zero: no match
-    assert len(reciprocal_matches(a, b, np.zeros(0, dtype=np.int64), 3, MatchingOptions())[0]) == 0
+    tiny_chunks = MatchingOptions(chunk_elements=1, cycle_px=0, search_stride=1)  # one row at a time: the same
+    assert [x.tolist() for x in reciprocal_matches(a, b, np.array([0, 2]), tiny_chunks)] == [[0, 2], [1, 0]]
+    assert len(reciprocal_matches(a, -b, np.array([0, 2]), MatchingOptions(min_similarity=0.5))[0]) == 0
+    assert len(reciprocal_matches(a, 0 * b, np.array([0, 2]), MatchingOptions())[0]) == 0  # zero: no match
+    assert len(reciprocal_matches(a, b, np.zeros(0, dtype=np.int64), MatchingOptions())[0]) == 0
+
+
+def test_coarse_search_finds_the_same_pixels_as_the_full_search() -> None:
+    H, W, D = 24, 32, 16
+    ys, xs = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32),
+                            indexing="ij")
+    # Smooth descriptors (a random Fourier field over the image): neighbours resemble each other, as real ones do.
+    freqs = torch.randn(2, D, generator=torch.Generator().manual_seed(0)) * 0.4
+    field = torch.nn.functional.normalize(torch.cos(torch.stack([xs, ys], -1) @ freqs + torch.arange(D)), dim=-1)
+    start = np.arange(0, H * W, 7)
+    coarse = reciprocal_matches(field, field, start, MatchingOptions(search_stride=2, cycle_px=0))
+    full = reciprocal_matches(field, field, start, MatchingOptions(search_stride=1, cycle_px=0))
+    np.testing.assert_array_equal(full[0], start)  # a view matched with itself: every pixel with itself
+    np.testing.assert_array_equal(coarse[0], coarse[1])  # what the coarse search finds is right
+    # It misses a few, where the best grid pixel lies by a far look-alike instead of next to the right pixel.
+    assert len(coarse[0]) >= 0.95 * len(start)
 
 
 def test_select_pixels_keeps_confident_block_maxima() -> None:
@@ -78,7 +96,8 @@ def test_match_descriptors_matches_shifted_views() -> None:
     field = _codes(H * (W + 4), D, 3).reshape(H, W + 4, D)
     descs = [field[:, :W], field[:, 4:]]  # view 1 is view 0 shifted 4 pixels left
     conf = [torch.full((H, W), 3.0)] * 2
-    (pair,) = match_descriptors(descs, conf, MatchingOptions(grid_cell=1, max_pixels=H * W, min_similarity=0.9))
+    every_pixel = MatchingOptions(grid_cell=1, max_pixels=H * W, min_similarity=0.9, search_stride=1, cycle_px=0)
+    (pair,) = match_descriptors(descs, conf, every_pixel)  # random codes, not smooth: search every pixel
     assert (pair.view_a, pair.view_b) == (0, 1)
     np.testing.assert_array_equal(pair.uv_b, pair.pixels_a + [-4, 0])
     assert len(pair) == H * (W - 4)
@@ -94,3 +113,13 @@ def test_pair_matches_refuse_bad_input() -> None:
         PairMatches(0, 1, np.zeros((1, 2)), np.zeros((1, 2)))
     with pytest.raises(ValueError, match="grid pixels"):
         PairMatches(0, 1, np.zeros((1, 2), dtype=int), np.full((1, 2), 0.5)).reversed()
+
+
+@pytest.mark.parametrize("columns", [1, 63, 64, 130, 6912, 6913])
+def test_blocked_row_maximum_is_torch_max(columns: int) -> None:
+    sims = torch.randn(37, columns, generator=torch.Generator().manual_seed(columns)).round(decimals=1)  # ties
+    value, index = _row_max(sims)
+    expected = sims.max(dim=1)
+    torch.testing.assert_close(value, expected.values)
+    first = (sims == expected.values[:, None]).int().argmax(dim=1)  # the first column holding the maximum
+    torch.testing.assert_close(index, first)

@@ -2,7 +2,7 @@
 own set, the built-in 21 classes) and its file format.
 
 A :class:`ClassSet` holds names, text embeddings, dataset label ids and thing flags. Its file (``--classes``) is an
-``.npz`` without pickles (:func:`load_class_set`, :func:`save_class_set`); ``pipeline/classes.py`` writes one from a
+``.npz`` without pickles (:func:`load_class_set`, :func:`save_class_set`); ``pipeline/stages/classes.py`` writes one from a
 local SigLIP model. The class table itself (ids, names, thing/stuff) is ``class_table``.
 """
 

@@ -73,7 +73,7 @@ class SceneBank:
         return scene
 
     def _render(self, seed: int) -> BankedScene:
-        from panst3r_splat.pipeline.synth import generate_scene
+        from panst3r_splat.pipeline.datasets.synth import generate_scene
 
         s = generate_scene(self.config, seed)
         return BankedScene(images=s.images, depth=s.depth.astype(np.float32), K=np.asarray(s.K, dtype=np.float64),

@@ -61,7 +61,7 @@ def descriptor_match_accuracy(
 @torch.no_grad()
 def evaluate_held_out(model, data: DataConfig, class_embeddings: torch.Tensor, num_scenes: int) -> dict[str, float]:
     """Mean metrics over `num_scenes` held-out scenes shaped like the training samples."""
-    from panst3r_splat.pipeline.synth import generate_scene
+    from panst3r_splat.pipeline.datasets.synth import generate_scene
 
     device = class_embeddings.device
     rows = []

@@ -12,7 +12,7 @@ from PIL import Image
 from panst3r_splat.core import class_table
 from panst3r_splat.core.photos import PhotoRecord
 from panst3r_splat.core.predictions import Predictions, save_predictions
-from panst3r_splat.pipeline.panoptic_lifting import gt_segments, read_panoptic_lifting
+from panst3r_splat.pipeline.datasets.panoptic_lifting import gt_segments, read_panoptic_lifting
 from panst3r_splat.splat.scene_io import SegmentInfo
 
 TO_ORIG = np.array([[2.0, 0.0, 0.5], [0.0, 2.0, 0.5], [0.0, 0.0, 1.0]])

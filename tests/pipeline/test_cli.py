@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from panst3r_splat.pipeline.cli import _commands
+from panst3r_splat.pipeline.frontends.cli import _commands
 
 CONTRACT = ["demo", "synth", "predict", "merge", "fit", "render", "eval", "view", "export", "train-model"]
 EXTENSIONS = ["classes", "render-predict", "batch"]  # beyond CLI.md's table (the contract allows extensions)

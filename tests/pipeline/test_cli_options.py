@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from panst3r_splat.pipeline import cli
+from panst3r_splat.pipeline.frontends import cli
 
 SNAPSHOT = Path(__file__).resolve().parents[1] / "data" / "cli_options.json"
 _OPTION = re.compile(r"^(?:│ |  )((?:-\w, )?--[a-z0-9-]+(?:, --[a-z0-9-]+)*)")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from panst3r_splat.pipeline.conventions import (
+from panst3r_splat.pipeline.datasets.conventions import (
     NormalisationTransform,
     as_4x4,
     from_nerfstudio_cameras,

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from panst3r_splat.core.class_table import STUFF_IDS, THING_IDS
-from panst3r_splat.pipeline.cli import EXIT_USER_ERROR, main
+from panst3r_splat.pipeline.frontends.cli import EXIT_USER_ERROR, main
 from panst3r_splat.pipeline.errors import UserError
 from panst3r_splat.pipeline.evaluation import (
     Protocol,

@@ -9,8 +9,8 @@ import pytest
 import torch
 from plyfile import PlyData
 
-from panst3r_splat.pipeline.cli import EXIT_USER_ERROR, main
-from panst3r_splat.pipeline.export import export_scene
+from panst3r_splat.pipeline.frontends.cli import EXIT_USER_ERROR, main
+from panst3r_splat.pipeline.stages.export import export_scene
 from panst3r_splat.splat.gaussians import Cameras, GaussianScene
 from panst3r_splat.splat.ply import read_ply
 from panst3r_splat.splat.scene_io import FittedScene, make_segment, save_scene

@@ -17,13 +17,13 @@ from PIL import Image
 from _half_resolution import half_resolution, save_half_resolution
 
 from panst3r_splat.core.cameras.placement import pixel_rays
-from panst3r_splat.pipeline.cli import EXIT_USER_ERROR, main
+from panst3r_splat.pipeline.frontends.cli import EXIT_USER_ERROR, main
 from panst3r_splat.pipeline.errors import UserError
-from panst3r_splat.pipeline.fit import FitOptions, fit_scene, inputs_from_predictions
-from panst3r_splat.pipeline.known_poses import parse_poses
-from panst3r_splat.pipeline.panoptic_lifting import read_panoptic_lifting
-from panst3r_splat.pipeline.render import DatasetCameras, RenderOptions, render_scene
-from panst3r_splat.pipeline.synth import SynthConfig, generate_scene, write_scene
+from panst3r_splat.pipeline.stages.fit import FitOptions, fit_scene, inputs_from_predictions
+from panst3r_splat.pipeline.stages.known_poses import parse_poses
+from panst3r_splat.pipeline.datasets.panoptic_lifting import read_panoptic_lifting
+from panst3r_splat.pipeline.stages.render import DatasetCameras, RenderOptions, render_scene
+from panst3r_splat.pipeline.datasets.synth import SynthConfig, generate_scene, write_scene
 from panst3r_splat.splat.scene_io import load_scene
 from panst3r_splat.splat.train import TrainConfig
 
@@ -118,7 +118,7 @@ def test_poses_spec_is_checked() -> None:
 
 def _transforms_folder(dataset: Path, out: Path, **extra) -> Path:
     """The synthetic scene as ns-process-data writes it: images/, images_2/, transforms.json (OpenGL, +0.5)."""
-    from panst3r_splat.pipeline.conventions import intrinsics_to_nerfstudio, opencv_to_opengl
+    from panst3r_splat.pipeline.datasets.conventions import intrinsics_to_nerfstudio, opencv_to_opengl
 
     data = read_panoptic_lifting(dataset, parts={"color", "pose", "intrinsics"})
     (out / "images").mkdir(parents=True)
@@ -140,7 +140,7 @@ def _transforms_folder(dataset: Path, out: Path, **extra) -> Path:
 
 
 def _parser(data: Path, predictions: Path, **options):
-    from panst3r_splat.pipeline.nerfstudio_transforms import Panst3rNerfstudioDataParserConfig
+    from panst3r_splat.pipeline.frontends.nerfstudio_transforms import Panst3rNerfstudioDataParserConfig
 
     return Panst3rNerfstudioDataParserConfig(data=data, predictions=predictions, orientation_method="none",
                                              center_method="none", auto_scale_poses=False, **options).setup()
@@ -150,7 +150,7 @@ def _parser(data: Path, predictions: Path, **options):
 def test_transforms_json_with_predictions_placed_under_its_cameras(dataset: Path, predictions: Path,
                                                                    factors: np.ndarray, tmp_path: Path,
                                                                    downscale: int) -> None:
-    from panst3r_splat.pipeline.nerfstudio_dataparsers import META_SCENE, META_VIEWS
+    from panst3r_splat.pipeline.frontends.nerfstudio_dataparsers import META_SCENE, META_VIEWS
 
     parser = _parser(_transforms_folder(dataset, tmp_path / "ns"), predictions, downscale_factor=downscale)
     outputs = parser.get_dataparser_outputs("train")
@@ -169,7 +169,7 @@ def test_transforms_json_with_predictions_placed_under_its_cameras(dataset: Path
 
 
 def test_transforms_json_eval_split_and_refusals(dataset: Path, predictions: Path, tmp_path: Path) -> None:
-    from panst3r_splat.pipeline.nerfstudio_dataparsers import META_VIEWS
+    from panst3r_splat.pipeline.frontends.nerfstudio_dataparsers import META_VIEWS
 
     splits = json.loads((dataset / "splits.json").read_text())
     parser = _parser(_transforms_folder(dataset, tmp_path / "ok"), predictions)

@@ -23,8 +23,8 @@ from panst3r_splat.core.transforms import Similarity
 from panst3r_splat.core.predictions import Predictions, load_predictions, save_predictions
 from panst3r_splat.pipeline.errors import UserError
 from panst3r_splat.core.geometry import backproject_depth
-from panst3r_splat.pipeline.panoptic_lifting import gt_segments
-from panst3r_splat.pipeline.panoptic_lifting import read_panoptic_lifting
+from panst3r_splat.pipeline.datasets.panoptic_lifting import gt_segments
+from panst3r_splat.pipeline.datasets.panoptic_lifting import read_panoptic_lifting
 from panst3r_splat.splat.palette import semantic_colors
 
 SCENE = Path(__file__).resolve().parents[1] / "data" / "ns_tiny_scene"
@@ -90,9 +90,9 @@ def perfect_predictions(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _pipeline(dataparser, **model_options):
     from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanager, FullImageDatamanagerConfig
 
-    from panst3r_splat.pipeline.nerfstudio_dataparsers import Panst3rDataset
-    from panst3r_splat.pipeline.nerfstudio_method import Panst3rPipelineConfig
-    from panst3r_splat.pipeline.nerfstudio_model import Panst3rSplatModelConfig
+    from panst3r_splat.pipeline.frontends.nerfstudio_dataparsers import Panst3rDataset
+    from panst3r_splat.pipeline.frontends.nerfstudio_method import Panst3rPipelineConfig
+    from panst3r_splat.pipeline.frontends.nerfstudio_model import Panst3rSplatModelConfig
 
     model = Panst3rSplatModelConfig(**{"max_init_gaussians": 4000, "init_opacity": 0.9, **model_options})
     config = Panst3rPipelineConfig(
@@ -104,7 +104,7 @@ def _pipeline(dataparser, **model_options):
 
 @pytest.fixture(scope="module")
 def gt_pipeline():
-    from panst3r_splat.pipeline.nerfstudio_dataparsers import PanopticLiftingDataParserConfig
+    from panst3r_splat.pipeline.frontends.nerfstudio_dataparsers import PanopticLiftingDataParserConfig
 
     return _pipeline(PanopticLiftingDataParserConfig(data=SCENE))
 
@@ -116,8 +116,10 @@ def test_entry_points_are_discovered() -> None:
     from nerfstudio.plugins.registry import discover_methods
     from nerfstudio.plugins.registry_dataparser import discover_dataparsers
 
-    from panst3r_splat.pipeline.nerfstudio_dataparsers import PanopticLiftingDataParserConfig, Panst3rDataParserConfig
-    from panst3r_splat.pipeline.nerfstudio_method import panst3r_splat_method
+    from panst3r_splat.pipeline.frontends.nerfstudio_dataparsers import (
+        PanopticLiftingDataParserConfig, Panst3rDataParserConfig,
+    )
+    from panst3r_splat.pipeline.frontends.nerfstudio_method import panst3r_splat_method
 
     methods, _ = discover_methods()
     assert methods["panst3r-splat"] is panst3r_splat_method.config
@@ -140,8 +142,8 @@ def test_ns_train_help_lists_the_method() -> None:
 
 
 def test_panoptic_lifting_dataparser_honours_splits_and_normalises(gt_pipeline) -> None:
-    from panst3r_splat.pipeline.conventions import from_nerfstudio_cameras
-    from panst3r_splat.pipeline.nerfstudio_dataparsers import META_SCENE, META_VIEWS
+    from panst3r_splat.pipeline.datasets.conventions import from_nerfstudio_cameras
+    from panst3r_splat.pipeline.frontends.nerfstudio_dataparsers import META_SCENE, META_VIEWS
 
     dm = gt_pipeline.datamanager
     train, test = dm.train_dataset.metadata[META_VIEWS], dm.eval_dataset.metadata[META_VIEWS]
@@ -165,7 +167,9 @@ def test_panoptic_lifting_dataparser_honours_splits_and_normalises(gt_pipeline) 
 def test_predicted_labels_are_placed_under_the_dataset_cameras(perfect_predictions: Path) -> None:
     """The predictions (cameras in another frame, local pointmaps at 1/2.5 of the dataset's scale) are placed under
     the dataset's cameras as `fit --poses` does: identity alignment, points back on the dataset's surfaces."""
-    from panst3r_splat.pipeline.nerfstudio_dataparsers import META_SCENE, META_VIEWS, PanopticLiftingDataParserConfig
+    from panst3r_splat.pipeline.frontends.nerfstudio_dataparsers import (
+        META_SCENE, META_VIEWS, PanopticLiftingDataParserConfig,
+    )
 
     parser = PanopticLiftingDataParserConfig(data=SCENE, predictions=perfect_predictions,
                                              init_points="predictions").setup()
@@ -189,7 +193,7 @@ def test_predicted_labels_are_placed_under_the_dataset_cameras(perfect_predictio
 
 
 def test_predictions_must_cover_the_train_frames(tmp_path: Path, perfect_predictions: Path) -> None:
-    from panst3r_splat.pipeline.nerfstudio_dataparsers import PanopticLiftingDataParserConfig
+    from panst3r_splat.pipeline.frontends.nerfstudio_dataparsers import PanopticLiftingDataParserConfig
 
     partial = tmp_path / "scene"
     shutil.copytree(SCENE, partial)
@@ -200,8 +204,8 @@ def test_predictions_must_cover_the_train_frames(tmp_path: Path, perfect_predict
 
 
 def test_panst3r_data_reads_a_predictions_folder(perfect_predictions: Path) -> None:
-    from panst3r_splat.pipeline.conventions import from_nerfstudio_cameras
-    from panst3r_splat.pipeline.nerfstudio_dataparsers import META_SCENE, META_VIEWS, Panst3rDataParserConfig
+    from panst3r_splat.pipeline.datasets.conventions import from_nerfstudio_cameras
+    from panst3r_splat.pipeline.frontends.nerfstudio_dataparsers import META_SCENE, META_VIEWS, Panst3rDataParserConfig
 
     pipeline = _pipeline(Panst3rDataParserConfig(data=perfect_predictions, eval_mode="interval", eval_interval=2))
     pred = load_predictions(perfect_predictions)
@@ -220,8 +224,8 @@ def test_panst3r_data_reads_a_predictions_folder(perfect_predictions: Path) -> N
 
 def test_panst3r_data_runs_predict_once_and_caches(tmp_path: Path, perfect_predictions: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    import panst3r_splat.pipeline.predict as predict
-    from panst3r_splat.pipeline.nerfstudio_dataparsers import Panst3rDataParserConfig, predictions_for
+    import panst3r_splat.pipeline.stages.predict as predict
+    from panst3r_splat.pipeline.frontends.nerfstudio_dataparsers import Panst3rDataParserConfig, predictions_for
 
     calls = []
 
@@ -281,7 +285,7 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_panst3r_data_predicts_an_images_folder(tmp_path: Path, tiny_checkpoint: Path) -> None:
     """The real predict stage runs once for a folder of photos; the cache then serves the next parser."""
-    from panst3r_splat.pipeline.nerfstudio_dataparsers import META_VIEWS, Panst3rDataParserConfig
+    from panst3r_splat.pipeline.frontends.nerfstudio_dataparsers import META_VIEWS, Panst3rDataParserConfig
 
     images = tmp_path / "photos"
     shutil.copytree(SCENE / "color", images)
@@ -322,7 +326,7 @@ def test_ns_train_on_an_images_folder(tmp_path: Path, tiny_checkpoint: Path) -> 
 def test_model_renders_what_the_splat_package_renders(gt_pipeline) -> None:
     """The nerfstudio camera path (OpenGL, +0.5 pixel centres, normalised frame) and our own (the train views'
     OpenCV cameras) give the same image: the conventions module is the only place they differ."""
-    from panst3r_splat.pipeline.nerfstudio_dataparsers import META_VIEWS
+    from panst3r_splat.pipeline.frontends.nerfstudio_dataparsers import META_VIEWS
     from panst3r_splat.core.transforms import rigid_inverse
     from panst3r_splat.splat.rasterize import rasterize
 
@@ -343,7 +347,7 @@ def test_model_renders_what_the_splat_package_renders(gt_pipeline) -> None:
 
 
 def test_lifted_labels_reproduce_the_train_views(gt_pipeline) -> None:
-    from panst3r_splat.pipeline.nerfstudio_dataparsers import META_VIEWS
+    from panst3r_splat.pipeline.frontends.nerfstudio_dataparsers import META_VIEWS
 
     model = gt_pipeline.model
     model.eval()
@@ -390,7 +394,7 @@ def _pipeline_model_copy(pipeline):
 
 
 def test_eval_reports_psnr_per_image_and_pq_scene(gt_pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
-    from panst3r_splat.pipeline.nerfstudio_dataparsers import META_VIEWS
+    from panst3r_splat.pipeline.frontends.nerfstudio_dataparsers import META_VIEWS
 
     model = gt_pipeline.model
     if not bool(model.labels_lifted):
@@ -479,7 +483,7 @@ def test_training_resumes_from_the_checkpoint(trained_run: Path, tmp_path: Path)
 
 @needs_cli
 def test_load_ns_output_gives_a_fitted_scene(trained_run: Path, tmp_path: Path) -> None:
-    from panst3r_splat.pipeline.nerfstudio_io import is_ns_output, load_ns_output
+    from panst3r_splat.pipeline.frontends.nerfstudio_io import is_ns_output, load_ns_output
     from panst3r_splat.splat.scene_io import load_scene, save_scene
 
     assert is_ns_output(trained_run)
@@ -498,8 +502,8 @@ def test_load_ns_output_gives_a_fitted_scene(trained_run: Path, tmp_path: Path) 
 
 @needs_cli
 def test_export_and_render_accept_an_ns_train_run(trained_run: Path, tmp_path: Path) -> None:
-    from panst3r_splat.pipeline.export import export_scene
-    from panst3r_splat.pipeline.render import load_fitted
+    from panst3r_splat.pipeline.stages.export import export_scene
+    from panst3r_splat.pipeline.stages.render import load_fitted
     from panst3r_splat.splat.ply import read_ply
 
     scene = load_fitted(trained_run)
@@ -524,7 +528,7 @@ def ns_viewer_screenshot(run: Path, out: Path, *, camera: int = 0, budget_ms: in
     import time
     from threading import Lock
 
-    from panst3r_splat.pipeline.nerfstudio_io import load_ns_pipeline
+    from panst3r_splat.pipeline.frontends.nerfstudio_io import load_ns_pipeline
 
     config, pipeline, _, step = load_ns_pipeline(run)  # first: nerfstudio.utils.writer alone imports circularly
     from nerfstudio.utils import writer
@@ -586,7 +590,7 @@ def test_ns_viewer_shows_the_label_outputs(trained_run: Path, tmp_path: Path) ->
     """The viewer lists our outputs and paints the panoptic one in the legend's colours (JPEG-shifted a little)."""
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} not installed")
-    from panst3r_splat.pipeline.nerfstudio_io import load_ns_output
+    from panst3r_splat.pipeline.frontends.nerfstudio_io import load_ns_output
 
     legend = load_ns_output(trained_run).segments
     image = ns_viewer_screenshot(trained_run, tmp_path / "viewer.png")

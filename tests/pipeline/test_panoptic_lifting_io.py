@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from panst3r_splat.pipeline.errors import UserError
-from panst3r_splat.pipeline.panoptic_lifting import (
+from panst3r_splat.pipeline.datasets.panoptic_lifting import (
     PanopticLiftingScene,
     list_frames,
     read_panoptic_lifting,

@@ -14,10 +14,10 @@ import pytest
 from jaxtyping import AbstractArray, jaxtyped
 
 from panst3r_splat.core.class_table import CLASS_BY_ID, CLASS_BY_NAME, THING_IDS
-from panst3r_splat.pipeline import commands
+from panst3r_splat.pipeline.frontends import commands
 from panst3r_splat.pipeline.errors import UserError
-from panst3r_splat.pipeline.panoptic_lifting import read_panoptic_lifting
-from panst3r_splat.pipeline.synth import (
+from panst3r_splat.pipeline.datasets.panoptic_lifting import read_panoptic_lifting
+from panst3r_splat.pipeline.datasets.synth import (
     HELD_OUT_SEED_START,
     SynthConfig,
     generate_scene,
@@ -26,9 +26,11 @@ from panst3r_splat.pipeline.synth import (
     write_scene,
 )
 from panst3r_splat.core.transforms import look_at
-from panst3r_splat.pipeline.synth.cameras import intrinsics
-from panst3r_splat.pipeline.synth.geometry import BOX, CYLINDER, ELLIPSOID, Primitives, Room, _cast_rays, cast_rays
-from panst3r_splat.pipeline.synth.render import VOID_COLOR, pixel_rays, render_views
+from panst3r_splat.pipeline.datasets.synth.cameras import intrinsics
+from panst3r_splat.pipeline.datasets.synth.geometry import (
+    BOX, CYLINDER, ELLIPSOID, Primitives, Room, _cast_rays, cast_rays,
+)
+from panst3r_splat.pipeline.datasets.synth.render import VOID_COLOR, pixel_rays, render_views
 
 SMALL = SynthConfig(train_views=4, test_views=2, width=64, height=48, num_objects=(6, 6))
 
@@ -94,7 +96,7 @@ def test_files_reproject_with_consistent_labels(written: Path) -> None:
 def test_exact_reprojection_through_the_renderer(scene) -> None:
     """Rays from camera j through the exact projections of view i's hit points land on the same points, with the
     same labels: the renderer, K and the poses share one pixel-centre convention."""
-    from panst3r_splat.pipeline.synth.geometry import cast_rays as cast
+    from panst3r_splat.pipeline.datasets.synth.geometry import cast_rays as cast
 
     i = 0
     points = _backproject(scene.depth[i].astype(np.float64), scene.K, scene.T_world_cam[i])
@@ -321,7 +323,7 @@ def test_room_without_ceiling_has_void_above() -> None:
 
 
 def test_value_noise_matches_reference() -> None:
-    from panst3r_splat.pipeline.synth.textures import NOISE_TABLE_SIZE, _value_noise, value_noise
+    from panst3r_splat.pipeline.datasets.synth.textures import NOISE_TABLE_SIZE, _value_noise, value_noise
 
     rng = np.random.default_rng(2)
     table = rng.uniform(-1, 1, NOISE_TABLE_SIZE).astype(np.float32)

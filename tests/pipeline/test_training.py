@@ -11,7 +11,7 @@ import torch
 
 from panst3r_splat.configs.training import get_preset
 from panst3r_splat.core.class_table import STUFF_IDS, THING_IDS
-from panst3r_splat.pipeline.synth import SynthConfig, generate_scene
+from panst3r_splat.pipeline.datasets.synth import SynthConfig, generate_scene
 from panst3r_splat.configs.data import DataConfig
 from panst3r_splat.pipeline.training.data import ContinuingSampler, SyntheticScenes
 from panst3r_splat.pipeline.training.loop import learning_rate, train_model
@@ -73,7 +73,7 @@ def test_samples_are_a_function_of_their_index() -> None:
 
 
 def test_held_out_seeds_are_refused() -> None:
-    from panst3r_splat.pipeline.synth import HELD_OUT_SEED_START
+    from panst3r_splat.pipeline.datasets.synth import HELD_OUT_SEED_START
 
     data = SyntheticScenes(DataConfig(first_seed=HELD_OUT_SEED_START - 1, reuse=1, width=64, height=48))
     with pytest.raises(ValueError, match="held out"):

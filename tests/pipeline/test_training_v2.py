@@ -12,7 +12,7 @@ import torch
 
 from panst3r_splat.configs.training import get_preset
 from panst3r_splat.core.checkpoint import load_own_checkpoint
-from panst3r_splat.pipeline.synth import SynthConfig
+from panst3r_splat.pipeline.datasets.synth import SynthConfig
 from panst3r_splat.pipeline.training.bank import SceneBank, config_key
 from panst3r_splat.configs.data import DataConfig
 from panst3r_splat.pipeline.training.data import SyntheticScenes, downsample_views

@@ -27,14 +27,14 @@ from _script_modules import load_script
 
 from panst3r_splat.core.predictions import read_points_ply, save_predictions
 from panst3r_splat.core.transforms import rotation_to_quaternion
-from panst3r_splat.pipeline.commands import view
+from panst3r_splat.pipeline.frontends.commands import view
 from panst3r_splat.pipeline.errors import UserError
-from panst3r_splat.pipeline.viewer import edits
-from panst3r_splat.pipeline.viewer.app import ViewerApp, ViewerOptions, _BrowserCamera
-from panst3r_splat.pipeline.viewer.render import input_camera_fov, scaled_input_camera
-from panst3r_splat.pipeline.viewer.sample import CHAIR, SAMPLE_RGB, SOFA, sample_predictions, sample_scene
-from panst3r_splat.pipeline.viewer.sources import PredictionsSource, open_source
-from panst3r_splat.pipeline.viewer.state import RenderMode, ViewState
+from panst3r_splat.pipeline.frontends.viewer import edits
+from panst3r_splat.pipeline.frontends.viewer.app import ViewerApp, ViewerOptions, _BrowserCamera
+from panst3r_splat.pipeline.frontends.viewer.render import input_camera_fov, scaled_input_camera
+from panst3r_splat.pipeline.frontends.viewer.sample import CHAIR, SAMPLE_RGB, SOFA, sample_predictions, sample_scene
+from panst3r_splat.pipeline.frontends.viewer.sources import PredictionsSource, open_source
+from panst3r_splat.pipeline.frontends.viewer.state import RenderMode, ViewState
 from panst3r_splat.splat.scene_io import FittedScene, save_scene
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -227,7 +227,7 @@ def test_view_refuses_a_folder_that_is_neither(tmp_path: Path) -> None:
 def test_max_splats_default_is_one_number_and_negative_counts_are_refused(tiny_scene) -> None:
     import inspect
 
-    from panst3r_splat.pipeline.viewer.app import DEFAULT_MAX_SPLATS
+    from panst3r_splat.pipeline.frontends.viewer.app import DEFAULT_MAX_SPLATS
 
     assert inspect.signature(view).parameters["max_splats"].default == DEFAULT_MAX_SPLATS == \
         ViewerOptions().max_splats

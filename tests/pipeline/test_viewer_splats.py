@@ -1,4 +1,4 @@
-"""The splats the browser draws (`pipeline/viewer/splats.py`): geometry, the choice under `--max-splats`, and the
+"""The splats the browser draws (`pipeline/frontends/viewer/splats.py`): geometry, the choice under `--max-splats`, and the
 colours and opacities of every mode and edit, without a browser."""
 
 from __future__ import annotations
@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from panst3r_splat.pipeline.viewer.splats import (_covariances, choose_splats, covariances, quat_to_matrices,
-                                                  splat_colors, splat_geometry, splat_opacities, splats_note,
-                                                  visibility_scores)
-from panst3r_splat.pipeline.viewer.state import DIM_GREY, DIM_WEIGHT, RenderMode, ViewState, color_table
+from panst3r_splat.pipeline.frontends.viewer.splats import (
+    _covariances, choose_splats, covariances, quat_to_matrices, splat_colors, splat_geometry, splat_opacities,
+    splats_note, visibility_scores,
+)
+from panst3r_splat.pipeline.frontends.viewer.state import DIM_GREY, DIM_WEIGHT, RenderMode, ViewState, color_table
 from panst3r_splat.splat.scene_io import make_segment
 
 # Two chairs (things, class 5), a wall (stuff, class 1); Gaussian 0 and 7 are void.

@@ -11,17 +11,19 @@ import torch
 
 from panst3r_splat.core.transforms import rotation_to_quaternion
 from panst3r_splat.pipeline.errors import UserError
-from panst3r_splat.pipeline.viewer import edits
-from panst3r_splat.pipeline.viewer.render import (browser_camera, image_size, render_segment_map, render_view,
-                                                  scaled_input_camera)
-from panst3r_splat.pipeline.viewer.sources import SceneSource, open_source
-from panst3r_splat.pipeline.viewer.state import (DIM_GREY, DIM_WEIGHT, RenderMode, ViewState, _lookup_colors,
-                                                 _pick_along_ray, color_table, depth_colors, gaussian_colors,
-                                                 kept_mask, legend, legend_markdown, lookup_colors, pick_along_ray,
-                                                 segment_at, segment_centers, segment_counts, visible_mask)
+from panst3r_splat.pipeline.frontends.viewer import edits
+from panst3r_splat.pipeline.frontends.viewer.render import (
+    browser_camera, image_size, render_segment_map, render_view, scaled_input_camera,
+)
+from panst3r_splat.pipeline.frontends.viewer.sources import SceneSource, open_source
+from panst3r_splat.pipeline.frontends.viewer.state import (
+    DIM_GREY, DIM_WEIGHT, RenderMode, ViewState, _lookup_colors, _pick_along_ray, color_table, depth_colors,
+    gaussian_colors, kept_mask, legend, legend_markdown, lookup_colors, pick_along_ray, segment_at, segment_centers,
+    segment_counts, visible_mask,
+)
 from panst3r_splat.splat.palette import semantic_colors
 from panst3r_splat.splat.ply import read_ply
-from panst3r_splat.pipeline.viewer.sample import sample_scene
+from panst3r_splat.pipeline.frontends.viewer.sample import sample_scene
 from panst3r_splat.splat.scene_io import load_scene, make_segment, save_scene
 
 # Two chairs (things, class 5), a wall (stuff, class 1), Gaussian ids 0 = void.

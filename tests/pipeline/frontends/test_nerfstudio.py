@@ -27,7 +27,7 @@ from panst3r_splat.pipeline.datasets.panoptic_lifting import gt_segments
 from panst3r_splat.pipeline.datasets.panoptic_lifting import read_panoptic_lifting
 from panst3r_splat.splat.palette import semantic_colors
 
-SCENE = Path(__file__).resolve().parents[1] / "data" / "ns_tiny_scene"
+SCENE = Path(__file__).resolve().parents[2] / "data" / "ns_tiny_scene"
 BIN = Path(sys.executable).parent
 NS_TRAIN, NS_RENDER = BIN / "ns-train", BIN / "ns-render"
 TRAIN, TEST = ("0000", "0001", "0002", "0003"), ("0004", "0005")

@@ -310,7 +310,7 @@ def test_demo_on_cuda_reports_gpu_memory(tmp_path: Path) -> None:
 
 def test_benchmark_quick_writes_json_and_plot(tmp_path: Path) -> None:
     """`benchmarks/run.py --quick` (about 15 s): every section measured, the figures and the plot written."""
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     result = subprocess.run(
         [sys.executable, str(root / "benchmarks" / "run.py"), "--quick", "--json", str(tmp_path / "b.json"),
          "--plot", str(tmp_path / "b.png")], capture_output=True, text=True, timeout=300, cwd=tmp_path,

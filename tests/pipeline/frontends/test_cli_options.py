@@ -3,7 +3,7 @@
 The snapshot `tests/data/cli_options.json` holds each subcommand's flags as `--help` prints them. A renamed or
 removed flag fails here; a new flag fails too until the snapshot is extended on purpose:
 
-    .venv/bin/python tests/pipeline/test_cli_options.py     # rewrites the snapshot from today's --help
+    .venv/bin/python tests/pipeline/frontends/test_cli_options.py     # rewrites the snapshot from today's --help
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 
 from panst3r_splat.pipeline.frontends import cli
 
-SNAPSHOT = Path(__file__).resolve().parents[1] / "data" / "cli_options.json"
+SNAPSHOT = Path(__file__).resolve().parents[2] / "data" / "cli_options.json"
 _OPTION = re.compile(r"^(?:│ |  )((?:-\w, )?--[a-z0-9-]+(?:, --[a-z0-9-]+)*)")
 """An option entry: its names right after the frame (a terminal) or two spaces (plain text); wrapped description
 lines are indented further."""

@@ -44,7 +44,7 @@ from panst3r_splat.pipeline.errors import UserError
 from panst3r_splat.pipeline.stages.predict import checkpoint_class_set, keyframe_policy
 from panst3r_splat.splat.scene_io import load_scene
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 FIXTURE = PARITY_FIXTURE
 
 CLASS_NAMES = ("wall", "floor", "chair", "table", "bed")

@@ -30,7 +30,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from panst3r_splat.pipeline.jobs.demo import alignment_failure, fit_conf_threshold
+from panst3r_splat.pipeline.jobs.demo import fit_conf_threshold
+from panst3r_splat.pipeline.stages.render import alignment_failure
 from panst3r_splat.pipeline.devices import resolve_device
 from panst3r_splat.pipeline.evaluation import evaluate_folders
 from panst3r_splat.pipeline.stages.fit import (

@@ -308,11 +308,12 @@ def render(*, scene: Path, out: Path, cameras: str = "orbit", device: DeviceName
         fps: frame rate of video.mp4.
     """
     from panst3r_splat.pipeline.devices import resolve_device
+    from panst3r_splat.pipeline.frontends.nerfstudio_io import read_scene_or_run
     from panst3r_splat.pipeline.stages.render import RenderOptions, parse_cameras, render_scene
 
     spec = parse_cameras(cameras, orbit_frames=orbit_frames)
     options = RenderOptions(min_alpha=min_alpha, video=video, fps=fps, fill_void=not keep_void)
-    render_scene(scene, out, spec, options, device=resolve_device(device))
+    render_scene(scene, out, spec, options, device=resolve_device(device), read_scene=read_scene_or_run)
 
 
 def render_predict(*, scene: Path, cameras: str, out: Path, checkpoint: Optional[Path] = None,
@@ -334,16 +335,18 @@ def render_predict(*, scene: Path, cameras: str, out: Path, checkpoint: Optional
         predict_cameras: camera source of the predict step (as `predict --cameras`).
         device: where to render and run the model.
     """
-    from panst3r_splat.pipeline.jobs.batch import render_then_predict
     from panst3r_splat.pipeline.devices import resolve_device
+    from panst3r_splat.pipeline.frontends.nerfstudio_io import read_scene_or_run
     from panst3r_splat.pipeline.stages.predict import PredictOptions
     from panst3r_splat.pipeline.stages.render import RenderOptions, parse_cameras, render_scene
+    from panst3r_splat.pipeline.stages.render_predict import render_then_predict
 
     torch_device = resolve_device(device)
     spec = parse_cameras(cameras)
     predict = PredictOptions(checkpoint=checkpoint, size=size, merge=merge, device=torch_device,
                              cameras=predict_cameras)
-    render_scene(scene, out / "renders", spec, RenderOptions(video=False), device=torch_device)
+    render_scene(scene, out / "renders", spec, RenderOptions(video=False), device=torch_device,
+                 read_scene=read_scene_or_run)
     render_then_predict(out / "renders", out / "predictions", predict)
 
 
@@ -453,9 +456,10 @@ def export(*, scene: Optional[Path] = None, out: Optional[Path] = None, per_inst
         return
     if scene is None or out is None:
         raise UserError("give --scene SCENE --out FILE.ply (or --predictions PRED --cameras-out DIR for the cameras)")
+    from panst3r_splat.pipeline.frontends.nerfstudio_io import read_scene_or_run
     from panst3r_splat.pipeline.stages.export import export_scene
 
-    export_scene(scene, out, per_instance=per_instance)
+    export_scene(scene, out, per_instance=per_instance, read_scene=read_scene_or_run)
 
 
 def train_model(*, preset: str = "tiny", out: Path = Path("train_out/model.safetensors"), resume: bool = False,

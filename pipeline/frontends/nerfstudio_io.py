@@ -1,7 +1,8 @@
 """Reading an `ns-train panst3r-splat` output folder as the project's `FittedScene`.
 
 `panst3r-splat render / export / view` accept a SCENE folder or an ns-train run (`config.yml` +
-`nerfstudio_models/step-*.ckpt`); `load_ns_output` turns the latter into the former:
+`nerfstudio_models/step-*.ckpt`); `load_ns_output` turns the latter into the former, and `read_scene_or_run` is the
+scene reader (`stages.render.SceneReader`) the command line hands to the `render` and `export` stages:
 
 - Gaussians and lifted labels: the model's entries at the latest checkpoint, in nerfstudio's normalised frame
   (the frame nerfstudio's own exports use).
@@ -27,7 +28,7 @@ import torch
 
 from panst3r_splat.pipeline.errors import UserError
 from panst3r_splat.splat.gaussians import Cameras
-from panst3r_splat.splat.scene_io import Alignment, FittedScene
+from panst3r_splat.splat.scene_io import GAUSSIANS_FILE, Alignment, FittedScene, load_scene
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +127,18 @@ def load_ns_output(path: str | Path, *, device: str | torch.device = "cpu") -> F
     gaussians = model.gaussian_scene().to("cpu")
     return FittedScene(gaussians=gaussians, cameras=cameras, segments=scene_labels.segments, alignment=alignment,
                        info=info)
+
+
+def read_scene_or_run(folder: Path) -> FittedScene:
+    """A SCENE folder (`splat.scene_io.load_scene`) or, where the folder is an ns-train run (a `config.yml` and no
+    `gaussians.ply`), its Gaussians and lifted labels with the map back to the dataset frame (`load_ns_output`)."""
+    folder = Path(folder)
+    if (folder / CONFIG_FILE).is_file() and not (folder / GAUSSIANS_FILE).is_file():
+        try:
+            return load_ns_output(folder)
+        except (ValueError, FileNotFoundError) as err:
+            raise UserError(f"{folder}: cannot read this ns-train run ({err})") from None
+    return load_scene(folder)
 
 
 def _plain(value: Any) -> Any:

@@ -235,7 +235,8 @@ def _stages(scene: Path, out: Path, options: BatchOptions) -> dict[str, Any]:
     from panst3r_splat.pipeline.devices import resolve_device
     from panst3r_splat.pipeline.stages.fit import FitOptions, fit_scene, inputs_from_predictions
     from panst3r_splat.pipeline.stages.predict import PredictOptions, is_panoptic_lifting_scene, run_predict
-    from panst3r_splat.pipeline.stages.render import DatasetCameras, RenderOptions, render_scene
+    from panst3r_splat.pipeline.stages.render import DatasetCameras, RenderOptions, alignment_failure, render_scene
+    from panst3r_splat.pipeline.stages.render_predict import render_then_predict
     from panst3r_splat.splat.train import TrainConfig
 
     device = resolve_device("auto")
@@ -261,8 +262,6 @@ def _stages(scene: Path, out: Path, options: BatchOptions) -> dict[str, Any]:
         notes.append("no test split: lifted and render-then-predict scores are null" if panli
                      else "a folder of images: no ground truth, no scores")
         return {**scores, "notes": notes, "merge": predicted.merge}
-    from panst3r_splat.pipeline.jobs.demo import alignment_failure
-
     reason = alignment_failure(out / SCENE, scene)
     if reason is not None:
         notes.append(f"the held-out views cannot be placed in the fitted scene ({reason}): lifted and "
@@ -285,17 +284,6 @@ def _stages(scene: Path, out: Path, options: BatchOptions) -> dict[str, Any]:
             scores["pq_render_predict"] = _evaluate(scene, out / RENDER_PREDICT, "test", out / SCORES,
                                                     "render_predict")["pq_scene"]
     return {**scores, "notes": notes, "merge": predicted.merge}
-
-
-def render_then_predict(renders: Path, out: Path, predict: Any) -> Any:
-    """PanSt3R on the RGB renders of a `render` folder (`renders/rgb/`): a predictions folder whose label PNGs are
-    named after the rendered frames, so `eval --pred OUT` scores them (the paper's "PanSt3R" novel-view row)."""
-    from panst3r_splat.pipeline.stages.predict import run_predict
-
-    rgb = Path(renders) / "rgb"
-    if not rgb.is_dir() or not any(rgb.iterdir()):
-        raise UserError(f"{rgb} holds no rendered images; render the scene first (`panst3r-splat render`)")
-    return run_predict(rgb, Path(out), dataclasses.replace(predict, split="train"))
 
 
 # ------------------------------------------------------------------------------------------------------ driver
@@ -568,6 +556,6 @@ def write_summary(result: BatchResult, options: BatchOptions) -> None:
 
 __all__ = [
     "BatchOptions", "BatchResult", "SceneJob", "SceneOutcome", "find_scenes", "fingerprint", "job_settings",
-    "render_then_predict", "run_batch", "run_scene",
+    "run_batch", "run_scene",
     "source_fingerprint", "summary_json", "summary_markdown", "write_summary",
 ]

@@ -510,7 +510,7 @@ def _fit_stage(options: DemoOptions, key: str, folder: str, source: Path, oracle
 def _render_stage(options: DemoOptions, key: str, folder: str, scene: Path, cameras: str,
                   after: tuple[StageRecord, ...]) -> _Stage:
     from panst3r_splat.pipeline.stages.render import (
-        DatasetCameras, RenderOptions, TrainCameras, parse_cameras, render_scene,
+        DatasetCameras, RenderOptions, TrainCameras, alignment_failure, parse_cameras, render_scene,
     )
 
     spec = parse_cameras(cameras, orbit_frames=options.orbit_frames)
@@ -562,22 +562,6 @@ def _input_view_psnr(renders: Path, dataset: Path) -> dict[str, float]:
             if rendered.shape == image.shape:
                 scores.append(psnr(rendered, image))
     return {"psnr": float(np.mean(scores))} if scores else {}
-
-
-def alignment_failure(scene: Path, dataset: Path) -> Optional[str]:
-    """Why the scene cannot be aligned to the dataset's frame (None when it can).
-
-    A scene fitted from predictions is rendered at the held-out cameras through the similarity between its
-    predicted input cameras and the dataset's; a weak model's cameras may admit none (for instance a negative
-    scale). The demo then renders the input views instead and scores the lifted labels there, saying so.
-    """
-    from panst3r_splat.pipeline.stages.render import dataset_alignment, load_fitted
-
-    try:
-        dataset_alignment(load_fitted(scene), dataset)
-    except (UserError, ValueError) as err:
-        return str(err)
-    return None
 
 
 def _scores(report: Any) -> dict[str, Any]:

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Optional
 
 from panst3r_splat.pipeline.errors import UserError
-from panst3r_splat.pipeline.stages.render import load_fitted
+from panst3r_splat.pipeline.stages.render import SceneReader, load_fitted
 from panst3r_splat.splat.ply import write_instance_plys, write_ply
+from panst3r_splat.splat.scene_io import load_scene
 
 logger = logging.getLogger(__name__)
 
@@ -28,8 +29,10 @@ class ExportResult:
     num_gaussians: int
 
 
-def export_scene(scene_dir: Path, out: Path, *, per_instance: Optional[Path] = None) -> ExportResult:
-    """Write `out` (a .ply file) and, when `per_instance` is given, one PLY per instance into that folder."""
+def export_scene(scene_dir: Path, out: Path, *, per_instance: Optional[Path] = None,
+                 read_scene: SceneReader = load_scene) -> ExportResult:
+    """Write `out` (a .ply file) and, when `per_instance` is given, one PLY per instance into that folder;
+    `read_scene` reads the scene folder (`stages.render.SceneReader`)."""
     out = Path(out)
     if out.suffix.lower() != ".ply":
         raise UserError(f"--out must be a .ply file, got {out}")
@@ -37,7 +40,7 @@ def export_scene(scene_dir: Path, out: Path, *, per_instance: Optional[Path] = N
         raise UserError(f"--out {out} is a folder; give a file name ending in .ply")
     if per_instance is not None and Path(per_instance).exists() and not Path(per_instance).is_dir():
         raise UserError(f"--per-instance {per_instance} is a file; give a folder")
-    scene = load_fitted(scene_dir)
+    scene = load_fitted(scene_dir, read_scene)
     semantic, instance = scene.gaussian_labels()
     try:
         write_ply(out, scene.gaussians, semantic_ids=semantic, instance_ids=instance)

@@ -36,7 +36,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -47,8 +47,8 @@ from tqdm.auto import tqdm
 from panst3r_splat.core import class_table
 from panst3r_splat.core.geometry import umeyama_sim3
 from panst3r_splat.core.transforms import Similarity, look_at, relative_rotation_deg
-from panst3r_splat.pipeline.errors import UserError
 from panst3r_splat.pipeline.datasets.panoptic_lifting import read_panoptic_lifting, save_png
+from panst3r_splat.pipeline.errors import UserError
 from panst3r_splat.splat.gaussians import Cameras, GaussianScene
 from panst3r_splat.splat.lifting import render_segments
 from panst3r_splat.splat.palette import instance_colors, overlay, panoptic_colors, semantic_colors
@@ -483,23 +483,35 @@ class RenderSummary:
     seconds_per_view: float = 0.0
 
 
-def load_fitted(folder: Path) -> FittedScene:
-    """Read a SCENE folder (or an `ns-train panst3r-splat` run folder) with one-line user errors."""
+SceneReader = Callable[[Path], FittedScene]
+"""Reads a fitted scene from an existing folder, raising `ValueError` with a one-line message for a broken one. The
+stages read SCENE folders (`splat.scene_io.load_scene`); a front end that accepts other folders passes its own reader
+(the command line: `frontends.nerfstudio_io.read_scene_or_run`, which also reads an `ns-train panst3r-splat` run)."""
+
+
+def load_fitted(folder: Path, read_scene: SceneReader = load_scene) -> FittedScene:
+    """Read a fitted scene folder through `read_scene`, with one-line user errors."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"scene folder {folder} does not exist; write one with `panst3r-splat fit`")
-    if (folder / "config.yml").is_file() and not (folder / "gaussians.ply").is_file():
-        # An `ns-train panst3r-splat` run: its Gaussians and lifted labels, with the map back to the dataset frame.
-        from panst3r_splat.pipeline.frontends.nerfstudio_io import load_ns_output
-
-        try:
-            return load_ns_output(folder)
-        except (ValueError, FileNotFoundError) as err:
-            raise UserError(f"{folder}: cannot read this ns-train run ({err})") from None
     try:
-        return load_scene(folder)
+        return read_scene(folder)
     except ValueError as err:
         raise UserError(str(err)) from None
+
+
+def alignment_failure(scene_dir: Path, dataset: Path) -> Optional[str]:
+    """Why the fitted scene cannot be aligned to the dataset's frame (None when it can).
+
+    A scene fitted from predictions is rendered at the held-out cameras through the similarity between its
+    predicted input cameras and the dataset's; a weak model's cameras may admit none (for instance a negative
+    scale). The demo and `batch` check this before rendering `dataset:` cameras, and say so instead of failing.
+    """
+    try:
+        dataset_alignment(load_fitted(scene_dir), dataset)
+    except (UserError, ValueError) as err:
+        return str(err)
+    return None
 
 
 def _scene_background(scene: FittedScene) -> tuple[float, float, float]:
@@ -529,10 +541,11 @@ def _resolve_cameras(scene: FittedScene, scene_dir: Path, spec: CameraSpec
 
 
 def render_scene(scene_dir: Path, out: Path, spec: CameraSpec, options: RenderOptions = RenderOptions(), *,
-                 device: torch.device = torch.device("cpu")) -> RenderSummary:
-    """Render the cameras of `spec` and write every output (see the module docstring)."""
+                 device: torch.device = torch.device("cpu"), read_scene: SceneReader = load_scene) -> RenderSummary:
+    """Render the cameras of `spec` and write every output (see the module docstring); `read_scene` reads the
+    scene folder (see `SceneReader`)."""
     scene_dir, out = Path(scene_dir), Path(out)
-    scene = load_fitted(scene_dir)
+    scene = load_fitted(scene_dir, read_scene)
     if not 0.0 <= options.min_alpha <= 1.0:
         raise UserError(f"--min-alpha must be in [0, 1], got {options.min_alpha}")
     cameras, alignment, diagnostics, references = _resolve_cameras(scene, scene_dir, spec)

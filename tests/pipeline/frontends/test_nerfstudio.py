@@ -502,15 +502,22 @@ def test_load_ns_output_gives_a_fitted_scene(trained_run: Path, tmp_path: Path) 
 
 @needs_cli
 def test_export_and_render_accept_an_ns_train_run(trained_run: Path, tmp_path: Path) -> None:
+    from panst3r_splat.pipeline.frontends.cli import main
+    from panst3r_splat.pipeline.frontends.nerfstudio_io import read_scene_or_run
     from panst3r_splat.pipeline.stages.export import export_scene
     from panst3r_splat.pipeline.stages.render import load_fitted
     from panst3r_splat.splat.ply import read_ply
 
-    scene = load_fitted(trained_run)
+    scene = load_fitted(trained_run, read_scene_or_run)
     assert scene.info["source"]["kind"] == "ns-train"
-    result = export_scene(trained_run, tmp_path / "run.ply")
+    result = export_scene(trained_run, tmp_path / "run.ply", read_scene=read_scene_or_run)
     ply = read_ply(result.ply)
     assert result.num_gaussians == len(scene.gaussians) == len(ply.scene)
+    # The command line hands the stages that reader; the stages alone read SCENE folders only.
+    assert main(["export", "--scene", str(trained_run), "--out", str(tmp_path / "cli.ply")]) == 0
+    assert len(read_ply(tmp_path / "cli.ply").scene) == len(scene.gaussians)
+    with pytest.raises(UserError, match="lacks gaussians.ply"):
+        load_fitted(trained_run)
 
 
 # ------------------------------------------------------------------------------------------- the viewer

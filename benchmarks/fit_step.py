@@ -38,8 +38,8 @@ from panst3r_splat.splat.train import TrainConfig, train_scene
 def demo_inputs(work: Path, seed: int = DEMO_SEED, views: int = 8) -> FitInputs:
     """Synthetic room `seed` -> built-in model predictions -> fit inputs (as the demo's pose-free fit)."""
     from panst3r_splat.core.predictions import load_predictions
-    from panst3r_splat.pipeline.stages.predict import PredictOptions, run_predict
     from panst3r_splat.pipeline.datasets.synth import SynthConfig, generate_scene, write_scene
+    from panst3r_splat.pipeline.stages.predict import PredictOptions, run_predict
 
     if not (work / "pred" / "predictions.npz").is_file():
         width, height = synth_resolution("default")

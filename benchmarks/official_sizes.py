@@ -29,12 +29,12 @@ from pathlib import Path
 import torch
 
 from panst3r_splat.core.checkpoint import save_checkpoint
+from panst3r_splat.core.class_sets import builtin_class_set
 from panst3r_splat.core.model.config import official_v1_config, official_v2_config
 from panst3r_splat.core.model.panst3r import PanSt3R
-from panst3r_splat.core.class_sets import builtin_class_set
+from panst3r_splat.pipeline.datasets.synth import SynthConfig, generate_scene, write_scene
 from panst3r_splat.pipeline.jobs.demo import machine_info, measure
 from panst3r_splat.pipeline.stages.predict import PredictOptions, run_predict
-from panst3r_splat.pipeline.datasets.synth import SynthConfig, generate_scene, write_scene
 
 CONFIGS = {"v1": official_v1_config, "v2": official_v2_config}
 

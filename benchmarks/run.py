@@ -53,6 +53,7 @@ import numpy as np
 import torch
 
 from panst3r_splat.core.predictions import load_predictions
+from panst3r_splat.pipeline.datasets.synth import SynthConfig, generate_scene, write_scene
 from panst3r_splat.pipeline.jobs.demo import (
     DEFAULT_FIT_STEPS, Usage, fit_conf_threshold, machine_info, measure, synth_resolution,
 )
@@ -60,7 +61,6 @@ from panst3r_splat.pipeline.stages.fit import FitOptions, fit_scene, inputs_from
 from panst3r_splat.pipeline.stages.merge import merge_predictions
 from panst3r_splat.pipeline.stages.predict import PredictOptions, run_predict
 from panst3r_splat.pipeline.stages.render import RenderOptions, TrainCameras, render_scene
-from panst3r_splat.pipeline.datasets.synth import SynthConfig, generate_scene, write_scene
 from panst3r_splat.splat.lifting import LiftOptions, lift_segments
 from panst3r_splat.splat.train import TrainConfig
 

@@ -18,8 +18,8 @@ import numpy as np
 from jaxtyping import Bool, Float32, Int32
 
 from panst3r_splat.core import class_table
-from panst3r_splat.core.atomic_io import atomic_output
 from panst3r_splat.core.arrays import coerce_array
+from panst3r_splat.core.atomic_io import atomic_output
 
 log = logging.getLogger(__name__)
 

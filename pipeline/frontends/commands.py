@@ -1,6 +1,6 @@
 """Subcommands of `panst3r-splat`, thin wrappers from CLI options to the stage functions.
 
-Each function's docstring is its `--help` text; options follow ../README.md's command table (the public
+Each function's docstring is its `--help` text; options follow the README's command table (the public
 contract).
 """
 
@@ -46,8 +46,8 @@ def demo(*, out: Path = Path("demo_out"), device: DeviceName = "auto", views: in
     """
     import sys
 
-    from panst3r_splat.pipeline.jobs.demo import DemoOptions, format_summary, run_demo
     from panst3r_splat.pipeline.devices import resolve_device
+    from panst3r_splat.pipeline.jobs.demo import DemoOptions, format_summary, run_demo
 
     options = DemoOptions(out=out, device=resolve_device(device), views=views, test_views=test_views, size=size,
                           seed=seed, fit_steps=fit_steps, budget=budget, orbit_frames=orbit_frames, merge=merge,
@@ -78,8 +78,8 @@ def synth(*, out: Path, seed: int = 0, train_views: int = 12, test_views: int = 
     import logging
     import time
 
-    from panst3r_splat.pipeline.errors import UserError
     from panst3r_splat.pipeline.datasets.synth import SynthConfig, generate_scene, write_images, write_scene
+    from panst3r_splat.pipeline.errors import UserError
 
     if seed < 0:
         raise UserError(f"--seed must be >= 0, got {seed}")
@@ -173,13 +173,13 @@ def classes(*, siglip: Path, out: Path, names: Optional[Path] = None, prompt: st
     import logging
 
     from panst3r_splat.core import class_table
+    from panst3r_splat.pipeline.devices import resolve_device
     from panst3r_splat.pipeline.stages.classes import (
         check_class_set_out,
         read_names_file,
         siglip_class_set,
         write_class_set_file,
     )
-    from panst3r_splat.pipeline.devices import resolve_device
 
     check_class_set_out(out)
     class_names = read_names_file(names) if names is not None else tuple(class_table.class_names())
@@ -525,8 +525,8 @@ def batch(*, scenes: Path, out: Path, address: Optional[str] = None, cameras: Ca
         max_retries: extra attempts after a worker crash or an unexpected error (bad input is not retried).
         timeout: seconds a scene may run (per attempt) before it is cancelled and recorded as failed.
     """
-    from panst3r_splat.pipeline.jobs.batch import BatchOptions, run_batch
     from panst3r_splat.pipeline.errors import ScenesFailed
+    from panst3r_splat.pipeline.jobs.batch import BatchOptions, run_batch
 
     options = BatchOptions(checkpoint=checkpoint, merge=merge, cameras=cameras, poses=poses, size=size,
                            fit_steps=fit_steps, budget=budget, render_predict=render_predict, num_cpus=num_cpus,

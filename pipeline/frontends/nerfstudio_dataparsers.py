@@ -47,10 +47,10 @@ from panst3r_splat.core.predictions import (
 from panst3r_splat.pipeline.datasets.conventions import (
     Centering, NormalisationTransform, Orientation, normalisation_from_poses, to_nerfstudio_cameras,
 )
+from panst3r_splat.pipeline.datasets.panoptic_lifting import FOLDERS, read_panoptic_lifting, read_splits
 from panst3r_splat.pipeline.errors import UserError
 from panst3r_splat.pipeline.evaluation.resize import resize_nearest
 from panst3r_splat.pipeline.fingerprints import digest, file_listing
-from panst3r_splat.pipeline.datasets.panoptic_lifting import FOLDERS, read_panoptic_lifting, read_splits
 from panst3r_splat.splat.scene_io import Alignment, SegmentInfo, labels_from_segments
 
 logger = logging.getLogger(__name__)

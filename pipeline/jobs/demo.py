@@ -733,8 +733,8 @@ def _result(options: DemoOptions, records: Sequence[StageRecord], seconds: float
 
 def _notes(options: DemoOptions, by_key: dict[str, StageRecord], scores: dict[str, dict[str, Any]]) -> list[str]:
     """What a reader of the numbers should know (weak model, fallbacks, void pixels, seeds)."""
-    from panst3r_splat.pipeline.stages.merge import VOID_WARNING_FRACTION
     from panst3r_splat.pipeline.datasets.synth import HELD_OUT_SEED_START
+    from panst3r_splat.pipeline.stages.merge import VOID_WARNING_FRACTION
 
     notes = []
     if options.images is None and options.seed < HELD_OUT_SEED_START:

@@ -42,9 +42,9 @@ from panst3r_splat.core.geometry import backproject_depth, fused_point_cloud
 from panst3r_splat.core.predictions import (
     POINT_CONF_THRESHOLD, SEGMENTS_FILE, frame_stem, load_predictions, read_segments,
 )
+from panst3r_splat.pipeline.datasets.panoptic_lifting import gt_segments, read_panoptic_lifting
 from panst3r_splat.pipeline.errors import UserError
 from panst3r_splat.pipeline.fingerprints import digest
-from panst3r_splat.pipeline.datasets.panoptic_lifting import gt_segments, read_panoptic_lifting
 from panst3r_splat.splat.gaussians import Cameras, init_from_points
 from panst3r_splat.splat.lifting import NO_LABEL, LiftOptions, lift_segments
 from panst3r_splat.splat.scene_io import (

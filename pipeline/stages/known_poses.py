@@ -23,8 +23,8 @@ from jaxtyping import Float
 
 from panst3r_splat.core.cameras.placement import Placement, place_under_cameras
 from panst3r_splat.core.predictions import Predictions, frame_stem
-from panst3r_splat.pipeline.errors import UserError
 from panst3r_splat.pipeline.datasets.panoptic_lifting import FOLDERS, list_frames, read_intrinsics, read_pose
+from panst3r_splat.pipeline.errors import UserError
 
 logger = logging.getLogger(__name__)
 

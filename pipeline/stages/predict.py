@@ -59,8 +59,8 @@ from panst3r_splat.core.predictions import (
     Predictions,
     save_predictions,
 )
-from panst3r_splat.pipeline.stages.classes import read_names_file, siglip_class_set
 from panst3r_splat.pipeline.errors import UserError
+from panst3r_splat.pipeline.stages.classes import read_names_file, siglip_class_set
 from panst3r_splat.pipeline.stages.merge import merge_predictions
 
 log = logging.getLogger(__name__)

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 from jaxtyping import Float, UInt8, UInt16
 
+from panst3r_splat.configs.synth import SynthConfig, training_seed
 from panst3r_splat.core.atomic_io import atomic_output
 from panst3r_splat.pipeline.fingerprints import digest
-from panst3r_splat.configs.synth import SynthConfig, training_seed
 
 
 def default_bank_root() -> Path:

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 from jaxtyping import Bool, Float64
 
+from panst3r_splat.configs.synth import SynthConfig
 from panst3r_splat.core.class_table import CLASS_BY_NAME
 from panst3r_splat.core.transforms import look_at
-from panst3r_splat.configs.synth import SynthConfig
 from panst3r_splat.pipeline.datasets.synth.geometry import MISS
 from panst3r_splat.pipeline.datasets.synth.layout import WALL_NORMALS, World
 from panst3r_splat.pipeline.datasets.synth.render import cast_views

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from jaxtyping import Float32, Float64, Int32, UInt8, UInt16
 
+from panst3r_splat.configs.synth import SynthConfig
 from panst3r_splat.core.class_table import CLASS_BY_NAME, THING_IDS
 from panst3r_splat.pipeline.datasets.synth import furniture as fu
-from panst3r_splat.configs.synth import SynthConfig
 from panst3r_splat.pipeline.datasets.synth.geometry import ROOM_FACES, Primitives, Room
 from panst3r_splat.pipeline.datasets.synth.materials import MaterialBank
 from panst3r_splat.pipeline.datasets.synth.textures import NOISE_TABLE_SIZE, Lighting, Materials

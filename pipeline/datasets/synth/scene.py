@@ -12,13 +12,13 @@ from typing import Any, Mapping
 import numpy as np
 from jaxtyping import Bool, Float32, Float64, UInt8, UInt16
 
+from panst3r_splat.configs.synth import HELD_OUT_SEED_START, SynthConfig
 from panst3r_splat.core.class_table import CLASSES
-from panst3r_splat.pipeline.errors import UserError
 from panst3r_splat.pipeline.datasets.panoptic_lifting import PanopticLiftingScene, save_png, write_panoptic_lifting
 from panst3r_splat.pipeline.datasets.synth.cameras import sample_cameras
-from panst3r_splat.configs.synth import HELD_OUT_SEED_START, SynthConfig
 from panst3r_splat.pipeline.datasets.synth.layout import World, build_world
 from panst3r_splat.pipeline.datasets.synth.render import render_views
+from panst3r_splat.pipeline.errors import UserError
 
 log = logging.getLogger(__name__)
 

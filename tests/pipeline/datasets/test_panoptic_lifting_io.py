@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from panst3r_splat.pipeline.errors import UserError
 from panst3r_splat.pipeline.datasets.panoptic_lifting import (
     PanopticLiftingScene,
     list_frames,
     read_panoptic_lifting,
     write_panoptic_lifting,
 )
+from panst3r_splat.pipeline.errors import UserError
 
 H, W = 12, 16
 

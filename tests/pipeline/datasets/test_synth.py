@@ -14,8 +14,7 @@ import pytest
 from jaxtyping import AbstractArray, jaxtyped
 
 from panst3r_splat.core.class_table import CLASS_BY_ID, CLASS_BY_NAME, THING_IDS
-from panst3r_splat.pipeline.frontends import commands
-from panst3r_splat.pipeline.errors import UserError
+from panst3r_splat.core.transforms import look_at
 from panst3r_splat.pipeline.datasets.panoptic_lifting import read_panoptic_lifting
 from panst3r_splat.pipeline.datasets.synth import (
     HELD_OUT_SEED_START,
@@ -25,12 +24,13 @@ from panst3r_splat.pipeline.datasets.synth import (
     write_images,
     write_scene,
 )
-from panst3r_splat.core.transforms import look_at
 from panst3r_splat.pipeline.datasets.synth.cameras import intrinsics
 from panst3r_splat.pipeline.datasets.synth.geometry import (
     BOX, CYLINDER, ELLIPSOID, Primitives, Room, _cast_rays, cast_rays,
 )
 from panst3r_splat.pipeline.datasets.synth.render import VOID_COLOR, pixel_rays, render_views
+from panst3r_splat.pipeline.errors import UserError
+from panst3r_splat.pipeline.frontends import commands
 
 SMALL = SynthConfig(train_views=4, test_views=2, width=64, height=48, num_objects=(6, 6))
 

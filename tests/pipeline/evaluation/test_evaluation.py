@@ -16,7 +16,6 @@ import torch
 from PIL import Image
 
 from panst3r_splat.core.class_table import STUFF_IDS, THING_IDS
-from panst3r_splat.pipeline.frontends.cli import EXIT_USER_ERROR, main
 from panst3r_splat.pipeline.errors import UserError
 from panst3r_splat.pipeline.evaluation import (
     Protocol,
@@ -29,6 +28,7 @@ from panst3r_splat.pipeline.evaluation import (
 )
 from panst3r_splat.pipeline.evaluation.metrics import _miou, _panoptic_quality_per_view, _panoptic_quality_scene
 from panst3r_splat.pipeline.evaluation.resize import pil_nearest_indices
+from panst3r_splat.pipeline.frontends.cli import EXIT_USER_ERROR, main
 
 F32 = 1e-6  # relative tolerance for float32 IoUs
 WALL, FLOOR, CABINET, CHAIR, SOFA = 1, 2, 3, 5, 6

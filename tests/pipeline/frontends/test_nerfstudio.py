@@ -19,12 +19,12 @@ import torch
 from PIL import Image
 
 from panst3r_splat.core import class_table
-from panst3r_splat.core.transforms import Similarity
-from panst3r_splat.core.predictions import Predictions, load_predictions, save_predictions
-from panst3r_splat.pipeline.errors import UserError
 from panst3r_splat.core.geometry import backproject_depth
+from panst3r_splat.core.predictions import Predictions, load_predictions, save_predictions
+from panst3r_splat.core.transforms import Similarity
 from panst3r_splat.pipeline.datasets.panoptic_lifting import gt_segments
 from panst3r_splat.pipeline.datasets.panoptic_lifting import read_panoptic_lifting
+from panst3r_splat.pipeline.errors import UserError
 from panst3r_splat.splat.palette import semantic_colors
 
 SCENE = Path(__file__).resolve().parents[2] / "data" / "ns_tiny_scene"
@@ -326,8 +326,8 @@ def test_ns_train_on_an_images_folder(tmp_path: Path, tiny_checkpoint: Path) -> 
 def test_model_renders_what_the_splat_package_renders(gt_pipeline) -> None:
     """The nerfstudio camera path (OpenGL, +0.5 pixel centres, normalised frame) and our own (the train views'
     OpenCV cameras) give the same image: the conventions module is the only place they differ."""
-    from panst3r_splat.pipeline.frontends.nerfstudio_dataparsers import META_VIEWS
     from panst3r_splat.core.transforms import rigid_inverse
+    from panst3r_splat.pipeline.frontends.nerfstudio_dataparsers import META_VIEWS
     from panst3r_splat.splat.rasterize import rasterize
 
     model = gt_pipeline.model

@@ -27,8 +27,8 @@ from _script_modules import load_script
 
 from panst3r_splat.core.predictions import read_points_ply, save_predictions
 from panst3r_splat.core.transforms import rotation_to_quaternion
-from panst3r_splat.pipeline.frontends.commands import view
 from panst3r_splat.pipeline.errors import UserError
+from panst3r_splat.pipeline.frontends.commands import view
 from panst3r_splat.pipeline.frontends.viewer import edits
 from panst3r_splat.pipeline.frontends.viewer.app import ViewerApp, ViewerOptions, _BrowserCamera
 from panst3r_splat.pipeline.frontends.viewer.render import input_camera_fov, scaled_input_camera

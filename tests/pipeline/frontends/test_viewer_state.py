@@ -15,6 +15,7 @@ from panst3r_splat.pipeline.frontends.viewer import edits
 from panst3r_splat.pipeline.frontends.viewer.render import (
     browser_camera, image_size, render_segment_map, render_view, scaled_input_camera,
 )
+from panst3r_splat.pipeline.frontends.viewer.sample import sample_scene
 from panst3r_splat.pipeline.frontends.viewer.sources import SceneSource, open_source
 from panst3r_splat.pipeline.frontends.viewer.state import (
     DIM_GREY, DIM_WEIGHT, RenderMode, ViewState, _lookup_colors, _pick_along_ray, color_table, depth_colors,
@@ -23,7 +24,6 @@ from panst3r_splat.pipeline.frontends.viewer.state import (
 )
 from panst3r_splat.splat.palette import semantic_colors
 from panst3r_splat.splat.ply import read_ply
-from panst3r_splat.pipeline.frontends.viewer.sample import sample_scene
 from panst3r_splat.splat.scene_io import load_scene, make_segment, save_scene
 
 # Two chairs (things, class 5), a wall (stuff, class 1), Gaussian ids 0 = void.

@@ -22,14 +22,14 @@ import numpy as np
 import pytest
 import torch
 
+from panst3r_splat.pipeline.datasets.synth import SynthConfig, generate_scene, write_images
+from panst3r_splat.pipeline.errors import UserError
 from panst3r_splat.pipeline.frontends import commands
 from panst3r_splat.pipeline.frontends.cli import EXIT_USER_ERROR, main
 from panst3r_splat.pipeline.jobs.demo import (
     DEFAULT_BUDGET, DEFAULT_FIT_STEPS, DEFAULT_ORBIT_FRAMES, DEFAULT_TEST_VIEWS, DEFAULT_THREADS, DEFAULT_VIEWS,
     DEMO_SEED, MARKER_FILE, STAGE_FILE, DemoOptions, _Stage, fit_conf_threshold, measure, run_stage, synth_resolution,
 )
-from panst3r_splat.pipeline.errors import UserError
-from panst3r_splat.pipeline.datasets.synth import SynthConfig, generate_scene, write_images
 
 TINY = ["--views", "3", "--test-views", "1", "--size", "64", "--fit-steps", "2", "--budget", "200",
         "--orbit-frames", "2", "--device", "cpu"]

@@ -15,9 +15,9 @@ from scipy.spatial.transform import Rotation
 from panst3r_splat.core import class_table
 from panst3r_splat.core.predictions import Predictions, save_predictions
 from panst3r_splat.core.transforms import rotation_to_quaternion
-from panst3r_splat.pipeline.stages.camera_export import COLMAP_DIR, export_cameras
-from panst3r_splat.pipeline.frontends.cli import EXIT_USER_ERROR, main
 from panst3r_splat.pipeline.datasets.conventions import opencv_to_opengl
+from panst3r_splat.pipeline.frontends.cli import EXIT_USER_ERROR, main
+from panst3r_splat.pipeline.stages.camera_export import COLMAP_DIR, export_cameras
 
 V, H, W = 4, 24, 32
 

@@ -22,21 +22,21 @@ from PIL import Image
 from _half_resolution import half_resolution, save_half_resolution
 
 from panst3r_splat.core import class_table
+from panst3r_splat.core.geometry import _backproject_depth, backproject_depth
 from panst3r_splat.core.transforms import Similarity, look_at, scale_intrinsics
-from panst3r_splat.pipeline.frontends.cli import EXIT_USER_ERROR, main
+from panst3r_splat.pipeline.datasets.panoptic_lifting import gt_segments
+from panst3r_splat.pipeline.datasets.synth import SynthConfig, generate_scene, write_scene
 from panst3r_splat.pipeline.errors import UserError
 from panst3r_splat.pipeline.evaluation import evaluate_folders
-from panst3r_splat.core.geometry import _backproject_depth, backproject_depth
+from panst3r_splat.pipeline.frontends.cli import EXIT_USER_ERROR, main
 from panst3r_splat.pipeline.stages.fit import (
     FitOptions, background_color, checkpoint_paths, confidence_threshold, fit_scene, inputs_from_dataset,
     inputs_from_predictions,
 )
-from panst3r_splat.pipeline.datasets.panoptic_lifting import gt_segments
 from panst3r_splat.pipeline.stages.render import (
     OUTPUT_DIRS, DatasetCameras, OrbitCameras, RenderOptions, TrainCameras, _fill_void, estimate_alignment,
     fill_void, orbit_cameras, parse_cameras, render_scene, rotation_errors_deg,
 )
-from panst3r_splat.pipeline.datasets.synth import SynthConfig, generate_scene, write_scene
 from panst3r_splat.splat.gaussians import Cameras
 from panst3r_splat.splat.scene_io import load_scene
 from panst3r_splat.splat.train import TrainConfig

@@ -19,14 +19,14 @@ from PIL import Image
 
 from _half_resolution import half_resolution, save_half_resolution
 
-from panst3r_splat.core.photos import PHOTOS_FILE, photo_records, read_photos
-from panst3r_splat.pipeline.errors import UserError
 from panst3r_splat.core.geometry import backproject_depth
-from panst3r_splat.pipeline.stages.fit import FitOptions, fit_scene, inputs_from_predictions
 from panst3r_splat.core.images import capped_hw, resize_affine
-from panst3r_splat.pipeline.stages.fit_resolution import at_photo_resolution, segments_at
+from panst3r_splat.core.photos import PHOTOS_FILE, photo_records, read_photos
 from panst3r_splat.pipeline.datasets.panoptic_lifting import read_panoptic_lifting
 from panst3r_splat.pipeline.datasets.synth import SynthConfig, generate_scene, write_scene
+from panst3r_splat.pipeline.errors import UserError
+from panst3r_splat.pipeline.stages.fit import FitOptions, fit_scene, inputs_from_predictions
+from panst3r_splat.pipeline.stages.fit_resolution import at_photo_resolution, segments_at
 from panst3r_splat.splat.lifting import NO_LABEL
 from panst3r_splat.splat.scene_io import load_scene
 from panst3r_splat.splat.train import TrainConfig

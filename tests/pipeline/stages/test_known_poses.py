@@ -17,13 +17,13 @@ from PIL import Image
 from _half_resolution import half_resolution, save_half_resolution
 
 from panst3r_splat.core.cameras.placement import pixel_rays
-from panst3r_splat.pipeline.frontends.cli import EXIT_USER_ERROR, main
+from panst3r_splat.pipeline.datasets.panoptic_lifting import read_panoptic_lifting
+from panst3r_splat.pipeline.datasets.synth import SynthConfig, generate_scene, write_scene
 from panst3r_splat.pipeline.errors import UserError
+from panst3r_splat.pipeline.frontends.cli import EXIT_USER_ERROR, main
 from panst3r_splat.pipeline.stages.fit import FitOptions, fit_scene, inputs_from_predictions
 from panst3r_splat.pipeline.stages.known_poses import parse_poses
-from panst3r_splat.pipeline.datasets.panoptic_lifting import read_panoptic_lifting
 from panst3r_splat.pipeline.stages.render import DatasetCameras, RenderOptions, render_scene
-from panst3r_splat.pipeline.datasets.synth import SynthConfig, generate_scene, write_scene
 from panst3r_splat.splat.scene_io import load_scene
 from panst3r_splat.splat.train import TrainConfig
 

@@ -38,9 +38,9 @@ from panst3r_splat.core.model import (
 )
 from panst3r_splat.core.photos import read_photos
 from panst3r_splat.core.predictions import load_predictions, read_points_ply
+from panst3r_splat.pipeline.errors import UserError
 from panst3r_splat.pipeline.frontends import cli, commands
 from panst3r_splat.pipeline.stages import predict as predict_module
-from panst3r_splat.pipeline.errors import UserError
 from panst3r_splat.pipeline.stages.predict import checkpoint_class_set, keyframe_policy
 from panst3r_splat.splat.scene_io import load_scene
 
@@ -249,8 +249,8 @@ def test_single_image_is_paired_with_itself(own_checkpoint: Path, tmp_path: Path
 
 
 def test_predict_on_a_panoptic_lifting_scene(own_checkpoint: Path, tmp_path: Path) -> None:
-    from panst3r_splat.pipeline.evaluation import Protocol, evaluate_folders
     from panst3r_splat.pipeline.datasets.synth import SynthConfig, generate_scene, write_scene
+    from panst3r_splat.pipeline.evaluation import Protocol, evaluate_folders
 
     scene = write_scene(generate_scene(SynthConfig(train_views=3, test_views=2, width=64, height=48), 3),
                         tmp_path / "scene")

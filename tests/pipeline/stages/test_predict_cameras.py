@@ -22,11 +22,11 @@ from panst3r_splat.core.geometry import PrincipalPoint
 from panst3r_splat.core.model import InferenceOutput, PanSt3R
 from panst3r_splat.core.model.config import DescriptorHeadConfig
 from panst3r_splat.core.predictions import CAMERAS_FILE, Predictions, load_predictions, save_predictions
-from panst3r_splat.pipeline.frontends import cli, commands
+from panst3r_splat.pipeline.datasets.synth import HELD_OUT_SEED_START, SynthConfig, generate_scene, with_views
 from panst3r_splat.pipeline.errors import UserError
+from panst3r_splat.pipeline.frontends import cli, commands
 from panst3r_splat.pipeline.stages.fit import inputs_from_predictions
 from panst3r_splat.pipeline.stages.predict import cameras_from_matches, resolve_camera_source
-from panst3r_splat.pipeline.datasets.synth import HELD_OUT_SEED_START, SynthConfig, generate_scene, with_views
 
 
 def _checkpoint(metadata: dict[str, str] | None = None) -> SimpleNamespace:

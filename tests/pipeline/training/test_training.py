@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+from panst3r_splat.configs.data import DataConfig
 from panst3r_splat.configs.training import get_preset
 from panst3r_splat.core.class_table import STUFF_IDS, THING_IDS
+from panst3r_splat.core.geometry import local_points
 from panst3r_splat.pipeline.datasets.synth import SynthConfig, generate_scene
-from panst3r_splat.configs.data import DataConfig
 from panst3r_splat.pipeline.training.data import ContinuingSampler, SyntheticScenes
 from panst3r_splat.pipeline.training.loop import learning_rate, train_model
-from panst3r_splat.core.geometry import local_points
 from panst3r_splat.pipeline.training.targets import points_in_first_camera, scene_targets
 
 

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
+from panst3r_splat.configs.data import DataConfig
 from panst3r_splat.configs.training import get_preset
 from panst3r_splat.core.checkpoint import load_own_checkpoint
+from panst3r_splat.core.geometry import local_points
 from panst3r_splat.pipeline.datasets.synth import SynthConfig
 from panst3r_splat.pipeline.training.bank import SceneBank, config_key
-from panst3r_splat.configs.data import DataConfig
 from panst3r_splat.pipeline.training.data import SyntheticScenes, downsample_views
 from panst3r_splat.pipeline.training.loop import train_model
-from panst3r_splat.core.geometry import local_points
 
 SMALL = SynthConfig(train_views=3, test_views=0, width=64, height=48, arc_deg=(30.0, 60.0))
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from panst3r_splat.pipeline.jobs.demo import DEMO_SEED, DEFAULT_BUDGET, fit_conf_threshold, synth_resolution
+from panst3r_splat.pipeline.jobs.demo.options import DEMO_SEED, DEFAULT_BUDGET, fit_conf_threshold, synth_resolution
 from panst3r_splat.pipeline.stages.fit import FitInputs, background_color, inputs_from_predictions
 from panst3r_splat.splat.gaussians import init_from_points
 from panst3r_splat.splat.train import TrainConfig, train_scene

@@ -33,7 +33,7 @@ from panst3r_splat.core.class_sets import builtin_class_set
 from panst3r_splat.core.model.config import official_v1_config, official_v2_config
 from panst3r_splat.core.model.panst3r import PanSt3R
 from panst3r_splat.pipeline.datasets.synth import SynthConfig, generate_scene, write_scene
-from panst3r_splat.pipeline.jobs.demo import machine_info, measure
+from panst3r_splat.pipeline.jobs.demo.measure import machine_info, measure
 from panst3r_splat.pipeline.stages.predict import PredictOptions, run_predict
 
 CONFIGS = {"v1": official_v1_config, "v2": official_v2_config}

@@ -54,9 +54,8 @@ import torch
 
 from panst3r_splat.core.predictions import load_predictions
 from panst3r_splat.pipeline.datasets.synth import SynthConfig, generate_scene, write_scene
-from panst3r_splat.pipeline.jobs.demo import (
-    DEFAULT_FIT_STEPS, Usage, fit_conf_threshold, machine_info, measure, synth_resolution,
-)
+from panst3r_splat.pipeline.jobs.demo.measure import Usage, machine_info, measure
+from panst3r_splat.pipeline.jobs.demo.options import DEFAULT_FIT_STEPS, fit_conf_threshold, synth_resolution
 from panst3r_splat.pipeline.stages.fit import FitOptions, fit_scene, inputs_from_predictions
 from panst3r_splat.pipeline.stages.merge import merge_predictions
 from panst3r_splat.pipeline.stages.predict import PredictOptions, run_predict

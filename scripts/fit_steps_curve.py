@@ -26,8 +26,9 @@ import numpy as np
 import torch
 
 from panst3r_splat.pipeline.datasets.synth import SynthConfig, generate_scene, write_scene
-from panst3r_splat.pipeline.jobs.demo import DEFAULT_BUDGET, DEFAULT_TEST_VIEWS, DEFAULT_VIEWS, fit_conf_threshold
-from panst3r_splat.pipeline.jobs.demo import synth_resolution
+from panst3r_splat.pipeline.jobs.demo.options import (
+    DEFAULT_BUDGET, DEFAULT_TEST_VIEWS, DEFAULT_VIEWS, fit_conf_threshold, synth_resolution,
+)
 from panst3r_splat.pipeline.stages.fit import FitOptions, fit_scene, inputs_from_predictions
 from panst3r_splat.pipeline.stages.predict import PredictOptions, run_predict
 from panst3r_splat.pipeline.stages.render import DatasetCameras, RenderOptions, render_scene

@@ -34,7 +34,7 @@ from panst3r_splat.core.transforms import scale_intrinsics
 from panst3r_splat.pipeline.datasets.synth import SynthConfig, generate_scene, write_scene
 from panst3r_splat.pipeline.devices import resolve_device
 from panst3r_splat.pipeline.evaluation import evaluate_folders
-from panst3r_splat.pipeline.jobs.demo import fit_conf_threshold
+from panst3r_splat.pipeline.jobs.demo.options import fit_conf_threshold
 from panst3r_splat.pipeline.stages.fit import (
     FitInputs, FitOptions, fit_scene, inputs_from_dataset, inputs_from_predictions,
 )

@@ -26,9 +26,11 @@ from panst3r_splat.pipeline.datasets.synth import SynthConfig, generate_scene, w
 from panst3r_splat.pipeline.errors import UserError
 from panst3r_splat.pipeline.frontends import commands
 from panst3r_splat.pipeline.frontends.cli import EXIT_USER_ERROR, main
-from panst3r_splat.pipeline.jobs.demo import (
+from panst3r_splat.pipeline.jobs.demo.cache import STAGE_FILE, Stage, run_stage
+from panst3r_splat.pipeline.jobs.demo.measure import measure
+from panst3r_splat.pipeline.jobs.demo.options import (
     DEFAULT_BUDGET, DEFAULT_FIT_STEPS, DEFAULT_ORBIT_FRAMES, DEFAULT_TEST_VIEWS, DEFAULT_THREADS, DEFAULT_VIEWS,
-    DEMO_SEED, MARKER_FILE, STAGE_FILE, DemoOptions, _Stage, fit_conf_threshold, measure, run_stage, synth_resolution,
+    DEMO_SEED, MARKER_FILE, DemoOptions, fit_conf_threshold, synth_resolution,
 )
 
 TINY = ["--views", "3", "--test-views", "1", "--size", "64", "--fit-steps", "2", "--budget", "200",
@@ -154,19 +156,19 @@ def test_failing_stage_leaves_no_half_written_folder_and_keeps_the_finished_one(
         raise RuntimeError("interrupted")
 
     options = _options(tmp_path)
-    first = run_stage(_Stage("thing", "thing", "stage", {"v": 1}, good), options, 1, 1)
+    first = run_stage(Stage("thing", "thing", "stage", {"v": 1}, good), options, 1, 1)
     assert (tmp_path / "stage" / "result.txt").read_text() == "complete" and not first.reused
     with pytest.raises(RuntimeError):
-        run_stage(_Stage("thing", "thing", "stage", {"v": 2}, crash), options, 1, 1)
+        run_stage(Stage("thing", "thing", "stage", {"v": 2}, crash), options, 1, 1)
     assert (tmp_path / "stage" / "result.txt").read_text() == "complete"
     assert json.loads((tmp_path / "stage" / STAGE_FILE).read_text())["digest"] == first.digest
     assert sorted(p.name for p in tmp_path.iterdir()) == ["stage"]  # the crashed partial folder is gone
     # A partial folder an earlier process left (killed) is cleared by the next run; whole folders only are reused.
     (tmp_path / ".partial-stage-0123").mkdir()
-    again = run_stage(_Stage("thing", "thing", "stage", {"v": 1}, crash), options, 1, 1)
+    again = run_stage(Stage("thing", "thing", "stage", {"v": 1}, crash), options, 1, 1)
     assert again.reused and again.digest == first.digest and again.details == {"lines": 1}
     assert not (tmp_path / ".partial-stage-0123").exists()
-    replaced = run_stage(_Stage("thing", "thing", "stage", {"v": 3}, good), options, 1, 1)
+    replaced = run_stage(Stage("thing", "thing", "stage", {"v": 3}, good), options, 1, 1)
     assert not replaced.reused and replaced.digest != first.digest
     assert sorted(p.name for p in tmp_path.iterdir()) == ["stage"]
 
@@ -176,7 +178,7 @@ def test_an_interrupted_fit_keeps_only_its_own_checkpoint(tmp_path: Path) -> Non
         (folder.parent / f".{folder.name}.train.ckpt").write_text("step 100")
         raise KeyboardInterrupt
 
-    stage = _Stage("fit", "fit", "scene", {"steps": 500}, fit_like)
+    stage = Stage("fit", "fit", "scene", {"steps": 500}, fit_like)
     with pytest.raises(KeyboardInterrupt):
         run_stage(stage, _options(tmp_path), 1, 1)
     (checkpoint,) = tmp_path.glob("..partial-scene-*.train.ckpt")
@@ -186,7 +188,7 @@ def test_an_interrupted_fit_keeps_only_its_own_checkpoint(tmp_path: Path) -> Non
         run_stage(stage, _options(tmp_path), 1, 1)
     assert checkpoint.is_file() and not stale.exists()
     with pytest.raises(KeyboardInterrupt):  # --overwrite starts afresh
-        run_stage(_Stage("fit", "fit", "scene", {"steps": 500}, lambda f: (_ for _ in ()).throw(KeyboardInterrupt)),
+        run_stage(Stage("fit", "fit", "scene", {"steps": 500}, lambda f: (_ for _ in ()).throw(KeyboardInterrupt)),
                   _options(tmp_path, overwrite=True), 1, 1)
     assert not checkpoint.exists()
 
@@ -197,12 +199,12 @@ def test_downstream_digest_follows_the_upstream_stage(tmp_path: Path) -> None:
         return {}
 
     options = _options(tmp_path)
-    a1 = run_stage(_Stage("a", "a", "a", {"v": 1}, make), options, 1, 2)
-    b1 = run_stage(_Stage("b", "b", "b", {}, make, (a1,)), options, 2, 2)
-    a2 = run_stage(_Stage("a", "a", "a", {"v": 2}, make), options, 1, 2)
-    b2 = run_stage(_Stage("b", "b", "b", {}, make, (a2,)), options, 2, 2)
+    a1 = run_stage(Stage("a", "a", "a", {"v": 1}, make), options, 1, 2)
+    b1 = run_stage(Stage("b", "b", "b", {}, make, (a1,)), options, 2, 2)
+    a2 = run_stage(Stage("a", "a", "a", {"v": 2}, make), options, 1, 2)
+    b2 = run_stage(Stage("b", "b", "b", {}, make, (a2,)), options, 2, 2)
     assert b1.digest != b2.digest and not b2.reused
-    forced = run_stage(_Stage("b", "b", "b", {}, make, (a2,)), _options(tmp_path, overwrite=True), 2, 2)
+    forced = run_stage(Stage("b", "b", "b", {}, make, (a2,)), _options(tmp_path, overwrite=True), 2, 2)
     assert not forced.reused and forced.digest == b2.digest
 
 

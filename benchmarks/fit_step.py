@@ -5,7 +5,7 @@
     python benchmarks/fit_step.py --ratio-only --steps 200
 
 The inputs are the demo's: its synthetic room (seed 1,000,001, 8 input views at the built-in model's 192x144),
-predicted and merged by the built-in model, then fitted exactly as `pipeline.fit.fit_scene` fits them (5,000
+predicted and merged by the built-in model, then fitted exactly as `pipeline.stages.fit.fit_scene` fits them (5,000
 initial Gaussians, SH degree 1, the mean image colour as background, instance-colour regularisation, densification,
 a checkpoint every 100 steps) with one torch thread, as the demo runs.
 
@@ -29,8 +29,8 @@ from pathlib import Path
 
 import torch
 
-from panst3r_splat.pipeline.demo import DEMO_SEED, DEFAULT_BUDGET, fit_conf_threshold, synth_resolution
-from panst3r_splat.pipeline.fit import FitInputs, background_color, inputs_from_predictions
+from panst3r_splat.pipeline.jobs.demo.options import DEMO_SEED, DEFAULT_BUDGET, fit_conf_threshold, synth_resolution
+from panst3r_splat.pipeline.stages.fit import FitInputs, background_color, inputs_from_predictions
 from panst3r_splat.splat.gaussians import init_from_points
 from panst3r_splat.splat.train import TrainConfig, train_scene
 
@@ -38,8 +38,8 @@ from panst3r_splat.splat.train import TrainConfig, train_scene
 def demo_inputs(work: Path, seed: int = DEMO_SEED, views: int = 8) -> FitInputs:
     """Synthetic room `seed` -> built-in model predictions -> fit inputs (as the demo's pose-free fit)."""
     from panst3r_splat.core.predictions import load_predictions
-    from panst3r_splat.pipeline.predict import PredictOptions, run_predict
-    from panst3r_splat.pipeline.synth import SynthConfig, generate_scene, write_scene
+    from panst3r_splat.pipeline.datasets.synth import SynthConfig, generate_scene, write_scene
+    from panst3r_splat.pipeline.stages.predict import PredictOptions, run_predict
 
     if not (work / "pred" / "predictions.npz").is_file():
         width, height = synth_resolution("default")

@@ -9,7 +9,7 @@ safetensors format (float16 on disk, float32 in memory) and run through `run_pre
 `panst3r-splat predict --checkpoint CKPT --size 512` would: loading, the forward pass over all views (all keyframes),
 cameras, the model's default merge and writing the predictions folder. Inputs: a synthetic room at 512x384 (the
 4:3 aspect bucket of the 512 models, so nothing is cropped). Figures per (version, views): wall time, CPU time, peak
-resident set of the process during the scene and its rise over the starting set (`panst3r_splat.pipeline.demo.
+resident set of the process during the scene and its rise over the starting set (`panst3r_splat.pipeline.jobs.demo.
 measure`). Random weights make the segments meaningless but cost the same as the released ones; the checkpoints
 themselves are non-commercial and not needed here.
 
@@ -29,12 +29,12 @@ from pathlib import Path
 import torch
 
 from panst3r_splat.core.checkpoint import save_checkpoint
+from panst3r_splat.core.class_sets import builtin_class_set
 from panst3r_splat.core.model.config import official_v1_config, official_v2_config
 from panst3r_splat.core.model.panst3r import PanSt3R
-from panst3r_splat.core.class_sets import builtin_class_set
-from panst3r_splat.pipeline.demo import machine_info, measure
-from panst3r_splat.pipeline.predict import PredictOptions, run_predict
-from panst3r_splat.pipeline.synth import SynthConfig, generate_scene, write_scene
+from panst3r_splat.pipeline.datasets.synth import SynthConfig, generate_scene, write_scene
+from panst3r_splat.pipeline.jobs.demo.measure import machine_info, measure
+from panst3r_splat.pipeline.stages.predict import PredictOptions, run_predict
 
 CONFIGS = {"v1": official_v1_config, "v2": official_v2_config}
 

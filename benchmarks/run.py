@@ -24,7 +24,7 @@ Sections (each prints its table as soon as it is measured):
 
 On a CUDA machine sections 1 and 2 are measured on the GPU too (peak allocated GPU memory beside the RSS).
 Peak memory is the process's resident-set peak during a stage (VmHWM, reset before each stage; see
-`panst3r_splat.pipeline.demo.measure`), and the rise over the stage's starting RSS. The pipeline sections run with
+`panst3r_splat.pipeline.jobs.demo.measure`), and the rise over the stage's starting RSS. The pipeline sections run with
 `--threads` torch threads (1 by default, as the demo: on a busy 2-core machine a second thread costs far more than it
 gains; section 5 shows both). Everything synthetic is generated here: the benchmark needs no data.
 
@@ -53,14 +53,13 @@ import numpy as np
 import torch
 
 from panst3r_splat.core.predictions import load_predictions
-from panst3r_splat.pipeline.demo import (
-    DEFAULT_FIT_STEPS, Usage, fit_conf_threshold, machine_info, measure, synth_resolution,
-)
-from panst3r_splat.pipeline.fit import FitOptions, fit_scene, inputs_from_predictions
-from panst3r_splat.pipeline.merge import merge_predictions
-from panst3r_splat.pipeline.predict import PredictOptions, run_predict
-from panst3r_splat.pipeline.render import RenderOptions, TrainCameras, render_scene
-from panst3r_splat.pipeline.synth import SynthConfig, generate_scene, write_scene
+from panst3r_splat.pipeline.datasets.synth import SynthConfig, generate_scene, write_scene
+from panst3r_splat.pipeline.jobs.demo.measure import Usage, machine_info, measure
+from panst3r_splat.pipeline.jobs.demo.options import DEFAULT_FIT_STEPS, fit_conf_threshold, synth_resolution
+from panst3r_splat.pipeline.stages.fit import FitOptions, fit_scene, inputs_from_predictions
+from panst3r_splat.pipeline.stages.merge import merge_predictions
+from panst3r_splat.pipeline.stages.predict import PredictOptions, run_predict
+from panst3r_splat.pipeline.stages.render import RenderOptions, TrainCameras, render_scene
 from panst3r_splat.splat.lifting import LiftOptions, lift_segments
 from panst3r_splat.splat.train import TrainConfig
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from chromium_page import ChromiumPage
-from panst3r_splat.pipeline.viewer.splats import covariances
+from panst3r_splat.pipeline.frontends.viewer.splats import covariances
 
 WINDOW = (1024, 768)
 

@@ -1,4 +1,4 @@
-"""Options of the synthetic scene generator (`pipeline/synth/`), and the seed range kept for evaluation."""
+"""Options of the synthetic scene generator (`pipeline/datasets/synth/`), and the seed range kept for evaluation."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 own set, the built-in 21 classes) and its file format.
 
 A :class:`ClassSet` holds names, text embeddings, dataset label ids and thing flags. Its file (``--classes``) is an
-``.npz`` without pickles (:func:`load_class_set`, :func:`save_class_set`); ``pipeline/classes.py`` writes one from a
+``.npz`` without pickles (:func:`load_class_set`, :func:`save_class_set`); ``pipeline/stages/classes.py`` writes one from a
 local SigLIP model. The class table itself (ids, names, thing/stuff) is ``class_table``.
 """
 
@@ -18,8 +18,8 @@ import numpy as np
 from jaxtyping import Bool, Float32, Int32
 
 from panst3r_splat.core import class_table
-from panst3r_splat.core.atomic_io import atomic_output
 from panst3r_splat.core.arrays import coerce_array
+from panst3r_splat.core.atomic_io import atomic_output
 
 log = logging.getLogger(__name__)
 

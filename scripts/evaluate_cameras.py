@@ -41,7 +41,7 @@ from panst3r_splat.core.cameras.oracle import (
     synthetic_descriptors,
     world_points,
 )
-from panst3r_splat.pipeline.synth import HELD_OUT_SEED_START, SynthConfig, generate_scene, with_views
+from panst3r_splat.pipeline.datasets.synth import HELD_OUT_SEED_START, SynthConfig, generate_scene, with_views
 
 FIRST_SEED = HELD_OUT_SEED_START + 200
 """Seeds of this evaluation (apart from training's held-out watch scenes and evaluate_model.py's pool)."""

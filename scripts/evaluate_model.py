@@ -26,12 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from panst3r_splat.core.geometry import local_points
 from panst3r_splat.core.predictions import load_predictions
 from panst3r_splat.core.training.metrics import geometry_metrics
+from panst3r_splat.pipeline.datasets.synth import HELD_OUT_SEED_START, SynthConfig, generate_scene, write_scene
 from panst3r_splat.pipeline.evaluation import evaluate_folders
-from panst3r_splat.pipeline.predict import PredictOptions, run_predict
-from panst3r_splat.pipeline.synth import HELD_OUT_SEED_START, SynthConfig, generate_scene, write_scene
-from panst3r_splat.core.geometry import local_points
+from panst3r_splat.pipeline.stages.predict import PredictOptions, run_predict
 from panst3r_splat.pipeline.training.targets import points_in_first_camera
 
 FIRST_SEED = {"test": HELD_OUT_SEED_START + 100, "train": 500_000}
@@ -98,7 +98,7 @@ def _model(args: argparse.Namespace):
     """The checkpoint's model and class embeddings, loaded once."""
     if not _MODEL:
         from panst3r_splat.core.checkpoint import load_checkpoint
-        from panst3r_splat.pipeline.predict import default_checkpoint_path
+        from panst3r_splat.pipeline.stages.predict import default_checkpoint_path
 
         loaded = load_checkpoint(args.checkpoint or default_checkpoint_path())
         _MODEL["model"] = loaded.model.eval()

@@ -25,12 +25,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from panst3r_splat.pipeline.demo import DEFAULT_BUDGET, DEFAULT_TEST_VIEWS, DEFAULT_VIEWS, fit_conf_threshold
-from panst3r_splat.pipeline.demo import synth_resolution
-from panst3r_splat.pipeline.fit import FitOptions, fit_scene, inputs_from_predictions
-from panst3r_splat.pipeline.predict import PredictOptions, run_predict
-from panst3r_splat.pipeline.render import DatasetCameras, RenderOptions, render_scene
-from panst3r_splat.pipeline.synth import SynthConfig, generate_scene, write_scene
+from panst3r_splat.pipeline.datasets.synth import SynthConfig, generate_scene, write_scene
+from panst3r_splat.pipeline.jobs.demo.options import (
+    DEFAULT_BUDGET, DEFAULT_TEST_VIEWS, DEFAULT_VIEWS, fit_conf_threshold, synth_resolution,
+)
+from panst3r_splat.pipeline.stages.fit import FitOptions, fit_scene, inputs_from_predictions
+from panst3r_splat.pipeline.stages.predict import PredictOptions, run_predict
+from panst3r_splat.pipeline.stages.render import DatasetCameras, RenderOptions, render_scene
 from panst3r_splat.splat.train import TrainConfig
 
 

@@ -31,7 +31,7 @@ log "installing panst3r-splat and its pinned dependencies (a few minutes on a fr
 "$venv/bin/python" -m pip install --quiet --upgrade "pip>=23" 2>&1 | grep -v "is ignored" || true
 "$venv/bin/python" -m pip install --quiet -c "$repo/constraints.txt" -e "$repo[test]" 2>&1 | grep -v "is ignored" || true
 "$venv/bin/python" -m pip install --quiet --no-deps -c "$repo/constraints.txt" "nerfstudio==1.1.5" 2>&1 | grep -v "is ignored" || true
-"$venv/bin/python" -c "import panst3r_splat.pipeline.cli, nerfstudio, viser" || { log "the project did not install; see the pip output above"; exit 1; }
+"$venv/bin/python" -c "import panst3r_splat.pipeline.frontends.cli, nerfstudio, viser" || { log "the project did not install; see the pip output above"; exit 1; }
 
 site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 cp "$repo/pipeline/torchvision_hook.py" "$site/_panst3r_splat_torchvision_hook.py"

@@ -30,14 +30,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-from panst3r_splat.pipeline.demo import alignment_failure, fit_conf_threshold
+from panst3r_splat.core.transforms import scale_intrinsics
+from panst3r_splat.pipeline.datasets.synth import SynthConfig, generate_scene, write_scene
 from panst3r_splat.pipeline.devices import resolve_device
 from panst3r_splat.pipeline.evaluation import evaluate_folders
-from panst3r_splat.pipeline.fit import FitInputs, FitOptions, fit_scene, inputs_from_dataset, inputs_from_predictions
-from panst3r_splat.pipeline.predict import PredictOptions, run_predict
-from panst3r_splat.core.transforms import scale_intrinsics
-from panst3r_splat.pipeline.render import DatasetCameras, RenderOptions, render_scene
-from panst3r_splat.pipeline.synth import SynthConfig, generate_scene, write_scene
+from panst3r_splat.pipeline.jobs.demo.options import fit_conf_threshold
+from panst3r_splat.pipeline.stages.fit import (
+    FitInputs, FitOptions, fit_scene, inputs_from_dataset, inputs_from_predictions,
+)
+from panst3r_splat.pipeline.stages.predict import PredictOptions, run_predict
+from panst3r_splat.pipeline.stages.render import alignment_failure
+from panst3r_splat.pipeline.stages.render import DatasetCameras, RenderOptions, render_scene
 from panst3r_splat.splat.gaussians import Cameras, init_from_points
 from panst3r_splat.splat.lifting import LiftOptions, lift_segments
 from panst3r_splat.splat.rasterize import rasterize

@@ -24,10 +24,10 @@ import numpy as np
 import PIL.Image
 import torch
 
-from panst3r_splat.pipeline.viewer import edits
-from panst3r_splat.pipeline.viewer.app import ViewerApp, ViewerOptions
-from panst3r_splat.pipeline.viewer.sources import open_source
-from panst3r_splat.pipeline.viewer.state import RenderMode, ViewState
+from panst3r_splat.pipeline.frontends.viewer import edits
+from panst3r_splat.pipeline.frontends.viewer.app import ViewerApp, ViewerOptions
+from panst3r_splat.pipeline.frontends.viewer.sources import open_source
+from panst3r_splat.pipeline.frontends.viewer.state import RenderMode, ViewState
 
 ROOT = Path(__file__).resolve().parents[1]
 WINDOW = (1024, 640)

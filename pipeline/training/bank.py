@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 from jaxtyping import Float, UInt8, UInt16
 
+from panst3r_splat.configs.synth import SynthConfig, training_seed
 from panst3r_splat.core.atomic_io import atomic_output
 from panst3r_splat.pipeline.fingerprints import digest
-from panst3r_splat.configs.synth import SynthConfig, training_seed
 
 
 def default_bank_root() -> Path:
@@ -73,7 +73,7 @@ class SceneBank:
         return scene
 
     def _render(self, seed: int) -> BankedScene:
-        from panst3r_splat.pipeline.synth import generate_scene
+        from panst3r_splat.pipeline.datasets.synth import generate_scene
 
         s = generate_scene(self.config, seed)
         return BankedScene(images=s.images, depth=s.depth.astype(np.float32), K=np.asarray(s.K, dtype=np.float64),

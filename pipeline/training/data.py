@@ -76,7 +76,7 @@ class SyntheticScenes(Dataset):
     def __getitem__(self, index: int) -> Sample:
         if self.bank is not None:
             return self._bank_sample(index)
-        from panst3r_splat.pipeline.synth import generate_scene
+        from panst3r_splat.pipeline.datasets.synth import generate_scene
 
         cfg = self.config
         seed = training_seed(cfg.first_seed + index // cfg.reuse)

@@ -12,11 +12,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from panst3r_splat.configs.data import DataConfig
+from panst3r_splat.configs.synth import HELD_OUT_SEED_START
 from panst3r_splat.core.model.outputs import activate_descriptors, activate_pointmaps
 from panst3r_splat.core.training.descriptors import NO_MATCH, pixel_correspondences, sample_query_pixels
 from panst3r_splat.core.training.metrics import geometry_metrics
-from panst3r_splat.configs.synth import HELD_OUT_SEED_START
-from panst3r_splat.configs.data import DataConfig
 from panst3r_splat.pipeline.training.targets import normalise_images, scene_targets
 
 def semantic_from_masks(class_logits: torch.Tensor, mask_logits: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
@@ -61,7 +61,7 @@ def descriptor_match_accuracy(
 @torch.no_grad()
 def evaluate_held_out(model, data: DataConfig, class_embeddings: torch.Tensor, num_scenes: int) -> dict[str, float]:
     """Mean metrics over `num_scenes` held-out scenes shaped like the training samples."""
-    from panst3r_splat.pipeline.synth import generate_scene
+    from panst3r_splat.pipeline.datasets.synth import generate_scene
 
     device = class_embeddings.device
     rows = []

@@ -16,7 +16,7 @@ from panst3r_splat.core.training.descriptors import (
     sample_query_pixels,
 )
 from panst3r_splat.core.training.losses import PanopticCriterion, ScenePrediction, local_pointmap_loss_per_view
-from panst3r_splat.pipeline.synth import SynthConfig, generate_scene
+from panst3r_splat.pipeline.datasets.synth import SynthConfig, generate_scene
 from panst3r_splat.pipeline.training.targets import scene_targets
 
 

@@ -15,7 +15,7 @@ from _script_modules import load_script
 import torch
 from PIL import Image
 
-from panst3r_splat.pipeline.cli import main as cli_main
+from panst3r_splat.pipeline.frontends.cli import main as cli_main
 
 TINY = ["--views", "3", "--test-views", "1", "--size", "64", "--fit-steps", "2", "--budget", "200",
         "--orbit-frames", "3", "--device", "cpu", "--threads", "1"]

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from panst3r_splat.core.cameras.oracle import local_pointmaps
-from panst3r_splat.pipeline.synth import HELD_OUT_SEED_START, SynthConfig, generate_scene, with_views
-from panst3r_splat.pipeline.synth.render import render_views
+from panst3r_splat.pipeline.datasets.synth import HELD_OUT_SEED_START, SynthConfig, generate_scene, with_views
+from panst3r_splat.pipeline.datasets.synth.render import render_views
 
 WIDTH, HEIGHT = 128, 96
 

@@ -16,7 +16,7 @@ from panst3r_splat.core.cameras.metrics import pair_errors
 from panst3r_splat.core.cameras.sfm import solve_cameras_sfm
 from panst3r_splat.core.geometry import backproject_depth
 from panst3r_splat.core.procrustes import weighted_procrustes
-from panst3r_splat.pipeline.synth import SynthConfig, generate_scene
+from panst3r_splat.pipeline.datasets.synth import SynthConfig, generate_scene
 
 VIEWS, WIDTH, HEIGHT, DOWN = 8, 512, 384, 4
 

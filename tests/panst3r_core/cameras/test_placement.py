@@ -9,7 +9,7 @@ import pytest
 from panst3r_splat.core.cameras.placement import (
     PlacementOptions, _mode, _triangulated_depths, pixel_rays, place_under_cameras,
 )
-from panst3r_splat.pipeline.synth import SynthConfig, generate_scene
+from panst3r_splat.pipeline.datasets.synth import SynthConfig, generate_scene
 
 
 @pytest.fixture(scope="module")

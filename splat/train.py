@@ -292,7 +292,7 @@ def active_sh_degree(step: int, config: StepConfig, max_degree: int) -> int:
 
 def render_colors(params: Mapping[str, Tensor], T_world_cam: Float[Tensor, "1 4 4"], sh_degree: int,
                   with_reg: bool) -> Tensor:
-    """The colours to rasterise for one camera: RGB of the first `sh_degree` SH bands, and with `with_reg` the
+    """The colours to rasterise for one camera: RGB from the SH bands up to `sh_degree`, and with `with_reg` the
     regularisation colours as channels 3..5; `[N, D]`, or `[1, N, D]` once view-dependent (sh_degree > 0)."""
     sh = params[KEY_SH0]
     if sh_degree > 0:

@@ -82,10 +82,11 @@ class Panst3rSplatModelConfig(ModelConfig):
     """Largest spherical-harmonic degree of the colours."""
     background_color: Literal["black", "white", "random"] = "black"
     """Colour behind the Gaussians ('random': a new colour every training step, black otherwise)."""
-    train: StepConfig = field(default_factory=StepConfig)
+    train: StepConfig = StepConfig()
     """The training step, shared with `panst3r-splat fit` (`splat.train.StepConfig`, one set of defaults): loss
     weights, SH schedule, gsplat's densification, rasteriser. The learning rates and the number of steps are
-    nerfstudio's (`--optimizers`, `--max-num-iterations`), their defaults `splat.train.TrainConfig`'s."""
+    nerfstudio's (`--optimizers`, `--max-num-iterations`), their defaults `splat.train.TrainConfig`'s. (A plain
+    default, frozen, so a class attribute: the config.yml of a run from before this field loads with it.)"""
     lift_every: int = 0
     """Also lift labels every this many steps (0: only at the end of training and on demand)."""
     lift_include_void: bool = True

@@ -10,6 +10,10 @@ Runs are deterministic for a seed (bit-identical on CPU; gsplat's CUDA backward 
 only up to rounding) and resumable: a checkpoint written atomically every `checkpoint_every` steps holds the
 parameters, optimiser moments, strategy state and random-number state, so a resumed run continues exactly as an
 uninterrupted one would.
+
+This is the one training core: `ns-train panst3r-splat` (pipeline/nerfstudio_model.py) runs the same step inside
+nerfstudio's Trainer, with `StepConfig` (the settings and defaults both share), `render_colors`, `photometric_loss`,
+`colour_regularisation_loss`, `make_strategy` and the `densify_*` hooks; splat/design.md lists what differs there.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Mapping
 
 import numpy as np
 import torch
@@ -37,59 +41,88 @@ from panst3r_splat.splat.gaussians import (
 )
 from panst3r_splat.splat.lifting import NO_LABEL
 
+if TYPE_CHECKING:
+    from gsplat.strategy import DefaultStrategy
+
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Hyper-parameters of 3DGS training (defaults: gsplat's simple_trainer, densification scaled for few views)."""
+class StepConfig:
+    """What one 3DGS training step does: the loss, the SH schedule, gsplat's densification policy and the rasteriser.
 
-    steps: int = 1500
-    """Optimisation steps, one input view per step (held-out PSNR vs steps on the demo's kind of scene:
-    docs/fit_speed.md; 1,500 gained 0.5 dB over 800 and 2.4 dB over 400 on average)."""
+    `train_scene` (via `TrainConfig`, which extends this) and the nerfstudio method (`Panst3rSplatModelConfig.train`)
+    share these settings and their defaults; what only a training loop owns (steps, learning rates, checkpoints) is
+    in `TrainConfig`, and nerfstudio's Trainer owns it in `ns-train` (splat/design.md)."""
+
     seed: int = 0
-    """Seed of the view order, the regularisation colours and gsplat's split sampling."""
+    """Seed of the regularisation colours (in `train_scene` also of the view order and gsplat's split sampling; in
+    `ns-train` those follow `--machine.seed`)."""
     sh_degree_interval: int = 500
     """Raise the active SH degree by one every this many steps, up to the scene's degree (as gsplat)."""
     ssim_lambda: float = 0.2
     """Weight of the D-SSIM term in the photometric loss (3DGS)."""
     reg_weight: float = 1.0
     """Weight of the instance-colour regularisation (PanSt3R uses 1); 0 disables it."""
+    densify: bool = True
+    """Run gsplat's DefaultStrategy (clone / split / prune)."""
+    refine_start_iter: int = 100
+    """First step of densification (gsplat's default 500 is a third of the whole few-view run here)."""
+    refine_stop_iter: int = 1200
+    """Last step of densification; the remaining steps only optimise (docs/fit_speed.md: Gaussians vs steps)."""
+    refine_every: int = 100
+    """Densify every this many steps."""
+    reset_every: int = 3000
+    """Opacity reset period; longer than the default run, because with few views a reset costs more than it helps."""
+    grow_grad2d: float = 2e-4
+    """Mean image-space gradient above which a Gaussian is cloned (small) or split (large)."""
+    grow_scale3d: float = 0.01
+    """Scale, as a fraction of the scene scale, that tells clone (below) from split (above)."""
+    prune_opa: float = 0.005
+    """Gaussians below this opacity are pruned."""
+    prune_scale3d: float = 0.1
+    """Gaussians larger than this fraction of the scene scale are pruned."""
+    absgrad: bool = False
+    """Densify on absolute 2D gradients (AbsGS; raise `grow_grad2d` to about 8e-4 with it)."""
+    scene_scale: float | None = None
+    """Scale of the scene for the densification thresholds (and `train_scene`'s centre learning rate); None:
+    estimated (`estimate_scene_scale`)."""
+    backend: Literal["auto", "gsplat", "numba", "torch"] = "auto"
+    """Rasteriser backend (auto: gsplat on CUDA, the compiled Numba one on CPU; torch: the plain-torch reference)."""
+
+
+@dataclass(frozen=True)
+class TrainConfig(StepConfig):
+    """Hyper-parameters of `train_scene` (defaults: gsplat's simple_trainer, densification scaled for few views):
+    the shared step settings of `StepConfig` plus what its own loop owns."""
+
+    steps: int = 1500
+    """Optimisation steps, one input view per step (held-out PSNR vs steps on the demo's kind of scene:
+    docs/fit_speed.md; 1,500 gained 0.5 dB over 800 and 2.4 dB over 400 on average)."""
     means_lr: float = 1.6e-4
     """Learning rate of the centres, times the scene scale; decays exponentially to `means_lr_final` times it."""
     means_lr_final: float = 0.01
     """Final fraction of `means_lr` reached at the last step."""
     scales_lr: float = 5e-3
+    """Learning rate of the log-scales."""
     quats_lr: float = 1e-3
+    """Learning rate of the rotations (unnormalised quaternions)."""
     opacities_lr: float = 5e-2
+    """Learning rate of the opacity logits."""
     sh0_lr: float = 2.5e-3
+    """Learning rate of the DC spherical-harmonic coefficients."""
     shN_lr: float = 2.5e-3 / 20
+    """Learning rate of the higher spherical-harmonic coefficients (1/20 of the DC rate, as gsplat)."""
     reg_colors_lr: float = 1e-2
     """Learning rate of the regularisation colours (plain RGB, so larger than the DC SH rate)."""
-    densify: bool = True
-    """Run gsplat's DefaultStrategy (clone / split / prune)."""
-    refine_start_iter: int = 100
-    refine_stop_iter: int = 1200
-    refine_every: int = 100
-    reset_every: int = 3000
-    """Opacity reset period; longer than the default run, because with few views a reset costs more than it helps."""
-    grow_grad2d: float = 2e-4
-    grow_scale3d: float = 0.01
-    prune_opa: float = 0.005
-    prune_scale3d: float = 0.1
-    absgrad: bool = False
-    """Densify on absolute 2D gradients (AbsGS; raise `grow_grad2d` to about 8e-4 with it)."""
-    scene_scale: float | None = None
-    """Scale of the scene for the densification thresholds and the centre learning rate; None: estimated."""
     camera_refine: bool = False
     """Optimise a small SE(3) correction per input camera (the first camera stays fixed: it defines the frame)."""
     camera_lr: float = 1e-4
+    """Learning rate of the camera corrections."""
     background: tuple[float, float, float] = (0.0, 0.0, 0.0)
     """Background colour behind the Gaussians."""
-    backend: Literal["auto", "gsplat", "numba", "torch"] = "auto"
-    """Rasteriser backend (auto: gsplat on CUDA, the compiled Numba one on CPU; torch: the plain-torch reference)."""
     checkpoint_every: int = 100
     """Write the resume checkpoint every this many steps (and at the end)."""
     progress: bool = True
@@ -141,7 +174,9 @@ def ssim_map(img1: Float[Tensor, "*B H W D"], img2: Float[Tensor, "*B H W D"], *
 
 
 def ssim(img1: Float[Tensor, "*B H W D"], img2: Float[Tensor, "*B H W D"]) -> Float[Tensor, ""]:
-    """Mean SSIM over the valid region (see `ssim_map`)."""
+    """Mean SSIM over the valid region (see `ssim_map`): the loss's. Scores use torchmetrics' (`metrics.image_ssim`),
+    which also averages a reflection-padded border; over the valid region the two agree to rounding, forward and
+    backward, and this one costs 9 ms instead of 23 ms a fit step (splat/design.md)."""
     return ssim_map(img1, img2).mean()
 
 
@@ -184,28 +219,37 @@ def segment_colour_table(segment_maps: Int[Tensor, "C H W"], seed: int) -> tuple
     return inverse[1:].reshape(segment_maps.shape), colours.to(segment_maps.device)
 
 
-def _lr_of(key: str, config: TrainConfig, scene_scale: float) -> float:
+def learning_rates(config: TrainConfig) -> dict[str, float]:
+    """Adam learning rate of every trainable Gaussian entry (keys of `GaussianScene.to_params`); the centres' rate
+    before `train_scene` multiplies it by the scene scale (nerfstudio's scenes are normalised to about 1)."""
     return {
-        KEY_MEANS: config.means_lr * scene_scale, KEY_SCALES: config.scales_lr, KEY_QUATS: config.quats_lr,
+        KEY_MEANS: config.means_lr, KEY_SCALES: config.scales_lr, KEY_QUATS: config.quats_lr,
         KEY_OPACITIES: config.opacities_lr, KEY_SH0: config.sh0_lr, KEY_SHN: config.shN_lr,
         KEY_REG_COLORS: config.reg_colors_lr,
-    }[key]
+    }
+
+
+def label_optimizers(params: Mapping[str, Tensor]) -> dict[str, torch.optim.Optimizer]:
+    """A never-stepped SGD with rate 0 per label entry: gsplat's strategies edit the rows of every entry through its
+    optimiser, so the labels need one to stay aligned with the Gaussians they label."""
+    return {key: torch.optim.SGD([params[key]], lr=0.0) for key in LABEL_KEYS if key in params}
 
 
 def _make_optimizers(params: torch.nn.ParameterDict, config: TrainConfig,
                      scene_scale: float) -> dict[str, torch.optim.Optimizer]:
-    """One optimiser per entry, as gsplat's strategies require. Label entries get an SGD with rate 0 that is never
-    stepped: it only exists so the strategy's row edits find an optimiser for them."""
-    optimizers: dict[str, torch.optim.Optimizer] = {}
-    for key, p in params.items():
-        if key in LABEL_KEYS:
-            optimizers[key] = torch.optim.SGD([p], lr=0.0)
-        else:
-            optimizers[key] = torch.optim.Adam([p], lr=_lr_of(key, config, scene_scale), eps=1e-15)
-    return optimizers
+    """One optimiser per entry, as gsplat's strategies require (Adam for the trainable ones)."""
+    rates = learning_rates(config)
+    rates[KEY_MEANS] *= scene_scale
+    optimizers: dict[str, torch.optim.Optimizer] = {
+        key: torch.optim.Adam([p], lr=rates[key], eps=1e-15) for key, p in params.items() if key not in LABEL_KEYS}
+    return {**optimizers, **label_optimizers(params)}
 
 
-def _make_strategy(config: TrainConfig, num_views: int) -> Any:
+def make_strategy(config: StepConfig, num_views: int) -> DefaultStrategy | None:
+    """gsplat's `DefaultStrategy` with the config's thresholds (None when `densify` is off); refinement pauses for
+    one pass over the views after an opacity reset."""
+    if not config.densify:
+        return None
     from gsplat.strategy import DefaultStrategy
 
     return DefaultStrategy(
@@ -214,6 +258,65 @@ def _make_strategy(config: TrainConfig, num_views: int) -> Any:
         refine_stop_iter=config.refine_stop_iter, reset_every=config.reset_every, refine_every=config.refine_every,
         pause_refine_after_reset=num_views, absgrad=config.absgrad, verbose=False,
     )
+
+
+def densify_before_backward(strategy: DefaultStrategy | None, params: Mapping[str, Tensor],
+                            optimizers: Mapping[str, torch.optim.Optimizer], strategy_state: dict[str, Any],
+                            step: int, info: dict[str, Any]) -> None:
+    """The strategy's hook between render and backward (keeps the 2D means' gradient); `step` counts from 0."""
+    if strategy is not None:
+        strategy.step_pre_backward(params, optimizers, strategy_state, step + 1, info)
+
+
+def densify_after_step(strategy: DefaultStrategy | None, params: Mapping[str, Tensor],
+                       optimizers: Mapping[str, torch.optim.Optimizer], strategy_state: dict[str, Any],
+                       step: int, info: dict[str, Any]) -> None:
+    """Clone / split / prune / reset after the optimisers stepped, as gsplat's simple_trainer does; `step` counts
+    from 0, the strategy from 1: its opacity reset fires whenever `step % reset_every == 0`, step 0 included, which
+    would clamp every initial opacity to 2 * prune_opa before training starts (harmless over 30k steps, ruinous for
+    the short few-view runs here, which never reach `reset_every`)."""
+    if strategy is not None:
+        strategy.step_post_backward(params, optimizers, strategy_state, step + 1, info,
+                                    packed=info.get("gaussian_ids") is not None)
+
+
+def max_sh_degree(params: Mapping[str, Tensor]) -> int:
+    """The SH degree the colour entries hold (0 without `shN`)."""
+    return 0 if KEY_SHN not in params else math.isqrt(params[KEY_SHN].shape[1] + 1) - 1
+
+
+def active_sh_degree(step: int, config: StepConfig, max_degree: int) -> int:
+    """The SH degree used at `step` (from 0): one more every `sh_degree_interval` steps, up to `max_degree`."""
+    return min(step // max(config.sh_degree_interval, 1), max_degree)
+
+
+def render_colors(params: Mapping[str, Tensor], T_world_cam: Float[Tensor, "1 4 4"], sh_degree: int,
+                  with_reg: bool) -> Tensor:
+    """The colours to rasterise for one camera: RGB from the SH bands up to `sh_degree`, and with `with_reg` the
+    regularisation colours as channels 3..5; `[N, D]`, or `[1, N, D]` once view-dependent (sh_degree > 0)."""
+    sh = params[KEY_SH0]
+    if sh_degree > 0:
+        sh = torch.cat([sh, params[KEY_SHN][:, : (sh_degree + 1) ** 2 - 1]], 1)
+    colors = sh_colors(params[KEY_MEANS], sh, T_world_cam if sh_degree > 0 else None)
+    if with_reg:
+        reg = params[KEY_REG_COLORS] if colors.dim() == 2 else params[KEY_REG_COLORS][None]
+        colors = torch.cat([colors, reg], dim=-1)
+    return colors
+
+
+def photometric_loss(pred_rgb: Float[Tensor, "H W 3"], gt_rgb: Float[Tensor, "H W 3"],
+                     ssim_lambda: float) -> Float[Tensor, ""]:
+    """3DGS's `(1 - l) L1 + l (1 - SSIM)` (SSIM: `ssim`, Gaussian window 11, data range 1)."""
+    return (1 - ssim_lambda) * (pred_rgb - gt_rgb).abs().mean() + ssim_lambda * (1 - ssim(pred_rgb, gt_rgb))
+
+
+def colour_regularisation_loss(pred_colours: Float[Tensor, "H W 3"], seg_index: Int[Tensor, "H W"],
+                               seg_colours: Float[Tensor, "S 3"]) -> Float[Tensor, ""]:
+    """PanSt3R's instance-colour term (docs/method.md section 5): L1 between the rendered regularisation colours and
+    `seg_colours[seg_index]`, over the pixels whose index is not 0 (void or not covered)."""
+    valid = (seg_index > 0).to(pred_colours.dtype)[..., None]
+    target = seg_colours[seg_index]
+    return ((pred_colours - target).abs() * valid).sum() / (3 * valid.sum()).clamp_min(1.0)
 
 
 @dataclass
@@ -231,7 +334,7 @@ class _State:
 
 
 def _new_state(scene: GaussianScene, cameras: Cameras, config: TrainConfig, device: torch.device,
-               strategy: Any) -> _State:
+               strategy: DefaultStrategy | None) -> _State:
     params = scene.to(device).to_params()
     scene_scale = config.scene_scale or estimate_scene_scale(params[KEY_MEANS].detach(), cameras.centers.to(device))
     cam_deltas = torch.nn.Parameter(torch.zeros(len(cameras), 6, device=device))
@@ -313,12 +416,9 @@ def _render_view(state: _State, cameras: Cameras, view: int, config: TrainConfig
 
     p = state.params
     T_world_cam = _camera_of(state, cameras, view, config)
-    sh = p[KEY_SH0] if sh_degree == 0 else torch.cat([p[KEY_SH0], p[KEY_SHN][:, : (sh_degree + 1) ** 2 - 1]], 1)
-    colors = sh_colors(p[KEY_MEANS], sh, T_world_cam if sh_degree > 0 else None)  # [N, 3] or [1, N, 3]
+    colors = render_colors(p, T_world_cam, sh_degree, with_reg)  # [N, D] or [1, N, D]
     background = torch.tensor(config.background, dtype=colors.dtype, device=colors.device)
     if with_reg:
-        reg = p[KEY_REG_COLORS] if colors.dim() == 2 else p[KEY_REG_COLORS][None]
-        colors = torch.cat([colors, reg], dim=-1)
         background = torch.cat([background, torch.zeros_like(background)])
     out, _, info = rasterize(
         p[KEY_MEANS], p[KEY_QUATS], torch.exp(p[KEY_SCALES]), torch.sigmoid(p[KEY_OPACITIES]), colors,
@@ -331,14 +431,10 @@ def _render_view(state: _State, cameras: Cameras, view: int, config: TrainConfig
 
 def _step_loss(pred: Tensor, image: Tensor, seg_index: Tensor | None, seg_colours: Tensor | None,
                config: TrainConfig) -> Tensor:
-    """(1 - l) L1 + l (1 - SSIM) on RGB, plus the masked L1 of the regularisation colours."""
-    rgb = pred[..., :3]
-    loss = (1 - config.ssim_lambda) * (rgb - image).abs().mean() + config.ssim_lambda * (1 - ssim(rgb, image))
+    """The photometric loss on RGB, plus the weighted regularisation of channels 3..5 when segments are given."""
+    loss = photometric_loss(pred[..., :3], image, config.ssim_lambda)
     if seg_index is not None and seg_colours is not None:
-        valid = (seg_index > 0).to(pred.dtype)[..., None]  # index 0 is segment id 0 (void)
-        target = seg_colours[seg_index]
-        l_reg = ((pred[..., 3:6] - target).abs() * valid).sum() / (3 * valid.sum()).clamp_min(1.0)
-        loss = loss + config.reg_weight * l_reg
+        loss = loss + config.reg_weight * colour_regularisation_loss(pred[..., 3:6], seg_index, seg_colours)
     return loss
 
 
@@ -378,7 +474,7 @@ def train_scene(scene: GaussianScene, cameras: Cameras, images: Float[Tensor, "C
     with_reg = segment_maps is not None and config.reg_weight > 0
     seg_index, seg_colours = (segment_colour_table(segment_maps.to(device).long(), config.seed)
                               if with_reg else (None, None))
-    strategy = _make_strategy(config, len(cameras)) if config.densify else None
+    strategy = make_strategy(config, len(cameras))
     end = config.steps if stop_at is None else min(stop_at, config.steps)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(config.seed)
@@ -396,24 +492,23 @@ def train_scene(scene: GaussianScene, cameras: Cameras, images: Float[Tensor, "C
                        losses=tuple(state.losses), steps_done=state.step)
 
 
-def _run_steps(state: _State, strategy: Any, cameras: Cameras, images: Tensor, seg_index: Tensor | None,
-               seg_colours: Tensor | None, config: TrainConfig, end: int, checkpoint: Path | None,
-               device: torch.device) -> None:
+def _run_steps(state: _State, strategy: DefaultStrategy | None, cameras: Cameras, images: Tensor,
+               seg_index: Tensor | None, seg_colours: Tensor | None, config: TrainConfig, end: int,
+               checkpoint: Path | None, device: torch.device) -> None:
     """The optimisation loop from `state.step` to `end` (exclusive), in place on `state`."""
     num_views = len(cameras)
-    sh_max = 0 if KEY_SHN not in state.params else math.isqrt(state.params[KEY_SHN].shape[1] + 1) - 1
+    sh_max = max_sh_degree(state.params)
     bar = tqdm(total=end, initial=state.step, desc="3DGS", disable=not config.progress, dynamic_ncols=True)
     while state.step < end:
         step = state.step
         view = int(view_order(config.seed, step // num_views, num_views)[step % num_views])
-        sh_degree = min(step // max(config.sh_degree_interval, 1), sh_max)
+        sh_degree = active_sh_degree(step, config, sh_max)
         frac = step / max(config.steps - 1, 1)
         state.optimizers[KEY_MEANS].param_groups[0]["lr"] = (
             config.means_lr * state.scene_scale * config.means_lr_final ** frac)
         with record_function("fit.render"):
             pred, info = _render_view(state, cameras, view, config, sh_degree, seg_index is not None)
-        if strategy is not None:
-            strategy.step_pre_backward(state.params, state.optimizers, state.strategy_state, step + 1, info)
+        densify_before_backward(strategy, state.params, state.optimizers, state.strategy_state, step, info)
         with record_function("fit.loss"):
             loss = _step_loss(pred, images[view], None if seg_index is None else seg_index[view], seg_colours,
                               config)
@@ -429,14 +524,8 @@ def _run_steps(state: _State, strategy: Any, cameras: Cameras, images: Tensor, s
                 state.cam_deltas.grad[0] = 0.0  # camera 0 fixes the gauge (the world frame is its frame)
             state.cam_optimizer.step()
             state.cam_optimizer.zero_grad(set_to_none=True)
-        if strategy is not None:
-            # After the optimiser step, as gsplat's simple_trainer does. The strategy counts steps from 1: its opacity
-            # reset fires whenever `step % reset_every == 0`, step 0 included, which would clamp every initial
-            # opacity to 2 * prune_opa before training starts (harmless over 30k steps, ruinous for the short
-            # few-view runs here, which never reach `reset_every`).
-            with record_function("fit.densify"):
-                strategy.step_post_backward(state.params, state.optimizers, state.strategy_state, step + 1, info,
-                                            packed=info.get("gaussian_ids") is not None)
+        with record_function("fit.densify"):
+            densify_after_step(strategy, state.params, state.optimizers, state.strategy_state, step, info)
         state.losses.append(float(loss.detach()))
         state.step += 1
         bar.update(1)

@@ -151,4 +151,6 @@ def _plain(value: Any) -> Any:
         return [_plain(v) for v in value]
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):  # the nested `train` step settings
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     return repr(value)

@@ -6,9 +6,11 @@
 
 The method is a `TrainerConfig` with our model (`nerfstudio_model`), a `FullImageDatamanager` over
 `Panst3rDataset` (label maps in the batch), one optimiser per trainable Gaussian entry (gsplat's strategies look
-them up by the entry's name) and no LPIPS anywhere (its weights are a download). `Panst3rPipeline` replaces the
-averaged eval metrics: PSNR per image and their mean, plus PQ^scene / SQ / RQ / mIoU over the whole eval split as
-Panoptic Lifting computes them (a scene-level score cannot be an average of per-image ones). `ns-eval` writes them.
+them up by the entry's name) and no LPIPS anywhere (its weights are a download). Its number of steps and learning
+rates are `panst3r-splat fit`'s defaults (`splat.train.TrainConfig`; the model nests the shared `StepConfig`).
+`Panst3rPipeline` replaces the averaged eval metrics: PSNR per image and their mean, plus PQ^scene / SQ / RQ / mIoU
+over the whole eval split as Panoptic Lifting computes them (a scene-level score cannot be an average of per-image
+ones). `ns-eval` writes them.
 
 `Panst3rTrainerConfig` fills in what nerfstudio leaves to the data: the experiment name from the dataparser's
 `--data`, and the predictions cache of `panst3r-data` inside the run's output folder (before config.yml is written,
@@ -37,6 +39,8 @@ from panst3r_splat.pipeline.frontends.nerfstudio_dataparsers import (
     KEY_GT_INSTANCES, KEY_GT_SEMANTICS, META_VIEWS, Panst3rDataParserConfig, Panst3rDataset,
 )
 from panst3r_splat.pipeline.frontends.nerfstudio_model import Panst3rSplatModel, Panst3rSplatModelConfig
+from panst3r_splat.splat.gaussians import KEY_MEANS
+from panst3r_splat.splat.train import TrainConfig, learning_rates
 
 METHOD_NAME = "panst3r-splat"
 
@@ -177,9 +181,21 @@ class FloatExponentialDecayScheduler(ExponentialDecayScheduler):
         return lr_scheduler.LambdaLR(optimizer, lr_lambda=factor)
 
 
-def _adam(lr: float, *, final: Optional[float] = None) -> dict[str, Any]:
-    scheduler = None if final is None else FloatExponentialDecaySchedulerConfig(lr_final=final, max_steps=30_000)
-    return {"optimizer": AdamOptimizerConfig(lr=lr, eps=1e-15), "scheduler": scheduler}
+def _optimizers(train: TrainConfig) -> dict[str, dict[str, Any]]:
+    """nerfstudio's optimiser entries from `train_scene`'s settings: one Adam per trainable Gaussian entry (gsplat's
+    strategies look them up by the entry's name), the centres' rate decaying to `means_lr_final` of itself at the
+    last step as in `train_scene` (no scene-scale factor: nerfstudio's scenes are normalised to about 1)."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, lr in learning_rates(train).items():
+        scheduler = None
+        if key == KEY_MEANS:
+            scheduler = FloatExponentialDecaySchedulerConfig(lr_final=lr * train.means_lr_final, max_steps=train.steps)
+        out[key] = {"optimizer": AdamOptimizerConfig(lr=lr, eps=1e-15), "scheduler": scheduler}
+    return out
+
+
+_TRAIN = TrainConfig()
+"""The one set of training defaults (`panst3r-splat fit`'s), which the method's step count and rates take."""
 
 
 panst3r_splat_method = MethodSpecification(
@@ -189,7 +205,7 @@ panst3r_splat_method = MethodSpecification(
         steps_per_eval_batch=0,
         steps_per_save=1000,
         steps_per_eval_all_images=1000,
-        max_num_iterations=7000,
+        max_num_iterations=_TRAIN.steps,
         mixed_precision=False,
         pipeline=Panst3rPipelineConfig(
             datamanager=FullImageDatamanagerConfig(
@@ -199,16 +215,7 @@ panst3r_splat_method = MethodSpecification(
             ),
             model=Panst3rSplatModelConfig(),
         ),
-        optimizers={
-            # gsplat's simple_trainer rates on nerfstudio's normalised scene; names = the Gaussian entries.
-            "means": _adam(1.6e-4, final=1.6e-6),
-            "scales": _adam(5e-3),
-            "quats": _adam(1e-3),
-            "opacities": _adam(5e-2),
-            "sh0": _adam(2.5e-3),
-            "shN": _adam(2.5e-3 / 20),
-            "reg_colors": _adam(1e-2),
-        },
+        optimizers=_optimizers(_TRAIN),
         viewer=ViewerConfig(num_rays_per_chunk=1 << 15),
         vis="viewer",
     ),

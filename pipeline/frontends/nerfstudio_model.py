@@ -4,11 +4,13 @@
   labels) in one `ParameterDict`, initialised from the dataparser's points (`init_from_points`).
 - Rendering: `splat.rasterize.rasterize` (gsplat's CUDA kernels on GPU, our compiled Numba rasteriser on CPU);
   nerfstudio's OpenGL cameras are converted once, in `conventions`.
-- Training loss: L1 + D-SSIM on RGB plus PanSt3R's instance-colour regularisation (a second colour set rendered with
-  the same geometry must paint every panoptic segment of the view in its own random colour; docs/method.md section 5).
-- Densification: gsplat's `DefaultStrategy` on the `info` of our rasteriser. It edits every row of every entry,
-  labels included, so they stay aligned; the label entries get never-stepped SGD optimisers only so the strategy
-  finds an optimiser for them (nerfstudio's optimisers cover the trainable entries).
+- Training: the same step as `panst3r-splat fit` (`splat.train`): its `StepConfig` (nested as `train`, one set of
+  defaults), `render_colors`, `photometric_loss` (L1 + D-SSIM) and `colour_regularisation_loss` (PanSt3R's
+  instance colours; docs/method.md section 5), gsplat's `DefaultStrategy` from `make_strategy`, driven by
+  nerfstudio's callbacks through `densify_before_backward` / `densify_after_step`. nerfstudio's Trainer owns the
+  step loop, the optimisers and their schedules (splat/design.md lists what differs and why). The strategy edits
+  every row of every entry, labels included, so they stay aligned; the label entries get never-stepped SGD
+  optimisers (`label_optimizers`) only so the strategy finds an optimiser for them.
 - Labels: LUDVIG lifting (`splat.lifting.lift_segments`) of the train views' segment maps at the last training step,
   every `lift_every` steps, or on demand (`lift_labels`, the viewer's "Lift labels" button).
 - Outputs: `rgb`, `depth`, `accumulation`, and the float RGB colour maps `semantic`, `instance`, `panoptic`
@@ -21,7 +23,6 @@ Checkpoints are nerfstudio's; `load_state_dict` resizes the entries in place to 
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Literal, Optional, Tuple, Type
 
@@ -43,13 +44,17 @@ from panst3r_splat.pipeline.frontends.nerfstudio_dataparsers import (
     KEY_SEGMENT_MAP, META_SCENE, META_VIEWS, SceneLabels, ViewLabels,
 )
 from panst3r_splat.splat.gaussians import (
-    KEY_LABEL_CONF, KEY_MEANS, KEY_OPACITIES, KEY_QUATS, KEY_REG_COLORS, KEY_SCALES, KEY_SEGMENT_IDS, KEY_SH0,
-    KEY_SHN, LABEL_KEYS, GaussianScene, init_from_points, sh_colors,
+    KEY_LABEL_CONF, KEY_MEANS, KEY_OPACITIES, KEY_QUATS, KEY_SCALES, KEY_SEGMENT_IDS, LABEL_KEYS, GaussianScene,
+    init_from_points,
 )
 from panst3r_splat.splat.lifting import LiftOptions, lift_segments, render_segments
+from panst3r_splat.splat.metrics import image_psnr, image_ssim
 from panst3r_splat.splat.palette import instance_colors, panoptic_colors, semantic_colors
-from panst3r_splat.splat.rasterize import Backend, rasterize
-from panst3r_splat.splat.train import estimate_scene_scale, ssim
+from panst3r_splat.splat.rasterize import rasterize
+from panst3r_splat.splat.train import (
+    StepConfig, active_sh_degree, colour_regularisation_loss, densify_after_step, densify_before_backward,
+    estimate_scene_scale, label_optimizers, make_strategy, max_sh_degree, photometric_loss, render_colors,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -77,38 +82,19 @@ class Panst3rSplatModelConfig(ModelConfig):
     """Random Gaussians in the scene box when the dataparser gives no points."""
     sh_degree: int = 3
     """Largest spherical-harmonic degree of the colours."""
-    sh_degree_interval: int = 1000
-    """Raise the active SH degree by one every this many steps."""
     background_color: Literal["black", "white", "random"] = "black"
     """Colour behind the Gaussians ('random': a new colour every training step, black otherwise)."""
-    ssim_lambda: float = 0.2
-    """Weight of D-SSIM in the photometric loss."""
-    reg_weight: float = 1.0
-    """Weight of the instance-colour regularisation (0 turns it off)."""
-    reg_seed: int = 0
-    """Seed of the random segment colours the regularisation paints."""
-    densify: bool = True
-    """Clone, split and prune with gsplat's DefaultStrategy."""
-    refine_start_iter: int = 500
-    refine_stop_iter: int = 15_000
-    refine_every: int = 100
-    reset_every: int = 3000
-    """Opacity reset period."""
-    grow_grad2d: float = 2e-4
-    """Image-space gradient above which Gaussians are cloned or split."""
-    grow_scale3d: float = 0.01
-    prune_opa: float = 0.005
-    prune_scale3d: float = 0.1
-    absgrad: bool = False
-    """Densify on absolute gradients (raise grow_grad2d to about 8e-4 with it)."""
+    train: StepConfig = StepConfig()
+    """The training step, shared with `panst3r-splat fit` (`splat.train.StepConfig`, one set of defaults): loss
+    weights, SH schedule, gsplat's densification, rasteriser. The learning rates and the number of steps are
+    nerfstudio's (`--optimizers`, `--max-num-iterations`), their defaults `splat.train.TrainConfig`'s. (A plain
+    default, frozen, so a class attribute: the config.yml of a run from before this field loads with it.)"""
     lift_every: int = 0
     """Also lift labels every this many steps (0: only at the end of training and on demand)."""
     lift_include_void: bool = True
     """Void pixels vote for 'unlabelled' when lifting (False: they do not vote; holes fill from other views)."""
     label_min_alpha: float = 0.5
     """Pixels whose accumulated opacity is below this render as void in the label outputs."""
-    backend: Backend = "auto"
-    """Rasteriser: auto (gsplat on CUDA, ours on CPU), gsplat or torch."""
 
 
 def _color_lut(scene: Optional[SceneLabels], kind: str) -> Tensor:
@@ -151,7 +137,7 @@ class Panst3rSplatModel(Model):
         scene = self._initial_scene()
         self.gauss_params = scene.to_params()
         self.register_buffer("labels_lifted", torch.zeros((), dtype=torch.bool))
-        self._label_optimizers = {k: torch.optim.SGD([self.gauss_params[k]], lr=0.0) for k in LABEL_KEYS}
+        self._label_optimizers = label_optimizers(self.gauss_params)
         self.step = 0
         self.optimizers: Dict[str, torch.optim.Optimizer] = {}
         self.info: Dict[str, Any] = {}
@@ -159,13 +145,14 @@ class Panst3rSplatModel(Model):
         self._final_step: Optional[int] = None
         centres = (torch.zeros(0, 3) if self.train_views is None
                    else torch.from_numpy(self.train_views.T_world_cam[:, :3, 3]).float())
-        self.scene_scale = estimate_scene_scale(scene.means, centres) if len(centres) else 1.0
-        self.strategy = self._make_strategy() if self.config.densify else None
+        estimated = estimate_scene_scale(scene.means, centres) if len(centres) else 1.0
+        self.scene_scale = self.config.train.scene_scale or estimated
+        self.strategy = make_strategy(self.config.train, self.num_train_data)
         self.strategy_state = self.strategy.initialize_state(scene_scale=self.scene_scale) if self.strategy else {}
         for kind in LABEL_OUTPUTS:
             self.register_buffer(f"_lut_{kind}", _color_lut(self.scene_labels, kind), persistent=False)
         max_id = max((s.id for s in self.scene_labels.segments), default=0) if self.scene_labels else 0
-        gen = torch.Generator().manual_seed(self.config.reg_seed)
+        gen = torch.Generator().manual_seed(self.config.train.seed)
         self.register_buffer("_reg_palette", torch.rand(max_id + 1, 3, generator=gen), persistent=False)
         self.lift_button = ViewerButton(name="Lift labels", cb_hook=lambda _: self.lift_labels())
 
@@ -181,17 +168,6 @@ class Panst3rSplatModel(Model):
             logger.info("panst3r-splat: no seed points from the dataparser, %d random Gaussians", c.num_random)
         return init_from_points(points, colors, c.max_init_gaussians, sh_degree=c.sh_degree,
                                 init_opacity=c.init_opacity)
-
-    def _make_strategy(self) -> Any:
-        from gsplat.strategy import DefaultStrategy
-
-        c = self.config
-        return DefaultStrategy(
-            prune_opa=c.prune_opa, grow_grad2d=c.grow_grad2d, grow_scale3d=c.grow_scale3d,
-            prune_scale3d=c.prune_scale3d, refine_start_iter=c.refine_start_iter, refine_stop_iter=c.refine_stop_iter,
-            reset_every=c.reset_every, refine_every=c.refine_every, pause_refine_after_reset=self.num_train_data,
-            absgrad=c.absgrad, verbose=False,
-        )
 
     # ------------------------------------------------------------------------------------------ parameters
 
@@ -240,11 +216,9 @@ class Panst3rSplatModel(Model):
         self.optimizers = optimizers.optimizers
 
     def _after_step(self, step: int) -> None:
-        if self.strategy is not None and self.info and step > 0:
-            # After the optimisers stepped, as gsplat's simple_trainer does; not at step 0, where gsplat 1.4.0's
-            # `step % reset_every == 0` would reset every opacity before training has begun.
-            self.strategy.step_post_backward(self.gauss_params, self._all_optimizers(), self.strategy_state, step,
-                                             self.info, packed=False)
+        if self.info:  # a training render of this step happened (nerfstudio's callbacks drive the strategy)
+            densify_after_step(self.strategy, self.gauss_params, self._all_optimizers(), self.strategy_state, step,
+                               self.info)
         self.info = {}
         every = self.config.lift_every
         if step == self._final_step or (every > 0 and (step + 1) % every == 0):
@@ -284,20 +258,18 @@ class Panst3rSplatModel(Model):
         viewmat, K, width, height = self._camera(camera)
         p = self._visible()
         T_world_cam = rigid_inverse(viewmat)
-        sh_max = 0 if KEY_SHN not in p else math.isqrt(p[KEY_SHN].shape[1] + 1) - 1
-        degree = min(self.step // max(self.config.sh_degree_interval, 1), sh_max) if self.training else sh_max
-        sh = p[KEY_SH0] if degree == 0 else torch.cat([p[KEY_SH0], p[KEY_SHN][:, : (degree + 1) ** 2 - 1]], 1)
-        colors = sh_colors(p[KEY_MEANS], sh, T_world_cam if degree > 0 else None)  # [N, 3] or [1, N, 3]
-        with_reg = self.training and self.config.reg_weight > 0
-        if with_reg:
-            colors = torch.cat([colors, p[KEY_REG_COLORS] if colors.dim() == 2 else p[KEY_REG_COLORS][None]], -1)
+        c = self.config.train
+        sh_max = max_sh_degree(p)
+        degree = active_sh_degree(self.step, c, sh_max) if self.training else sh_max
+        with_reg = self.training and c.reg_weight > 0
+        colors = render_colors(p, T_world_cam, degree, with_reg)  # [N, D] or [1, N, D]
         render, alpha, info = rasterize(
             p[KEY_MEANS], p[KEY_QUATS], torch.exp(p[KEY_SCALES]), torch.sigmoid(p[KEY_OPACITIES]), colors, viewmat,
-            K, width, height, render_mode="RGB+ED", absgrad=self.config.absgrad, backend=self.config.backend,
+            K, width, height, render_mode="RGB+ED", absgrad=c.absgrad, backend=c.backend,
         )  # fmt: skip
-        if self.training and self.strategy is not None:
-            self.strategy.step_pre_backward(self.gauss_params, self._all_optimizers(), self.strategy_state,
-                                            self.step, info)
+        if self.training:
+            densify_before_backward(self.strategy, self.gauss_params, self._all_optimizers(), self.strategy_state,
+                                    self.step, info)
             self.info = info
         render, alpha = render[0], alpha[0]
         background = self._background()
@@ -318,7 +290,7 @@ class Panst3rSplatModel(Model):
         return render_segments(
             p[KEY_MEANS].detach(), p[KEY_QUATS].detach(), torch.exp(p[KEY_SCALES].detach()),
             torch.sigmoid(p[KEY_OPACITIES].detach()), p[KEY_SEGMENT_IDS].detach().round().long(), viewmat, K, width,
-            height, min_alpha=self.config.label_min_alpha, backend=self.config.backend,
+            height, min_alpha=self.config.label_min_alpha, backend=self.config.train.backend,
         )[0]  # fmt: skip
 
     def _label_outputs(self, p: Dict[str, Tensor], viewmat: Tensor, K: Tensor, width: int,
@@ -362,7 +334,7 @@ class Panst3rSplatModel(Model):
         lifted = lift_segments(
             p[KEY_MEANS].detach(), p[KEY_QUATS].detach(), torch.exp(p[KEY_SCALES].detach()),
             torch.sigmoid(p[KEY_OPACITIES].detach()), rigid_inverse(T), K, seg,
-            LiftOptions(include_void=self.config.lift_include_void, backend=self.config.backend),
+            LiftOptions(include_void=self.config.lift_include_void, backend=self.config.train.backend),
         )  # fmt: skip
         with torch.no_grad():
             p[KEY_SEGMENT_IDS].copy_(lifted.segment_ids.to(p[KEY_SEGMENT_IDS].dtype))
@@ -383,35 +355,29 @@ class Panst3rSplatModel(Model):
 
     def get_loss_dict(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor],
                       metrics_dict: Optional[Dict[str, Tensor]] = None) -> Dict[str, Tensor]:
-        background = outputs.get(OUT_BACKGROUND, self._background())
-        gt = self._gt_rgb(batch["image"], background)
-        pred = outputs[OUT_RGB]
-        l1 = (pred - gt).abs().mean()
-        loss = {"main_loss": (1 - self.config.ssim_lambda) * l1 + self.config.ssim_lambda * (1 - ssim(pred, gt))}
+        """`train_scene`'s loss (`splat.train`), its two terms logged apart: `main_loss` (L1 + D-SSIM on RGB) and
+        `reg_loss` (the weighted instance-colour term; segment ids outside the legend's palette count as void)."""
+        c = self.config.train
+        gt = self._gt_rgb(batch["image"], outputs.get(OUT_BACKGROUND, self._background()))
+        loss = {"main_loss": photometric_loss(outputs[OUT_RGB], gt, c.ssim_lambda)}
         if OUT_REG in outputs and KEY_SEGMENT_MAP in batch:
             seg = batch[KEY_SEGMENT_MAP].to(self.device).long()
-            valid = ((seg > 0) & (seg < len(self._reg_palette))).to(pred.dtype)[..., None]
-            target = self._reg_palette[seg.clamp(0, len(self._reg_palette) - 1)]
-            l_reg = ((outputs[OUT_REG] - target).abs() * valid).sum() / (3 * valid.sum()).clamp_min(1.0)
-            loss["reg_loss"] = self.config.reg_weight * l_reg
+            index = torch.where((seg > 0) & (seg < len(self._reg_palette)), seg, torch.zeros_like(seg))
+            loss["reg_loss"] = c.reg_weight * colour_regularisation_loss(outputs[OUT_REG], index, self._reg_palette)
         return loss
-
-    @staticmethod
-    def _psnr(pred: Tensor, gt: Tensor) -> Tensor:
-        return -10.0 * torch.log10(((pred - gt) ** 2).mean().clamp_min(1e-10))
 
     def get_metrics_dict(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
         gt = self._gt_rgb(batch["image"], outputs.get(OUT_BACKGROUND, self._background()))
-        return {"psnr": self._psnr(outputs[OUT_RGB].detach(), gt),
+        return {"psnr": image_psnr(outputs[OUT_RGB].detach(), gt),
                 "gaussian_count": torch.tensor(float(self.num_points))}
 
     def get_image_metrics_and_images(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]
                                      ) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
-        """PSNR and SSIM of one view (no LPIPS: its weights would have to be downloaded), the GT | render image,
-        and the panoptic render once labels are lifted."""
+        """PSNR and SSIM of one view (torchmetrics, data range 1; no LPIPS: its weights would have to be
+        downloaded), the GT | render image, and the panoptic render once labels are lifted."""
         gt = self._gt_rgb(batch["image"], self._background())
         pred = outputs[OUT_RGB]
-        metrics = {"psnr": float(self._psnr(pred, gt)), "ssim": float(ssim(pred, gt))}
+        metrics = {"psnr": float(image_psnr(pred, gt)), "ssim": float(image_ssim(pred, gt))}
         images = {"img": torch.cat([gt, pred], dim=1)}
         if bool(self.labels_lifted) and OUT_PANOPTIC in outputs:
             images[OUT_PANOPTIC] = outputs[OUT_PANOPTIC]

@@ -132,6 +132,41 @@ def test_entry_points_are_discovered() -> None:
     assert config.pipeline.model.enable_collider is False
 
 
+def test_method_trains_with_the_fit_defaults() -> None:
+    """One set of training defaults: the model nests `splat.train`'s step settings, and the method's steps and
+    learning rates are `TrainConfig`'s (the centres' decaying to `means_lr_final` of itself at the last step)."""
+    from panst3r_splat.pipeline.nerfstudio_method import panst3r_splat_method
+    from panst3r_splat.splat.train import StepConfig, TrainConfig, learning_rates
+
+    config, train = panst3r_splat_method.config, TrainConfig()
+    assert config.pipeline.model.train == StepConfig()
+    assert {f: getattr(train, f) for f in StepConfig.__dataclass_fields__} == vars(StepConfig())
+    assert config.max_num_iterations == train.steps
+    assert {k: v["optimizer"].lr for k, v in config.optimizers.items()} == learning_rates(train)
+    means = config.optimizers["means"]["scheduler"]
+    assert means.max_steps == train.steps and means.lr_final == pytest.approx(train.means_lr * train.means_lr_final)
+
+
+def test_model_loss_is_the_fit_loss(gt_pipeline) -> None:
+    """`get_loss_dict` is `splat.train`'s photometric and instance-colour terms on the model's outputs."""
+    from panst3r_splat.splat.train import colour_regularisation_loss, photometric_loss
+
+    model = gt_pipeline.model
+    model.train()
+    camera, batch = gt_pipeline.datamanager.next_train(0)
+    outputs = model.get_outputs(camera)
+    losses = model.get_loss_dict(outputs, batch)
+    gt = batch["image"].float() / 255.0
+    expected_main = photometric_loss(outputs["rgb"], gt, model.config.train.ssim_lambda)
+    torch.testing.assert_close(losses["main_loss"], expected_main)
+    seg = batch["segment_map"].long()
+    expected = colour_regularisation_loss(outputs["reg_rgb"], seg, model._reg_palette)
+    torch.testing.assert_close(losses["reg_loss"], model.config.train.reg_weight * expected)
+    assert float(expected) > 0.0
+    model.info = {}  # leave no pending strategy update behind for the other tests
+    model.eval()
+
+
 @needs_cli
 def test_ns_train_help_lists_the_method() -> None:
     out = _run([NS_TRAIN, "--help"]).stdout
@@ -339,7 +374,7 @@ def test_model_renders_what_the_splat_package_renders(gt_pipeline) -> None:
     T = torch.from_numpy(views.T_world_cam[1:2])
     render, alpha, _ = rasterize(g.means, g.quats, g.scales, g.opacities, g.colors(T)[..., :3], rigid_inverse(T),
                                  torch.from_numpy(views.K[1:2]), views.width, views.height,
-                                 backend=model.config.backend)  # the same rasteriser: only the camera path differs
+                                 backend=model.config.train.backend)  # the same rasteriser; only the cameras differ
     torch.testing.assert_close(outputs["rgb"], render[0].clamp(0, 1), atol=1e-5, rtol=0)
     torch.testing.assert_close(outputs["accumulation"], alpha[0], atol=1e-5, rtol=0)
     for name in ("rgb", "semantic", "instance", "panoptic"):

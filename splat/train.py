@@ -11,7 +11,7 @@ only up to rounding) and resumable: a checkpoint written atomically every `check
 parameters, optimiser moments, strategy state and random-number state, so a resumed run continues exactly as an
 uninterrupted one would.
 
-This is the one training core: `ns-train panst3r-splat` (pipeline/nerfstudio_model.py) runs the same step inside
+This is the one training core: `ns-train panst3r-splat` (pipeline/frontends/nerfstudio_model.py) runs the same step inside
 nerfstudio's Trainer, with `StepConfig` (the settings and defaults both share), `render_colors`, `photometric_loss`,
 `colour_regularisation_loss`, `make_strategy` and the `densify_*` hooks; splat/design.md lists what differs there.
 """

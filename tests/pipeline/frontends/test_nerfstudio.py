@@ -135,7 +135,7 @@ def test_entry_points_are_discovered() -> None:
 def test_method_trains_with_the_fit_defaults() -> None:
     """One set of training defaults: the model nests `splat.train`'s step settings, and the method's steps and
     learning rates are `TrainConfig`'s (the centres' decaying to `means_lr_final` of itself at the last step)."""
-    from panst3r_splat.pipeline.nerfstudio_method import panst3r_splat_method
+    from panst3r_splat.pipeline.frontends.nerfstudio_method import panst3r_splat_method
     from panst3r_splat.splat.train import StepConfig, TrainConfig, learning_rates
 
     config, train = panst3r_splat_method.config, TrainConfig()

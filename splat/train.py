@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal, Mapping
 import numpy as np
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float, Int
+from jaxtyping import Float, Int, UInt8
 from torch import Tensor
 from torch.profiler import record_function
 from tqdm.auto import tqdm
@@ -451,7 +451,7 @@ def _validate(scene: GaussianScene, cameras: Cameras, images: Tensor, segment_ma
         raise ValueError("segment maps must hold integer segment ids")
 
 
-def train_scene(scene: GaussianScene, cameras: Cameras, images: Float[Tensor, "C H W 3"],
+def train_scene(scene: GaussianScene, cameras: Cameras, images: Float[Tensor, "C H W 3"] | UInt8[Tensor, "C H W 3"],
                 segment_maps: Int[Tensor, "C H W"] | None, config: TrainConfig, device: torch.device | str, *,
                 checkpoint: Path | None = None, stop_at: int | None = None) -> TrainResult:
     """Optimise the Gaussians on the input views (one view per step); see the module docstring for the loss.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from _typecheck import rejects
 from panst3r_splat.core import class_table

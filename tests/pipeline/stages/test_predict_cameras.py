@@ -72,9 +72,10 @@ def test_cameras_from_matches_places_every_view() -> None:
 
 def test_unconnected_view_gets_nan_and_one_warning(caplog: pytest.LogCaptureFixture) -> None:
     _, output, local = _room_output()
-    conf = list(output.descriptor_conf)
-    conf[4] = torch.ones_like(conf[4])  # nothing confident enough to match
-    output = InferenceOutput(**{**output.__dict__, "descriptor_conf": tuple(conf)})
+    descriptors = list(output.descriptors)
+    descriptors[4] = torch.nn.functional.one_hot(torch.zeros(descriptors[4].shape[:2], dtype=torch.long),
+                                                 descriptors[4].shape[2]).float()  # one descriptor: untextured
+    output = InferenceOutput(**{**output.__dict__, "descriptors": tuple(descriptors)})
     with caplog.at_level(logging.WARNING):
         solved = cameras_from_matches(output, local, PrincipalPoint.CENTER)
     assert solved.camera_ok.tolist() == [True, True, True, True, False, True]

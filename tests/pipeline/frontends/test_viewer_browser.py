@@ -225,12 +225,9 @@ def test_view_refuses_a_folder_that_is_neither(tmp_path: Path) -> None:
 
 
 def test_max_splats_default_is_one_number_and_negative_counts_are_refused(tiny_scene) -> None:
-    import inspect
-
     from panst3r_splat.pipeline.frontends.viewer.app import DEFAULT_MAX_SPLATS
 
-    assert inspect.signature(view).parameters["max_splats"].default == DEFAULT_MAX_SPLATS == \
-        ViewerOptions().max_splats
+    assert ViewArgs(tiny_scene[0]).max_splats == DEFAULT_MAX_SPLATS == ViewerOptions().max_splats
     with pytest.raises(UserError, match="--max-splats must be >= 0"):
         view(ViewArgs(tiny_scene[0], max_splats=-1, device="cpu"))
 

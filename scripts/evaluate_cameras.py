@@ -138,7 +138,8 @@ def evaluate(args: argparse.Namespace) -> dict:
                          "connected_share": float(np.mean(col["connected"])),
                          "scenes_all_connected": float(np.mean(col["all_connected"])),
                          "median_seconds": float(np.nanmedian(col["seconds"]))}
-    return {"settings": vars(args) | {"out": str(args.out), "checkpoint": str(args.checkpoint)}, "scenes": rows, "summary": summary}
+    settings = vars(args) | {"out": str(args.out), "checkpoint": str(args.checkpoint)}
+    return {"settings": settings, "scenes": rows, "summary": summary}
 
 
 def timing(args: argparse.Namespace) -> list[dict]:

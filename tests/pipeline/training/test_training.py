@@ -175,13 +175,13 @@ def test_resume_drops_the_log_rows_of_steps_it_takes_again(tmp_path: Path) -> No
     those rows, so each step appears once in the record."""
     import csv
 
-    from panst3r_splat.pipeline.training.loop import _drop_rows_from
+    from panst3r_splat.pipeline.training.loop import _drop_rows_after
 
     log = tmp_path / "model.log.csv"
-    log.write_text("step,loss\n50,2.0\n100,1.5\n150,1.4\n")
-    _drop_rows_from(log, 100)
+    log.write_text("step,loss\n50,2.0\n100,1.5\n150,1.4\n")  # rows are numbered by steps done
+    _drop_rows_after(log, 100)  # the resume file holds 100 steps: the row of step 100 stays
     with log.open(newline="") as f:
-        assert [row["step"] for row in csv.DictReader(f)] == ["50"]
-    _drop_rows_from(log, 100)  # nothing left to drop: unchanged
-    _drop_rows_from(tmp_path / "absent.csv", 0)  # no log yet: nothing to do
-    assert log.read_text() == "step,loss\n50,2.0\n"
+        assert [row["step"] for row in csv.DictReader(f)] == ["50", "100"]
+    _drop_rows_after(log, 100)  # nothing left to drop: unchanged
+    _drop_rows_after(tmp_path / "absent.csv", 0)  # no log yet: nothing to do
+    assert log.read_text() == "step,loss\n50,2.0\n100,1.5\n"

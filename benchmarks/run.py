@@ -242,11 +242,15 @@ def rasteriser_steps(plan: Plan, cpu_threads: tuple[int, ...]) -> list[dict[str,
 
 
 def compiled_vs_reference(plan: Plan, threads: int) -> dict[str, Any]:
-    """Section 6: cold compile, the backend comparison table and whole demo fits (CPU, `threads` torch threads)."""
+    """Section 6: cold compile, the backend comparison table (with `threads` torch threads and with one per core)
+    and whole demo fits (`threads` torch threads)."""
     raster, fit_bench = sibling("rasterize"), sibling("fit_step")
-    out: dict[str, Any] = {"threads": threads, "cold_compile": raster.cold_compile_seconds()}
+    out: dict[str, Any] = {"threads": threads, "cold_compile": raster.cold_compile_seconds(), "steps": []}
+    for n in dict.fromkeys((threads, os.cpu_count() or 1)):  # the pipeline's threads, then every core
+        with torch_threads(n):
+            out["steps"] += [row | {"threads": n} for row in
+                             raster.compare_backends(plan.compare_counts, plan.compare_sizes, plan.repeats)]
     with torch_threads(threads):
-        out["steps"] = raster.compare_backends(plan.compare_counts, plan.compare_sizes, plan.repeats)
         with tempfile.TemporaryDirectory(prefix="bench-fit-") as work:
             inputs = fit_bench.demo_inputs(Path(work))
             checkpoint = Path(work) / "train.ckpt"
@@ -355,9 +359,11 @@ def format_report(report: dict[str, Any]) -> str:
     comp = report["compiled_vs_reference"]
     lines += ["", f"6. compiled CPU rasteriser vs the torch reference ({comp['threads']} torch thread(s)); cold compile "
               f"{comp['cold_compile']['cold_first_call_seconds']:.1f} s",
-              f"{'gaussians':>10} {'size':>9} {'reference s':>12} {'numba s':>9} {'ratio':>7} {'ratio CPU':>9}"]
-    lines += [f"{r['gaussians']:>10} {r['width']:>4}x{r['height']:<4} {r['torch_seconds']:>12.4f} "
-              f"{r['numba_seconds']:>9.4f} {r['ratio']:>6.1f}x {r['ratio_cpu']:>8.1f}x" for r in comp["steps"]]
+              f"{'gaussians':>10} {'size':>9} {'threads':>7} {'reference s':>12} {'numba s':>9} {'ratio':>7} "
+              f"{'ratio CPU':>9}"]
+    lines += [f"{r['gaussians']:>10} {r['width']:>4}x{r['height']:<4} {r.get('threads', comp['threads']):>7} "
+              f"{r['torch_seconds']:>12.4f} {r['numba_seconds']:>9.4f} {r['ratio']:>6.1f}x {r['ratio_cpu']:>8.1f}x"
+              for r in comp["steps"]]
     fit, demo = comp["fit"], comp["demo_fit"]
     lines.append(f"   demo fit, {fit['steps']} steps: reference {fit['reference_seconds']:.1f} s, numba "
                  f"{fit['numba_seconds']:.1f} s ({fit['ratio']:.1f}x); demo fit of {demo['steps']} steps "

@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/evaluate_cameras.py [--scenes 5] [--views 8] [--width 192 --height 144]
                                                  [--path orbit|sweep|mixed] [--out eval_cameras]
+    .venv/bin/python scripts/evaluate_cameras.py --checkpoint docs/training/builtin_v2/model.safetensors  # + model
     .venv/bin/python scripts/evaluate_cameras.py --timing 8 16 32 64      # solve time rows (matching included)
 
 For each held-out scene (seeds from ``HELD_OUT_SEED_START + 200``, apart from the ones training and
@@ -13,12 +14,14 @@ scale (the model's per-view scale ambiguity), with three kinds of matches:
 - ``gt_noisy_distorted``: ``gt_noisy`` on local pointmaps with a weak model's errors (focal 20 % short, a smooth
   10 % depth error; `oracle.distort_pointmaps`);
 - ``descriptors``: stand-in dense descriptors (random Fourier features of the true 3D point) through the real
-  mutual-nearest-neighbour matching, so the whole `--cameras matches` path runs.
+  reciprocal matching, so the whole `--cameras matches` path runs;
+- ``model`` (with ``--checkpoint CKPT``, a model with a descriptor head, at its training resolution): the model's
+  own descriptors and local pointmaps from the scene's images, i.e. what `predict --cameras matches` solves.
 
 Intrinsics always come from the local pointmaps, never from ground truth. Reported per kind: median / mean relative
 rotation error and median translation-direction error over all view pairs (a view without a camera counts as
 180 degrees), the share of views connected, and the solve time. Prints a table and writes ``<out>/cameras.json``.
-The numbers describe the solver, not a trained descriptor head: run `scripts/evaluate_model.py` for the model.
+Without ``--checkpoint`` the numbers describe the solver, not a trained descriptor head.
 """
 
 from __future__ import annotations
@@ -58,8 +61,39 @@ def _scene(seed: int, views: int, args: argparse.Namespace):
     return scene, K, local
 
 
-def _solve(kind: str, scene, K: np.ndarray, local: np.ndarray, seed: int, options: SolverOptions):
+def _model_inputs(scene, model) -> tuple[np.ndarray, list, list]:
+    """The model's local pointmaps [V, H, W, 3], descriptors and their confidences on the scene's images."""
+    import torch
+
+    from panst3r_splat.core.model.outputs import activate_pointmaps
+    from panst3r_splat.core.model.panst3r import InferenceOptions
+    from panst3r_splat.pipeline.training.targets import normalise_images
+
+    images = normalise_images(torch.from_numpy(scene.images))
+    with torch.no_grad():
+        out = model["model"].forward_inference(list(images), model["embeddings"], InferenceOptions(progress=False))
+    local = activate_pointmaps(out.stacked_pointmaps_raw())[1].double().numpy()
+    return local, list(out.descriptors), list(out.descriptor_conf)
+
+
+def _load_model(checkpoint: Path) -> dict:
+    import torch
+
+    from panst3r_splat.core.checkpoint import load_checkpoint
+    from panst3r_splat.core.class_sets import builtin_class_set
+
+    loaded = load_checkpoint(checkpoint)
+    model = loaded.model.eval()
+    if model.config.descriptor_head is None:
+        raise SystemExit(f"{checkpoint} has no descriptor head: the model kind needs one")
+    class_set = builtin_class_set(model.config.mask_transformer.lang_dim)
+    return {"model": model, "embeddings": torch.from_numpy(class_set.class_embeddings)}
+
+
+def _solve(kind: str, scene, K: np.ndarray, local: np.ndarray, seed: int, options: SolverOptions, model=None):
     height, width = scene.depth.shape[1:]
+    if kind == "model":
+        return solve_cameras_from_descriptors(*_model_inputs(scene, model), options)
     if kind == "descriptors":
         descriptors, conf = synthetic_descriptors(world_points(scene.depth, K, scene.T_world_cam), seed=seed)
         return solve_cameras_from_descriptors(local, descriptors, conf, options)
@@ -76,13 +110,15 @@ def _options(args: argparse.Namespace) -> SolverOptions:
 
 
 def evaluate(args: argparse.Namespace) -> dict:
-    rows: dict[str, list[dict]] = {kind: [] for kind in KINDS}
+    kinds = KINDS + (("model",) if args.checkpoint else ())
+    model = _load_model(args.checkpoint) if args.checkpoint else None
+    rows: dict[str, list[dict]] = {kind: [] for kind in kinds}
     for i in range(args.scenes):
         seed = FIRST_SEED + i
         scene, K, local = _scene(seed, args.views, args)
-        for kind in KINDS:
+        for kind in kinds:
             try:
-                solution = _solve(kind, scene, K, local, seed, _options(args))
+                solution = _solve(kind, scene, K, local, seed, _options(args), model)
             except ValueError as err:  # fewer than 2 views connected: every pair counts as 180 degrees
                 logging.warning("seed %d, %s: %s", seed, kind, err)
                 rows[kind].append({"seed": seed, "median_rot": 180.0, "mean_rot": 180.0, "median_trans": 180.0,
@@ -102,7 +138,8 @@ def evaluate(args: argparse.Namespace) -> dict:
                          "connected_share": float(np.mean(col["connected"])),
                          "scenes_all_connected": float(np.mean(col["all_connected"])),
                          "median_seconds": float(np.nanmedian(col["seconds"]))}
-    return {"settings": vars(args) | {"out": str(args.out)}, "scenes": rows, "summary": summary}
+    settings = vars(args) | {"out": str(args.out), "checkpoint": str(args.checkpoint)}
+    return {"settings": settings, "scenes": rows, "summary": summary}
 
 
 def timing(args: argparse.Namespace) -> list[dict]:
@@ -129,6 +166,8 @@ def main() -> None:
     parser.add_argument("--timing", type=int, nargs="*", default=None, help="view counts to time instead")
     parser.add_argument("--self-calibration-passes", type=int, default=SolverOptions().self_calibration_passes,
                         help="focal self-calibration passes of the solver (0: keep the pointmaps' focal)")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="also solve from this model's descriptors and local pointmaps (kind `model`)")
     parser.add_argument("--out", type=Path, default=Path("eval_cameras"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")

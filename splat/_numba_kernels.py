@@ -568,61 +568,9 @@ def project_backward(means, quats, scales, viewmats, Ks, width, height, eps2d, r
                 continue
             any_cam = True
             _project_one(means, quats, scales, viewmats, Ks, c, n, width, height, eps2d, buf, cov, tmp)
-            x, y, z = buf[0], buf[1], buf[2]
-            p, q, r = buf[27], buf[28], buf[29]
-            det = p * r - q * q
-            ia, ib, ic = r / det, -q / det, p / det  # conic
-            ga, gb, gc = np.float64(v_conics[c, n, 0]), 0.5 * np.float64(v_conics[c, n, 1]), np.float64(v_conics[c, n, 2])
-            # V = -Conic G Conic (symmetric)
-            t00, t01 = ia * ga + ib * gb, ia * gb + ib * gc
-            t10, t11 = ib * ga + ic * gb, ib * gb + ic * gc
-            V00 = -(t00 * ia + t01 * ib)
-            V01 = -(t00 * ib + t01 * ic)
-            V11 = -(t10 * ib + t11 * ic)
-            V = (V00, V01, V01, V11)
-            # covar_c gradient: J^T V J ; J gradient: 2 V J covar_c
-            for k in range(3):
-                for l in range(3):
-                    s = 0.0
-                    for i in range(2):
-                        for j in range(2):
-                            s += buf[21 + i * 3 + k] * V[i * 2 + j] * buf[21 + j * 3 + l]
-                    gcc[k * 3 + l] = s
-            for i in range(2):
-                for k in range(3):
-                    s = 0.0
-                    for j in range(2):
-                        for l in range(3):
-                            s += V[i * 2 + j] * buf[21 + j * 3 + l] * buf[12 + l * 3 + k]
-                    gJ[i * 3 + k] = 2.0 * s
-            fx, fy = np.float64(Ks[c, 0, 0]), np.float64(Ks[c, 1, 1])
-            uc, vc = buf[30], buf[31]
-            # J = [[fx/z, 0, -fx uc/z], [0, fy/z, -fy vc/z]]
-            g_z = -fx / (z * z) * gJ[0] + fx * uc / (z * z) * gJ[2] - fy / (z * z) * gJ[4] + fy * vc / (z * z) * gJ[5]
-            g_uc, g_vc = -fx / z * gJ[2], -fy / z * gJ[5]
-            g_x = g_uc / z * buf[32]
-            g_y = g_vc / z * buf[33]
-            g_z += -(g_uc * buf[32] * x + g_vc * buf[33] * y) / (z * z)
-            # means2d = (K[:2] @ mean_c) / z
-            vm0, vm1 = np.float64(v_means2d[c, n, 0]), np.float64(v_means2d[c, n, 1])
-            k00, k01, k02 = np.float64(Ks[c, 0, 0]), np.float64(Ks[c, 0, 1]), np.float64(Ks[c, 0, 2])
-            k10, k11, k12 = np.float64(Ks[c, 1, 0]), np.float64(Ks[c, 1, 1]), np.float64(Ks[c, 1, 2])
-            num0, num1 = k00 * x + k01 * y + k02 * z, k10 * x + k11 * y + k12 * z
-            g_x += (k00 * vm0 + k10 * vm1) / z
-            g_y += (k01 * vm0 + k11 * vm1) / z
-            g_z += (k02 * vm0 + k12 * vm1) / z - (num0 * vm0 + num1 * vm1) / (z * z)
-            g_z += np.float64(v_depths[c, n])
-            # mean_c = W mean + t ; covar_c = W covar W^T
-            for i in range(3):
-                g_mean[i] += (np.float64(viewmats[c, 0, i]) * g_x + np.float64(viewmats[c, 1, i]) * g_y
-                              + np.float64(viewmats[c, 2, i]) * g_z)
-            for a in range(3):
-                for b in range(3):
-                    s = 0.0
-                    for k in range(3):
-                        for l in range(3):
-                            s += np.float64(viewmats[c, k, a]) * gcc[k * 3 + l] * np.float64(viewmats[c, l, b])
-                    g_cov[a * 3 + b] += s
+            _cov2d_backward(buf, _conic_backward(buf, v_conics, c, n), gcc, gJ)
+            g_x, g_y, g_z = _camera_mean_backward(buf, Ks, gJ, v_means2d, v_depths, c, n)
+            _to_world_backward(viewmats, c, g_x, g_y, g_z, gcc, g_mean, g_cov)
         if not any_cam:
             for i in range(3):
                 v_means[n, i] = 0
@@ -632,28 +580,106 @@ def project_backward(means, quats, scales, viewmats, Ks, width, height, eps2d, r
             continue
         for i in range(3):
             v_means[n, i] = g_mean[i]
-        # covar = M M^T: dL/dM = (G + G^T) M ; M = R diag(s)
-        for i in range(3):
-            for j in range(3):
-                s = 0.0
-                for k in range(3):
-                    s += (g_cov[i * 3 + k] + g_cov[k * 3 + i]) * buf[39 + k * 3 + j]
-                gM[i * 3 + j] = s
+        _covar_backward(buf, g_cov, scales, n, gM, gR, v_scales, v_quats)
+
+
+@njit(cache=True, inline="always")
+def _conic_backward(buf, v_conics, c, n):  # pragma: no cover - compiled
+    """dL/dcov2d = -conic G conic (G the symmetric conic gradient), row-major 2x2."""
+    p, q, r = buf[27], buf[28], buf[29]
+    det = p * r - q * q
+    ia, ib, ic = r / det, -q / det, p / det  # conic
+    ga, gb, gc = np.float64(v_conics[c, n, 0]), 0.5 * np.float64(v_conics[c, n, 1]), np.float64(v_conics[c, n, 2])
+    t00, t01 = ia * ga + ib * gb, ia * gb + ib * gc
+    t10, t11 = ib * ga + ic * gb, ib * gb + ic * gc
+    V00 = -(t00 * ia + t01 * ib)
+    V01 = -(t00 * ib + t01 * ic)
+    V11 = -(t10 * ib + t11 * ic)
+    return (V00, V01, V01, V11)
+
+
+@njit(cache=True, inline="always")
+def _cov2d_backward(buf, V, gcc, gJ):  # pragma: no cover - compiled
+    """From V = dL/dcov2d: the covar_c gradient J^T V J into `gcc` [9] and the J gradient 2 V J covar_c into `gJ`."""
+    for k in range(3):
+        for l in range(3):
+            s = 0.0
+            for i in range(2):
+                for j in range(2):
+                    s += buf[21 + i * 3 + k] * V[i * 2 + j] * buf[21 + j * 3 + l]
+            gcc[k * 3 + l] = s
+    for i in range(2):
+        for k in range(3):
+            s = 0.0
+            for j in range(2):
+                for l in range(3):
+                    s += V[i * 2 + j] * buf[21 + j * 3 + l] * buf[12 + l * 3 + k]
+            gJ[i * 3 + k] = 2.0 * s
+
+
+@njit(cache=True, inline="always")
+def _camera_mean_backward(buf, Ks, gJ, v_means2d, v_depths, c, n):  # pragma: no cover - compiled
+    """Gradient of the camera-space mean (x, y, z) through J, means2d = (K[:2] @ mean_c) / z and the depth."""
+    x, y, z = buf[0], buf[1], buf[2]
+    fx, fy = np.float64(Ks[c, 0, 0]), np.float64(Ks[c, 1, 1])
+    uc, vc = buf[30], buf[31]
+    # J = [[fx/z, 0, -fx uc/z], [0, fy/z, -fy vc/z]]
+    g_z = -fx / (z * z) * gJ[0] + fx * uc / (z * z) * gJ[2] - fy / (z * z) * gJ[4] + fy * vc / (z * z) * gJ[5]
+    g_uc, g_vc = -fx / z * gJ[2], -fy / z * gJ[5]
+    g_x = g_uc / z * buf[32]
+    g_y = g_vc / z * buf[33]
+    g_z += -(g_uc * buf[32] * x + g_vc * buf[33] * y) / (z * z)
+    vm0, vm1 = np.float64(v_means2d[c, n, 0]), np.float64(v_means2d[c, n, 1])
+    k00, k01, k02 = np.float64(Ks[c, 0, 0]), np.float64(Ks[c, 0, 1]), np.float64(Ks[c, 0, 2])
+    k10, k11, k12 = np.float64(Ks[c, 1, 0]), np.float64(Ks[c, 1, 1]), np.float64(Ks[c, 1, 2])
+    num0, num1 = k00 * x + k01 * y + k02 * z, k10 * x + k11 * y + k12 * z
+    g_x += (k00 * vm0 + k10 * vm1) / z
+    g_y += (k01 * vm0 + k11 * vm1) / z
+    g_z += (k02 * vm0 + k12 * vm1) / z - (num0 * vm0 + num1 * vm1) / (z * z)
+    g_z += np.float64(v_depths[c, n])
+    return g_x, g_y, g_z
+
+
+@njit(cache=True, inline="always")
+def _to_world_backward(viewmats, c, g_x, g_y, g_z, gcc, g_mean, g_cov):  # pragma: no cover - compiled
+    """Add camera c's gradients to the world-space mean and covariance: mean_c = W mean + t, covar_c = W covar W^T."""
+    for i in range(3):
+        g_mean[i] += (np.float64(viewmats[c, 0, i]) * g_x + np.float64(viewmats[c, 1, i]) * g_y
+                      + np.float64(viewmats[c, 2, i]) * g_z)
+    for a in range(3):
+        for b in range(3):
+            s = 0.0
+            for k in range(3):
+                for l in range(3):
+                    s += np.float64(viewmats[c, k, a]) * gcc[k * 3 + l] * np.float64(viewmats[c, l, b])
+            g_cov[a * 3 + b] += s
+
+
+@njit(cache=True, inline="always")
+def _covar_backward(buf, g_cov, scales, n, gM, gR, v_scales, v_quats):  # pragma: no cover - compiled
+    """Scale and quaternion gradients of Gaussian n from the world covariance gradient: covar = M M^T,
+    dL/dM = (G + G^T) M, M = R diag(s), R from the normalised quaternion (gsplat `_quat_to_rotmat` backward)."""
+    for i in range(3):
         for j in range(3):
-            sj = np.float64(scales[n, j])
-            acc = 0.0
-            for i in range(3):
-                gR[i * 3 + j] = gM[i * 3 + j] * sj
-                acc += gM[i * 3 + j] * buf[3 + i * 3 + j]
-            v_scales[n, j] = acc
-        qn, qw, qx, qy, qz = buf[34], buf[35], buf[36], buf[37], buf[38]
-        g00, g01, g02, g10, g11, g12, g20, g21, g22 = gR[0], gR[1], gR[2], gR[3], gR[4], gR[5], gR[6], gR[7], gR[8]
-        vw = 2.0 * (-qz * g01 + qy * g02 + qz * g10 - qx * g12 - qy * g20 + qx * g21)
-        vx = 2.0 * (qy * g01 + qz * g02 + qy * g10 - 2.0 * qx * g11 - qw * g12 + qz * g20 + qw * g21 - 2.0 * qx * g22)
-        vy = 2.0 * (-2.0 * qy * g00 + qx * g01 + qw * g02 + qx * g10 + qz * g12 - qw * g20 + qz * g21 - 2.0 * qy * g22)
-        vz = 2.0 * (-2.0 * qz * g00 - qw * g01 + qx * g02 + qw * g10 - 2.0 * qz * g11 + qy * g12 + qx * g20 + qy * g21)
-        dot = vw * qw + vx * qx + vy * qy + vz * qz
-        v_quats[n, 0] = (vw - dot * qw) / qn
-        v_quats[n, 1] = (vx - dot * qx) / qn
-        v_quats[n, 2] = (vy - dot * qy) / qn
-        v_quats[n, 3] = (vz - dot * qz) / qn
+            s = 0.0
+            for k in range(3):
+                s += (g_cov[i * 3 + k] + g_cov[k * 3 + i]) * buf[39 + k * 3 + j]
+            gM[i * 3 + j] = s
+    for j in range(3):
+        sj = np.float64(scales[n, j])
+        acc = 0.0
+        for i in range(3):
+            gR[i * 3 + j] = gM[i * 3 + j] * sj
+            acc += gM[i * 3 + j] * buf[3 + i * 3 + j]
+        v_scales[n, j] = acc
+    qn, qw, qx, qy, qz = buf[34], buf[35], buf[36], buf[37], buf[38]
+    g00, g01, g02, g10, g11, g12, g20, g21, g22 = gR[0], gR[1], gR[2], gR[3], gR[4], gR[5], gR[6], gR[7], gR[8]
+    vw = 2.0 * (-qz * g01 + qy * g02 + qz * g10 - qx * g12 - qy * g20 + qx * g21)
+    vx = 2.0 * (qy * g01 + qz * g02 + qy * g10 - 2.0 * qx * g11 - qw * g12 + qz * g20 + qw * g21 - 2.0 * qx * g22)
+    vy = 2.0 * (-2.0 * qy * g00 + qx * g01 + qw * g02 + qx * g10 + qz * g12 - qw * g20 + qz * g21 - 2.0 * qy * g22)
+    vz = 2.0 * (-2.0 * qz * g00 - qw * g01 + qx * g02 + qw * g10 - 2.0 * qz * g11 + qy * g12 + qx * g20 + qy * g21)
+    dot = vw * qw + vx * qx + vy * qy + vz * qz
+    v_quats[n, 0] = (vw - dot * qw) / qn
+    v_quats[n, 1] = (vx - dot * qx) / qn
+    v_quats[n, 2] = (vy - dot * qy) / qn
+    v_quats[n, 3] = (vz - dot * qz) / qn

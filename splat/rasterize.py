@@ -11,6 +11,7 @@ once here and both backends then see gsplat's numbers: `info["means2d"]` is in g
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import torch
@@ -101,27 +102,19 @@ def rasterize(
     _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, backgrounds, width, height)
     chosen = resolve_backend(backend, means.device)
     Ks_gs = to_gsplat_intrinsics(Ks)
+    options = dict(render_mode=render_mode, backgrounds=backgrounds, near_plane=near_plane, far_plane=far_plane,
+                   eps2d=eps2d, absgrad=absgrad)
     if chosen == "gsplat":
         from gsplat.rendering import rasterization  # imported late: it JIT-compiles CUDA kernels on first use
 
-        render, alphas, info = rasterization(
-            means, quats, scales, opacities, colors, viewmats, Ks_gs, width, height,
-            near_plane=near_plane, far_plane=far_plane, eps2d=eps2d, sh_degree=None, packed=False,
-            backgrounds=backgrounds, render_mode=render_mode, absgrad=absgrad,
-        )  # fmt: skip
+        backend_fn = functools.partial(rasterization, sh_degree=None, packed=False)
     elif chosen == "numba":
         from panst3r_splat.splat.rasterize_numba import rasterize_numba  # imported late: it loads Numba
 
-        render, alphas, info = rasterize_numba(
-            means, quats, scales, opacities, colors, viewmats, Ks_gs, width, height,
-            render_mode=render_mode, backgrounds=backgrounds, near_plane=near_plane, far_plane=far_plane,
-            eps2d=eps2d, absgrad=absgrad,
-        )  # fmt: skip
+        backend_fn = rasterize_numba
     else:
-        render, alphas, info = rasterize_torch(
-            means, quats, scales, opacities, colors, viewmats, Ks_gs, width, height,
-            render_mode=render_mode, backgrounds=backgrounds, near_plane=near_plane, far_plane=far_plane,
-            eps2d=eps2d, absgrad=absgrad,
-        )  # fmt: skip
+        backend_fn = rasterize_torch
+    render, alphas, info = backend_fn(means, quats, scales, opacities, colors, viewmats, Ks_gs, width, height,
+                                      **options)
     info["backend"] = chosen
     return render, alphas, info

@@ -43,6 +43,7 @@ from panst3r_splat.splat.rasterize_torch import (
     RenderMode,
     _expected_depth,
     _mode_colors,
+    _strategy_info,
     Projection,
     project_gaussians,
 )
@@ -298,20 +299,4 @@ def rasterize_numba(
         render = render + t_final * mode_bgs[:, None, None, :]
     alphas = 1.0 - t_final
     render = _expected_depth(render, alphas, render_mode)
-    info = {
-        "camera_ids": None,
-        "gaussian_ids": None,
-        "radii": proj.radii,
-        "means2d": proj.means2d,
-        "depths": proj.depths,
-        "conics": proj.conics,
-        "opacities": opac_cn,
-        "tiles_per_gauss": plan.tiles_per_gauss,
-        "tile_width": plan.tile_w,
-        "tile_height": plan.tile_h,
-        "tile_size": TILE_SIZE,
-        "width": width,
-        "height": height,
-        "n_cameras": C,
-    }
-    return render, alphas, info
+    return render, alphas, _strategy_info(proj, opac_cn, plan.tiles_per_gauss, width, height)

@@ -572,28 +572,39 @@ def rasterize_torch(
     render = render.reshape(C, height, width, -1)
     alphas = alphas.reshape(C, height, width, 1)
     render = _expected_depth(render, alphas, render_mode)
-    info = {
+    return render, alphas, _strategy_info(proj, opac_cn, plan.tiles_per_gauss, width, height)
+
+
+def _strategy_info(proj: Projection, opacities: Tensor, tiles_per_gauss: Tensor, width: int, height: int) -> dict:
+    """The `info` of a non-packed render: gsplat's `meta` keys that `DefaultStrategy` reads (shared by the torch
+    and numba backends); `opacities` [C, N]."""
+    return {
         "camera_ids": None,
         "gaussian_ids": None,
         "radii": proj.radii,
         "means2d": proj.means2d,
         "depths": proj.depths,
         "conics": proj.conics,
-        "opacities": opac_cn,
-        "tiles_per_gauss": plan.tiles_per_gauss,
+        "opacities": opacities,
+        "tiles_per_gauss": tiles_per_gauss,
         "tile_width": math.ceil(width / TILE_SIZE),
         "tile_height": math.ceil(height / TILE_SIZE),
         "tile_size": TILE_SIZE,
         "width": width,
         "height": height,
-        "n_cameras": C,
+        "n_cameras": proj.radii.shape[0],
     }
-    return render, alphas, info
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Slow reference twin
 # ----------------------------------------------------------------------------------------------------------------
+
+
+def _pixel_grid(width: int, height: int, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Every pixel's centre x, y (gsplat's convention: + 0.5) and its tile column, row; each [H, W]."""
+    ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    return xs.to(dtype) + 0.5, ys.to(dtype) + 0.5, xs // TILE_SIZE, ys // TILE_SIZE
 
 
 def _rasterize_dense(
@@ -627,9 +638,7 @@ def _rasterize_dense(
     C, N = radii.shape
     tw, th = math.ceil(width / TILE_SIZE), math.ceil(height / TILE_SIZE)
     xmin, xmax, ymin, ymax = _tile_ranges(means2d.detach(), radii, tw, th)
-    ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
-    px, py = xs.to(means.dtype) + 0.5, ys.to(means.dtype) + 0.5
-    tile_x, tile_y = xs // TILE_SIZE, ys // TILE_SIZE
+    px, py, tile_x, tile_y = _pixel_grid(width, height, means.dtype)
     renders, alphas = [], []
     for c in range(C):
         T = torch.ones(height, width, dtype=means.dtype)

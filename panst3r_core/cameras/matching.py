@@ -76,10 +76,10 @@ class MatchingOptions:
     min_conf: float = 1.0
     """Pixels of view ``a`` whose descriptor confidence is below this never start a match (``conf = 1 + exp(c) >= 1``;
     the default 1.0 keeps every pixel and lets the confidence only rank them)."""
-    min_similarity: float = 0.0
-    """Reciprocal matches whose descriptor dot product is not above this are dropped (the two-view estimator's robust
-    fit rejects wrong matches; raise this for descriptors whose similarities are calibrated). A zero descriptor (no
-    surface there) never matches."""
+    min_similarity: float = 0.5
+    """Reciprocal matches whose descriptor dot product is not above this are dropped: a pixel without a counterpart
+    in the other view (hidden, or outside it) still has a nearest neighbour there, and with descriptors whose
+    similarity falls with distance this floor drops it. A zero descriptor (no surface there) never matches."""
     cycle_px: int = 1
     """The round trip may end this many pixels (in x and in y) from where it started: smooth descriptors have
     near-equal neighbours, and a match is then still within a pixel."""

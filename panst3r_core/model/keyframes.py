@@ -43,8 +43,8 @@ class AllKeyframes:
 
 
 @dataclass(frozen=True)
-class LinspaceKeyframes:
-    """K evenly spaced views (all views when K >= V)."""
+class _KeyframeCount:
+    """A selector that picks a fixed number of keyframes."""
 
     num: int
     """Number of keyframes K (at least 1)."""
@@ -52,6 +52,11 @@ class LinspaceKeyframes:
     def __post_init__(self) -> None:
         if self.num < 1:
             raise ValueError(f"number of keyframes must be at least 1, got {self.num}")
+
+
+@dataclass(frozen=True)
+class LinspaceKeyframes(_KeyframeCount):
+    """K evenly spaced views (all views when K >= V)."""
 
     def select(self, descriptors: Float[Tensor, "V D"]) -> list[int]:
         """``np.linspace(0, V - 1, K).astype(int)``."""
@@ -62,15 +67,8 @@ class LinspaceKeyframes:
 
 
 @dataclass(frozen=True)
-class FarthestPointKeyframes:
+class FarthestPointKeyframes(_KeyframeCount):
     """K views spread over the collection by farthest-point sampling on descriptor cosine distance."""
-
-    num: int
-    """Number of keyframes K (at least 1)."""
-
-    def __post_init__(self) -> None:
-        if self.num < 1:
-            raise ValueError(f"number of keyframes must be at least 1, got {self.num}")
 
     def select(self, descriptors: Float[Tensor, "V D"]) -> list[int]:
         """Deterministic: sampling starts at the medoid (highest summed similarity)."""

@@ -1,14 +1,14 @@
 """The `panst3r-splat` console command: one subcommand per stage (see README.md, "Command line").
 
-Every subcommand is a function with keyword-only typed options; tyro turns its docstring and signature into
-`--help`. Bad input raises `UserError`, printed as one line with a non-zero exit code.
+Every subcommand is a frozen dataclass of options (`commands.py`) that tyro turns into flat flags and `--help`, and a
+function that takes it. Bad input raises `UserError`, printed as one line with a non-zero exit code.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import Callable
+from typing import Any, Callable
 
 from panst3r_splat.pipeline.errors import NotImplementedYet, ScenesFailed, UserError
 
@@ -17,25 +17,12 @@ EXIT_NOT_IMPLEMENTED = 3
 EXIT_SCENES_FAILED = 1
 
 
-def _commands() -> dict[str, Callable[..., object]]:
-    # Imported lazily so that `panst3r-splat --help` does not import torch.
+def _commands() -> dict[str, tuple[type, Callable[[Any], None]]]:
+    """Each subcommand's options dataclass and the function that runs it (`commands.COMMANDS`)."""
+    # Imported lazily so that importing this module stays cheap; `commands` itself imports no torch.
     from panst3r_splat.pipeline.frontends import commands
 
-    return {
-        "demo": commands.demo,
-        "synth": commands.synth,
-        "classes": commands.classes,
-        "predict": commands.predict,
-        "merge": commands.merge,
-        "fit": commands.fit,
-        "render": commands.render,
-        "render-predict": commands.render_predict,
-        "eval": commands.evaluate,
-        "view": commands.view,
-        "export": commands.export,
-        "train-model": commands.train_model,
-        "batch": commands.batch,
-    }
+    return commands.COMMANDS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        tyro.extras.subcommand_cli_from_dict(_commands(), args=args, prog="panst3r-splat")
+        commands = _commands()
+        options = tyro.extras.subcommand_cli_from_dict({name: cls for name, (cls, _) in commands.items()},
+                                                       args=args, prog="panst3r-splat")
+        run = {cls: fn for cls, fn in commands.values()}[type(options)]
+        run(options)
     except ScenesFailed as err:
         print(f"panst3r-splat: {err}", file=sys.stderr)
         return EXIT_SCENES_FAILED

@@ -63,7 +63,7 @@ Poses = Literal["predicted", "dataset"]
 
 @dataclass(frozen=True)
 class BatchOptions:
-    """Settings of a batch run (see `commands.batch` for the command-line meaning of each field)."""
+    """Settings of a batch run (see `commands.BatchArgs` for the command-line meaning of each field)."""
 
     checkpoint: Optional[Path] = None
     """Model checkpoint; None: the built-in model."""

@@ -89,7 +89,7 @@ def default_checkpoint_path() -> Path:
 
 @dataclass(frozen=True)
 class PredictOptions:
-    """What `predict` does, as parsed from the command line (see `commands.predict` for the meaning)."""
+    """What `predict` does, as parsed from the command line (see `commands.PredictArgs` for the meaning)."""
 
     checkpoint: Path | None = None
     """Model checkpoint; None = the built-in model."""

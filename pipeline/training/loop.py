@@ -199,6 +199,22 @@ def gradient_shares(model: PanSt3R, criterion: PanopticCriterion, terms: dict[st
     return out
 
 
+def _drop_rows_after(path: Path, step: int) -> None:
+    """Remove the rows of steps after ``step`` (rows are numbered by steps done) from a training log."""
+    if not path.exists():
+        return
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        columns, rows = list(reader.fieldnames or []), list(reader)
+    kept = [row for row in rows if int(row["step"]) <= step]
+    if len(kept) == len(rows):
+        return
+    with atomic_output(path) as tmp, tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(kept)
+
+
 def _initial_state(preset: TrainPreset, out: Path, resume: bool, init_from: Path | None,
                    device: torch.device) -> tuple[PanSt3R, torch.optim.Optimizer, int, torch.Generator]:
     """Model, optimiser, step and data generator: fresh, from the resume file, or from a saved model."""
@@ -331,6 +347,9 @@ def train_model(preset: TrainPreset, out: Path, *, resume: bool, device: torch.d
     torch.backends.cuda.matmul.allow_tf32 = True  # no effect on CPU; small accuracy cost, large speed gain on GPUs
     torch.backends.cudnn.allow_tf32 = True
     model, optimizer, step, generator = _initial_state(preset, out, resume, init_from, device)
+    if resume:  # a run that stopped without a checkpoint logged steps it will now take again
+        for suffix in (".log.csv", ".eval.csv"):
+            _drop_rows_after(out.with_suffix(suffix), step)
     class_set = builtin_class_set(model.config.mask_transformer.lang_dim)
     run = _Run(preset=preset, out=out, model=model, optimizer=optimizer, generator=generator,
                class_names=class_set.class_names,

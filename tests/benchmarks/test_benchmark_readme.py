@@ -68,7 +68,9 @@ def _report() -> dict[str, Any]:
         "compiled_vs_reference": {
             "threads": 1, "cold_compile": {"cold_first_call_seconds": 21.5, "cached_first_call_seconds": 0.75},
             "steps": [{"gaussians": 20000, "width": 256, "height": 192, "torch_seconds": 0.6, "torch_cpu": 0.5,
-                       "numba_seconds": 0.04, "numba_cpu": 0.025, "ratio": 15.0, "ratio_cpu": 20.0}],
+                       "numba_seconds": 0.04, "numba_cpu": 0.025, "ratio": 15.0, "ratio_cpu": 20.0, "threads": 1},
+                      {"gaussians": 20000, "width": 256, "height": 192, "torch_seconds": 0.5, "torch_cpu": 0.9,
+                       "numba_seconds": 0.025, "numba_cpu": 0.045, "ratio": 20.0, "ratio_cpu": 20.0, "threads": 2}],
             "fit": {"steps": 100, "reference_seconds": 30.0, "numba_seconds": 5.0, "ratio": 6.0},
             "demo_fit": {"steps": 1500, "seconds": 90.0, "seconds_per_step": 0.06}},
         "seconds": 600.0,
@@ -106,7 +108,8 @@ def test_tables_hold_the_reports_numbers() -> None:
     assert ["32", "exact weight matrix", "-", "17.6 s", "-", "- / 321", ""] in qubo  # official skipped
     assert tables[3][1] == ["20", "1.05 s", "1.50 s", "0.70x"]
     assert tables[4][1] == ["20000", "128x96", "cpu (torch)", "1", "10.00", "0.100 s", "0.090"]
-    assert tables[5][1] == ["20000", "256x192", "0.600 s", "0.040 s", "15.0x", "20.0x"]
+    assert tables[5][1] == ["20000", "256x192", "1", "0.600 s", "0.040 s", "15.0x", "20.0x"]
+    assert tables[5][2] == ["20000", "256x192", "2", "0.500 s", "0.025 s", "20.0x", "20.0x"]
     assert "empty cache): 21.5 s" in markdown and "numba 5.00 s, 6.0x" in markdown
     assert "default of 1500 steps: 90.0 s (60 ms a step)" in markdown
     # The machine, date, load and note head the section; the plot is shown.

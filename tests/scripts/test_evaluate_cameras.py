@@ -13,7 +13,7 @@ script = load_script("scripts/evaluate_cameras.py", "scripts_evaluate_cameras")
 
 
 def test_one_small_room_is_scored_per_kind_of_matches(tmp_path: Path) -> None:
-    args = argparse.Namespace(scenes=1, views=4, width=128, height=96, path="orbit", timing=None,
+    args = argparse.Namespace(scenes=1, views=4, width=128, height=96, path="orbit", timing=None, checkpoint=None,
                               self_calibration_passes=0, out=tmp_path)
     result = script.evaluate(args)
     assert set(result["summary"]) == set(script.KINDS)

@@ -51,7 +51,7 @@ POSED_SCENE, POSED_RENDERS = "posed/scene", "posed/renders"
 
 @dataclass(frozen=True)
 class DemoOptions:
-    """What `run_demo` does (see `commands.demo` for the command-line meaning of each field)."""
+    """What `run_demo` does (see `commands.DemoArgs` for the command-line meaning of each field)."""
 
     out: Path
     """Output folder; every stage writes a sub-folder."""

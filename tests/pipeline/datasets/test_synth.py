@@ -29,6 +29,7 @@ from panst3r_splat.pipeline.datasets.synth.geometry import (
 from panst3r_splat.pipeline.datasets.synth.render import VOID_COLOR, pixel_rays, render_views
 from panst3r_splat.pipeline.errors import UserError
 from panst3r_splat.pipeline.frontends import commands
+from panst3r_splat.pipeline.frontends.commands import SynthArgs
 
 SMALL = SynthConfig(train_views=4, test_views=2, width=64, height=48, num_objects=(6, 6))
 
@@ -243,15 +244,17 @@ def test_images_only(tmp_path: Path, scene) -> None:
 
 
 def test_cli(tmp_path: Path) -> None:
-    commands.synth(out=tmp_path / "s", seed=1, train_views=3, test_views=1, width=32, height=24, num_objects=3)
+    commands.synth(SynthArgs(out=tmp_path / "s", seed=1, train_views=3, test_views=1, width=32, height=24,
+                             num_objects=3))
     data = read_panoptic_lifting(tmp_path / "s")
     assert data.images.shape == (4, 24, 32, 3) and (tmp_path / "s" / "scene.json").exists()
     with pytest.raises(UserError, match="--overwrite"):
-        commands.synth(out=tmp_path / "s", seed=1, train_views=3, test_views=1, width=32, height=24)
-    commands.synth(out=tmp_path / "i", seed=1, train_views=2, test_views=1, width=32, height=24, images_only=True)
+        commands.synth(SynthArgs(out=tmp_path / "s", seed=1, train_views=3, test_views=1, width=32, height=24))
+    commands.synth(SynthArgs(out=tmp_path / "i", seed=1, train_views=2, test_views=1, width=32, height=24,
+                             images_only=True))
     assert sorted(p.name for p in (tmp_path / "i").iterdir()) == ["0000.png", "0001.png"]
     with pytest.raises(UserError, match="too small"):
-        commands.synth(out=tmp_path / "x", width=4)
+        commands.synth(SynthArgs(out=tmp_path / "x", width=4))
 
 
 def test_look_at_is_opencv() -> None:

@@ -28,7 +28,7 @@ from _script_modules import load_script
 from panst3r_splat.core.predictions import read_points_ply, save_predictions
 from panst3r_splat.core.transforms import rotation_to_quaternion
 from panst3r_splat.pipeline.errors import UserError
-from panst3r_splat.pipeline.frontends.commands import view
+from panst3r_splat.pipeline.frontends.commands import ViewArgs, view
 from panst3r_splat.pipeline.frontends.viewer import edits
 from panst3r_splat.pipeline.frontends.viewer.app import ViewerApp, ViewerOptions, _BrowserCamera
 from panst3r_splat.pipeline.frontends.viewer.render import input_camera_fov, scaled_input_camera
@@ -216,23 +216,20 @@ def _changed(a: np.ndarray, b: np.ndarray) -> float:
 def test_view_refuses_a_folder_that_is_neither(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(UserError, match="neither a fitted scene"):
-        view(tmp_path, device="cpu")
+        view(ViewArgs(tmp_path, device="cpu"))
     with pytest.raises(UserError, match="not a folder"):
-        view(tmp_path / "missing", device="cpu")
+        view(ViewArgs(tmp_path / "missing", device="cpu"))
     (tmp_path / "config.yml").write_text("method_name: x\n")
     with pytest.raises(UserError, match="ns-train panst3r-splat"):
-        view(tmp_path, device="cpu")
+        view(ViewArgs(tmp_path, device="cpu"))
 
 
 def test_max_splats_default_is_one_number_and_negative_counts_are_refused(tiny_scene) -> None:
-    import inspect
-
     from panst3r_splat.pipeline.frontends.viewer.app import DEFAULT_MAX_SPLATS
 
-    assert inspect.signature(view).parameters["max_splats"].default == DEFAULT_MAX_SPLATS == \
-        ViewerOptions().max_splats
+    assert ViewArgs(tiny_scene[0]).max_splats == DEFAULT_MAX_SPLATS == ViewerOptions().max_splats
     with pytest.raises(UserError, match="--max-splats must be >= 0"):
-        view(tiny_scene[0], max_splats=-1, device="cpu")
+        view(ViewArgs(tiny_scene[0], max_splats=-1, device="cpu"))
 
 
 def test_view_refuses_a_port_in_use(tiny_scene) -> None:
@@ -242,7 +239,7 @@ def test_view_refuses_a_port_in_use(tiny_scene) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(UserError, match=f"port {port} .* in use"):
-            view(folder, port=port, device="cpu")
+            view(ViewArgs(folder, port=port, device="cpu"))
 
 
 def test_cli_prints_one_line_for_a_bad_folder(tmp_path: Path) -> None:

@@ -131,9 +131,7 @@ def test_folders_without_a_photo_record_keep_the_model_resolution(dataset: Path,
 
 
 def test_the_command_default_is_the_documented_one() -> None:
-    import inspect
-
     from panst3r_splat.pipeline.frontends import commands
     from panst3r_splat.pipeline.stages.fit_resolution import DEFAULT_FIT_SIZE
 
-    assert inspect.signature(commands.fit).parameters["fit_size"].default == DEFAULT_FIT_SIZE
+    assert commands.FitArgs(out=Path("scene")).fit_size == DEFAULT_FIT_SIZE

@@ -40,6 +40,7 @@ from panst3r_splat.core.photos import read_photos
 from panst3r_splat.core.predictions import load_predictions, read_points_ply
 from panst3r_splat.pipeline.errors import UserError
 from panst3r_splat.pipeline.frontends import cli, commands
+from panst3r_splat.pipeline.frontends.commands import MergeArgs, PredictArgs
 from panst3r_splat.pipeline.stages import predict as predict_module
 from panst3r_splat.pipeline.stages.predict import checkpoint_class_set, keyframe_policy
 from panst3r_splat.splat.scene_io import load_scene
@@ -127,7 +128,7 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def predicted(own_checkpoint: Path, photos: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("run") / "pred"
-    commands.predict(images=photos, out=out, checkpoint=own_checkpoint, merge="qubo", device="cpu")
+    commands.predict(PredictArgs(images=photos, out=out, checkpoint=own_checkpoint, merge="qubo", device="cpu"))
     return out
 
 
@@ -220,7 +221,8 @@ def test_predict_labels_segments_and_points_agree(predicted: Path) -> None:
 
 def test_predict_is_deterministic_and_merge_matches_the_core(predicted: Path, own_checkpoint: Path, photos: Path,
                                                              tmp_path: Path) -> None:
-    commands.predict(images=photos, out=tmp_path / "again", checkpoint=own_checkpoint, merge="qubo", device="cpu")
+    commands.predict(PredictArgs(images=photos, out=tmp_path / "again", checkpoint=own_checkpoint, merge="qubo",
+                                 device="cpu"))
     first, second = load_predictions(predicted), load_predictions(tmp_path / "again")
     for key, value in first.to_npz_dict().items():
         np.testing.assert_array_equal(value, second.to_npz_dict()[key], err_msg=key)
@@ -231,7 +233,7 @@ def test_predict_is_deterministic_and_merge_matches_the_core(predicted: Path, ow
 
 def test_default_merge_is_the_checkpoint_postprocess_default(own_checkpoint: Path, photos: Path,
                                                              tmp_path: Path) -> None:
-    commands.predict(images=photos, out=tmp_path / "p", checkpoint=own_checkpoint, device="cpu")
+    commands.predict(PredictArgs(images=photos, out=tmp_path / "p", checkpoint=own_checkpoint, device="cpu"))
     pred = load_predictions(tmp_path / "p")
     direct = merge_panoptic("standard_v2", torch.from_numpy(pred.class_logits), torch.from_numpy(pred.mask_logits),
                             (MODEL_H, MODEL_W), isthing=torch.from_numpy(pred.isthing))
@@ -242,7 +244,7 @@ def test_single_image_is_paired_with_itself(own_checkpoint: Path, tmp_path: Path
     folder = tmp_path / "one"
     folder.mkdir()
     PIL.Image.fromarray(_smooth_image(7, MODEL_H, MODEL_W)).save(folder / "only.png")
-    commands.predict(images=folder, out=tmp_path / "p", checkpoint=own_checkpoint, device="cpu")
+    commands.predict(PredictArgs(images=folder, out=tmp_path / "p", checkpoint=own_checkpoint, device="cpu"))
     arrays = _check_contract(tmp_path / "p", V=1, H=MODEL_H, W=MODEL_W, Q=NUM_QUERIES, K=len(CLASS_NAMES))
     assert arrays["keyframes"].tolist() == [0]
     assert (tmp_path / "p" / "pred_semantics" / "only.png").is_file()
@@ -255,14 +257,15 @@ def test_predict_on_a_panoptic_lifting_scene(own_checkpoint: Path, tmp_path: Pat
     scene = write_scene(generate_scene(SynthConfig(train_views=3, test_views=2, width=64, height=48), 3),
                         tmp_path / "scene")
     splits = json.loads((scene / "splits.json").read_text())
-    commands.predict(images=scene, out=tmp_path / "p", checkpoint=own_checkpoint, device="cpu")
+    commands.predict(PredictArgs(images=scene, out=tmp_path / "p", checkpoint=own_checkpoint, device="cpu"))
     arrays = _check_contract(tmp_path / "p", V=3, H=48, W=64, Q=NUM_QUERIES, K=len(CLASS_NAMES))
     assert [Path(str(n)).stem for n in arrays["image_names"]] == splits["train"]
     assert sorted(p.stem for p in (tmp_path / "p" / "pred_semantics").iterdir()) == sorted(splits["train"])
     # The label PNGs are in the evaluation format: `eval --split train` scores them directly.
     report = evaluate_folders(scene, tmp_path / "p", split="train", size=None, protocol=Protocol.REFERENCE)
     assert report is not None
-    commands.predict(images=scene, out=tmp_path / "t", checkpoint=own_checkpoint, split="test", device="cpu")
+    commands.predict(PredictArgs(images=scene, out=tmp_path / "t", checkpoint=own_checkpoint, split="test",
+                                 device="cpu"))
     names = load_predictions(tmp_path / "t").image_names.tolist()
     assert [Path(n).stem for n in names] == splits["test"]
 
@@ -272,7 +275,7 @@ def test_predict_on_a_panoptic_lifting_scene(own_checkpoint: Path, tmp_path: Pat
 
 def test_merge_to_out_leaves_the_source_untouched(predicted: Path, tmp_path: Path) -> None:
     before = _digest(predicted)
-    commands.merge(predictions=predicted, merge="standard_v1", out=tmp_path / "m", device="cpu")
+    commands.merge(MergeArgs(predictions=predicted, merge="standard_v1", out=tmp_path / "m", device="cpu"))
     assert _digest(predicted) == before
     assert read_photos(tmp_path / "m") == read_photos(predicted)  # the photos' record travels with the folder
     src, new = load_predictions(predicted), load_predictions(tmp_path / "m")
@@ -289,12 +292,13 @@ def test_merge_to_out_leaves_the_source_untouched(predicted: Path, tmp_path: Pat
 def test_merge_in_place_rewrites_and_is_idempotent(predicted: Path, tmp_path: Path) -> None:
     folder = tmp_path / "copy"
     shutil.copytree(predicted, folder)
-    commands.merge(predictions=folder, merge="qubo", device="cpu")  # the method predict used: nothing changes
+    # the method predict used: nothing changes
+    commands.merge(MergeArgs(predictions=folder, merge="qubo", device="cpu"))
     assert load_predictions(folder).to_npz_dict()["panoptic"].tolist() == load_predictions(predicted).panoptic.tolist()
     assert json.loads((folder / "segments.json").read_text()) == json.loads((predicted / "segments.json").read_text())
-    commands.merge(predictions=folder, merge="standard_v2", device="cpu")
+    commands.merge(MergeArgs(predictions=folder, merge="standard_v2", device="cpu"))
     once = _digest(folder)
-    commands.merge(predictions=folder, merge="standard_v2", device="cpu")
+    commands.merge(MergeArgs(predictions=folder, merge="standard_v2", device="cpu"))
     assert _digest(folder) == once
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folders left behind
 
@@ -460,22 +464,22 @@ def test_classes_command_writes_a_file_predict_accepts(own_checkpoint: Path, pho
     np.testing.assert_allclose(np.linalg.norm(written["class_embeddings"], axis=1), 1.0, atol=1e-6)
     assert written["class_ids"].tolist() == [5, 1, 4] and written["isthing"].tolist() == [True, False, True]
 
-    commands.predict(images=photos, out=tmp_path / "p1", checkpoint=own_checkpoint, classes=tmp_path / "c.npz",
-                     merge="qubo", device="cpu")
+    commands.predict(PredictArgs(images=photos, out=tmp_path / "p1", checkpoint=own_checkpoint,
+                                 classes=tmp_path / "c.npz", merge="qubo", device="cpu"))
     via_file = _check_contract(tmp_path / "p1", V=3, H=MODEL_H, W=MODEL_W, Q=NUM_QUERIES, K=3)
     assert via_file["class_names"].tolist() == ["chair", "wall", "bed"]
     assert via_file["class_ids"].tolist() == [5, 1, 4]
     # --siglip computes the same class set on the fly: the same class logits.
-    commands.predict(images=photos, out=tmp_path / "p2", checkpoint=own_checkpoint, siglip=siglip_768,
-                     class_names=names, merge="qubo", device="cpu")
+    commands.predict(PredictArgs(images=photos, out=tmp_path / "p2", checkpoint=own_checkpoint, siglip=siglip_768,
+                                 class_names=names, merge="qubo", device="cpu"))
     direct = dict(np.load(tmp_path / "p2" / "predictions.npz"))
     np.testing.assert_allclose(direct["class_logits"], via_file["class_logits"], atol=1e-6, rtol=0)
 
 
 def test_predict_siglip_defaults_to_the_checkpoint_names(own_checkpoint: Path, photos: Path, siglip_768: Path,
                                                          tmp_path: Path) -> None:
-    commands.predict(images=photos, out=tmp_path / "p", checkpoint=own_checkpoint, siglip=siglip_768,
-                     merge="qubo", device="cpu")
+    commands.predict(PredictArgs(images=photos, out=tmp_path / "p", checkpoint=own_checkpoint, siglip=siglip_768,
+                                 merge="qubo", device="cpu"))
     arrays = _check_contract(tmp_path / "p", V=3, H=MODEL_H, W=MODEL_W, Q=NUM_QUERIES, K=len(CLASS_NAMES))
     assert arrays["class_names"].tolist() == list(CLASS_NAMES)
 
@@ -483,8 +487,8 @@ def test_predict_siglip_defaults_to_the_checkpoint_names(own_checkpoint: Path, p
 def test_official_checkpoint_with_siglip_uses_the_class_table(fixture_photos: Path, siglip_768: Path,
                                                               tmp_path: Path) -> None:
     assert FIXTURE is not None
-    commands.predict(images=fixture_photos, out=tmp_path / "p", checkpoint=FIXTURE / "checkpoint.pth",
-                     siglip=siglip_768, size="native", device="cpu")
+    commands.predict(PredictArgs(images=fixture_photos, out=tmp_path / "p", checkpoint=FIXTURE / "checkpoint.pth",
+                                 siglip=siglip_768, size="native", device="cpu"))
     arrays = _check_contract(tmp_path / "p", V=3, H=48, W=64, Q=8, K=class_table.NUM_CLASSES)
     assert arrays["class_names"].tolist() == class_table.class_names()
     assert arrays["class_ids"].tolist() == list(range(1, class_table.NUM_CLASSES + 1))
@@ -545,8 +549,8 @@ def _same_up_to_renumbering(a: np.ndarray, b: np.ndarray) -> bool:
 def test_parity_through_the_command(fixture_photos: Path, tmp_path: Path, keyframes: str, tag: str,
                                     expected_keyframes: list[int]) -> None:
     assert FIXTURE is not None
-    commands.predict(images=fixture_photos, out=tmp_path / "p", checkpoint=FIXTURE / "checkpoint.pth",
-                     classes=FIXTURE / "inputs.npz", size="native", keyframes=keyframes, device="cpu")
+    commands.predict(PredictArgs(images=fixture_photos, out=tmp_path / "p", checkpoint=FIXTURE / "checkpoint.pth",
+                                 classes=FIXTURE / "inputs.npz", size="native", keyframes=keyframes, device="cpu"))
     got = dict(np.load(tmp_path / "p" / "predictions.npz"))
     ref = dict(np.load(FIXTURE / "outputs.npz"))
     assert got["keyframes"].tolist() == expected_keyframes
@@ -567,8 +571,8 @@ def test_parity_through_the_command(fixture_photos: Path, tmp_path: Path, keyfra
 def test_predict_on_cuda_matches_the_cpu(fixture_photos: Path, tmp_path: Path) -> None:
     """CUDA path (bfloat16 autocast of the backbones): same folder, outputs close to the official CPU numbers."""
     assert FIXTURE is not None
-    commands.predict(images=fixture_photos, out=tmp_path / "p", checkpoint=FIXTURE / "checkpoint.pth",
-                     classes=FIXTURE / "inputs.npz", size="native", keyframes="all", device="cuda")
+    commands.predict(PredictArgs(images=fixture_photos, out=tmp_path / "p", checkpoint=FIXTURE / "checkpoint.pth",
+                                 classes=FIXTURE / "inputs.npz", size="native", keyframes="all", device="cuda"))
     got = _check_contract(tmp_path / "p", V=3, H=48, W=64, Q=8, K=5)
     ref = np.load(FIXTURE / "outputs.npz")
     for key, ref_key in (("pts3d", "infer_allkf_pts3d"), ("conf", "infer_allkf_conf"),

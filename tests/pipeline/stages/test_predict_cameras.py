@@ -24,6 +24,7 @@ from panst3r_splat.core.predictions import CAMERAS_FILE, Predictions, load_predi
 from panst3r_splat.pipeline.datasets.synth import HELD_OUT_SEED_START, SynthConfig, generate_scene, with_views
 from panst3r_splat.pipeline.errors import UserError
 from panst3r_splat.pipeline.frontends import cli, commands
+from panst3r_splat.pipeline.frontends.commands import MergeArgs, PredictArgs
 from panst3r_splat.pipeline.stages.fit import inputs_from_predictions
 from panst3r_splat.pipeline.stages.predict import cameras_from_matches, resolve_camera_source
 
@@ -75,9 +76,10 @@ def test_cameras_from_matches_places_every_view() -> None:
 
 def test_unconnected_view_gets_nan_and_one_warning(caplog: pytest.LogCaptureFixture) -> None:
     _, output, local = _room_output()
-    conf = list(output.descriptor_conf)
-    conf[4] = torch.ones_like(conf[4])  # nothing confident enough to match
-    output = InferenceOutput(**{**output.__dict__, "descriptor_conf": tuple(conf)})
+    descriptors = list(output.descriptors)
+    descriptors[4] = torch.nn.functional.one_hot(torch.zeros(descriptors[4].shape[:2], dtype=torch.long),
+                                                 descriptors[4].shape[2]).float()  # one descriptor: untextured
+    output = InferenceOutput(**{**output.__dict__, "descriptors": tuple(descriptors)})
     with caplog.at_level(logging.WARNING):
         solved = cameras_from_matches(output, local, PrincipalPoint.CENTER)
     assert solved.camera_ok.tolist() == [True, True, True, True, False, True]
@@ -100,12 +102,13 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def test_predict_records_head_cameras_for_a_model_without_descriptors(tiny_run, tmp_path: Path) -> None:
     checkpoint, photos = tiny_run
-    commands.predict(images=photos, out=tmp_path / "p", checkpoint=checkpoint, device="cpu", merge="standard_v2")
+    commands.predict(PredictArgs(images=photos, out=tmp_path / "p", checkpoint=checkpoint, device="cpu",
+                                 merge="standard_v2"))
     pred = load_predictions(tmp_path / "p")
     assert pred.camera_source == "head" and pred.camera_ok.all()
     record = json.loads((tmp_path / "p" / CAMERAS_FILE).read_text())
     assert [v["status"] for v in record["views"]] == ["ok"] * 3 and record["source"] == "head"
-    commands.merge(predictions=tmp_path / "p", merge="qubo")  # re-merging keeps the record
+    commands.merge(MergeArgs(predictions=tmp_path / "p", merge="qubo"))  # re-merging keeps the record
     assert load_predictions(tmp_path / "p").camera_source == "head"
     assert json.loads((tmp_path / "p" / CAMERAS_FILE).read_text()) == record
 
@@ -142,8 +145,8 @@ def test_matches_that_fail_are_an_error_when_asked_for_and_a_fallback_under_auto
             str(descriptor_checkpoint), "--device", "cpu", "--cameras", "matches"]
     assert "too few reliable matches" in _cli_error(capsys, argv)
     with caplog.at_level(logging.WARNING):
-        commands.predict(images=photos, out=tmp_path / "auto", checkpoint=descriptor_checkpoint, device="cpu",
-                         merge="standard_v2")
+        commands.predict(PredictArgs(images=photos, out=tmp_path / "auto", checkpoint=descriptor_checkpoint,
+                                     device="cpu", merge="standard_v2"))
     assert load_predictions(tmp_path / "auto").camera_source == "head"
     assert any("falls back" in r.getMessage() for r in caplog.records)
 
@@ -158,8 +161,8 @@ def test_head_cameras_of_a_model_with_an_untrained_global_head_warn(caplog: pyte
                     metadata={"global_head_trained": "false"})
     _, photos = tiny_run
     with caplog.at_level(logging.WARNING):
-        commands.predict(images=photos, out=tmp_path / "p", checkpoint=path, device="cpu", merge="standard_v2",
-                         cameras="head")
+        commands.predict(PredictArgs(images=photos, out=tmp_path / "p", checkpoint=path, device="cpu",
+                                     merge="standard_v2", cameras="head"))
     assert any("global pointmap head is untrained" in r.getMessage() for r in caplog.records)
 
 

@@ -168,3 +168,20 @@ def test_geometry_only_training_leaves_the_panoptic_weights_untouched(tmp_path: 
     changed = {k for k, v in trained.items() if not torch.equal(v, initial[k])}
     assert any(k.startswith("must3r_decoder.") for k in changed)
     assert not any(k.startswith(("panoptic_decoder.", "dino_encoder.")) for k in changed)
+
+
+def test_resume_drops_the_log_rows_of_steps_it_takes_again(tmp_path: Path) -> None:
+    """A run that stopped without a checkpoint (killed, crashed) logged steps past its resume file: a resume removes
+    those rows, so each step appears once in the record."""
+    import csv
+
+    from panst3r_splat.pipeline.training.loop import _drop_rows_after
+
+    log = tmp_path / "model.log.csv"
+    log.write_text("step,loss\n50,2.0\n100,1.5\n150,1.4\n")  # rows are numbered by steps done
+    _drop_rows_after(log, 100)  # the resume file holds 100 steps: the row of step 100 stays
+    with log.open(newline="") as f:
+        assert [row["step"] for row in csv.DictReader(f)] == ["50", "100"]
+    _drop_rows_after(log, 100)  # nothing left to drop: unchanged
+    _drop_rows_after(tmp_path / "absent.csv", 0)  # no log yet: nothing to do
+    assert log.read_text() == "step,loss\n50,2.0\n100,1.5\n"

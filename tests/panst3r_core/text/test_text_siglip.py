@@ -27,7 +27,7 @@ from panst3r_splat.core.text import (
 )
 from panst3r_splat.core.text.siglip_tokenizer import canonicalize_text
 
-FIXTURE = Path(__file__).resolve().parents[1] / "data" / "siglip_tiny"
+FIXTURE = Path(__file__).resolve().parents[2] / "data" / "siglip_tiny"
 EXPECTED = json.loads((FIXTURE / "expected.json").read_text(encoding="utf-8"))
 ATOL = 1e-5
 

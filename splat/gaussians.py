@@ -17,11 +17,11 @@ import dataclasses
 import logging
 import math
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Union
 
 import numpy as np
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float, Int, UInt8
 from torch import Tensor
 
 from panst3r_splat.core.transforms import rigid_inverse
@@ -46,6 +46,9 @@ KEY_SEGMENT_IDS = "segment_ids"
 KEY_LABEL_CONF = "label_conf"
 LABEL_KEYS = (KEY_SEGMENT_IDS, KEY_LABEL_CONF)
 """Per-Gaussian tensors that are carried through densification but never optimised."""
+GaussianParams = Union[Mapping[str, Tensor], torch.nn.ParameterDict]
+"""Per-Gaussian tensors under the keys above: `to_params`' ParameterDict (an `nn.Module`, not a `Mapping`) or a plain
+dict, the two containers gsplat's strategies take (`gsplat/strategy/default.py`)."""
 
 
 def num_sh_bases(degree: int) -> int:
@@ -237,7 +240,7 @@ class GaussianScene:
             {k: torch.nn.Parameter(v.detach().clone(), requires_grad=k not in LABEL_KEYS) for k, v in params.items()})
 
     @staticmethod
-    def from_params(params: Mapping[str, Tensor]) -> "GaussianScene":
+    def from_params(params: GaussianParams) -> "GaussianScene":
         """Inverse of `to_params` (detached copies)."""
         sh = params[KEY_SH0]
         if KEY_SHN in params:
@@ -328,7 +331,8 @@ def voxel_size_for_budget(points: np.ndarray, budget: int, *, iterations: int = 
     return hi
 
 
-def init_from_points(points: Float[Tensor, "P 3"] | np.ndarray, colors: Float[Tensor, "P 3"] | np.ndarray,
+def init_from_points(points: Float[Tensor, "P 3"] | np.ndarray,
+                     colors: Float[Tensor, "P 3"] | UInt8[Tensor, "P 3"] | np.ndarray,
                      budget: int, *, sh_degree: int = 0, init_opacity: float = 0.1,
                      init_scale: float = 1.0) -> GaussianScene:
     """Gaussians from a coloured point cloud: voxel-downsampled to at most `budget`, isotropic, unlabelled.

@@ -7,7 +7,7 @@ torchmetrics to 1e-5; tests/splat/test_train.py, the measured reason in splat/de
 
 from __future__ import annotations
 
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor
 
 
@@ -16,10 +16,16 @@ def _nchw(image: Float[Tensor, "*B H W 3"]) -> Float[Tensor, "B 3 H W"]:
     return image.reshape(-1, H, W, D).permute(0, 3, 1, 2)
 
 
-def image_psnr(pred: Float[Tensor, "*B H W 3"], target: Float[Tensor, "*B H W 3"]) -> Float[Tensor, ""]:
-    """PSNR in dB over all pixels and channels of images in [0, 1] (torchmetrics, `data_range=1`)."""
+def image_psnr(pred: Float[Tensor, "*B H W 3"], target: Float[Tensor, "*B H W 3"],
+               mask: Bool[Tensor, "*B H W"] | None = None) -> Float[Tensor, ""]:
+    """PSNR in dB over all pixels and channels of images in [0, 1] (torchmetrics, `data_range=1`); with `mask`, over
+    the masked pixels only (all their channels), e.g. those a render covers. Computed in the inputs' dtype."""
     from torchmetrics.functional.image import peak_signal_noise_ratio
 
+    if mask is not None:
+        if not bool(mask.any()):
+            raise ValueError("image_psnr got a mask without any pixel; score covered pixels only where there are some")
+        pred, target = pred[mask], target[mask]  # [M, 3]
     return peak_signal_noise_ratio(pred, target, data_range=1.0)
 
 

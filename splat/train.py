@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal, Mapping
 import numpy as np
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float, Int
+from jaxtyping import Float, Int, UInt8
 from torch import Tensor
 from torch.profiler import record_function
 from tqdm.auto import tqdm
@@ -37,7 +37,7 @@ from panst3r_splat.core.atomic_io import atomic_output
 from panst3r_splat.core.transforms import rigid_inverse
 from panst3r_splat.splat.gaussians import (
     KEY_MEANS, KEY_OPACITIES, KEY_QUATS, KEY_REG_COLORS, KEY_SCALES, KEY_SH0, KEY_SHN, LABEL_KEYS, Cameras,
-    GaussianScene, sh_colors,
+    GaussianParams, GaussianScene, sh_colors,
 )
 from panst3r_splat.splat.lifting import NO_LABEL
 
@@ -229,7 +229,7 @@ def learning_rates(config: TrainConfig) -> dict[str, float]:
     }
 
 
-def label_optimizers(params: Mapping[str, Tensor]) -> dict[str, torch.optim.Optimizer]:
+def label_optimizers(params: GaussianParams) -> dict[str, torch.optim.Optimizer]:
     """A never-stepped SGD with rate 0 per label entry: gsplat's strategies edit the rows of every entry through its
     optimiser, so the labels need one to stay aligned with the Gaussians they label."""
     return {key: torch.optim.SGD([params[key]], lr=0.0) for key in LABEL_KEYS if key in params}
@@ -260,7 +260,7 @@ def make_strategy(config: StepConfig, num_views: int) -> DefaultStrategy | None:
     )
 
 
-def densify_before_backward(strategy: DefaultStrategy | None, params: Mapping[str, Tensor],
+def densify_before_backward(strategy: DefaultStrategy | None, params: GaussianParams,
                             optimizers: Mapping[str, torch.optim.Optimizer], strategy_state: dict[str, Any],
                             step: int, info: dict[str, Any]) -> None:
     """The strategy's hook between render and backward (keeps the 2D means' gradient); `step` counts from 0."""
@@ -268,7 +268,7 @@ def densify_before_backward(strategy: DefaultStrategy | None, params: Mapping[st
         strategy.step_pre_backward(params, optimizers, strategy_state, step + 1, info)
 
 
-def densify_after_step(strategy: DefaultStrategy | None, params: Mapping[str, Tensor],
+def densify_after_step(strategy: DefaultStrategy | None, params: GaussianParams,
                        optimizers: Mapping[str, torch.optim.Optimizer], strategy_state: dict[str, Any],
                        step: int, info: dict[str, Any]) -> None:
     """Clone / split / prune / reset after the optimisers stepped, as gsplat's simple_trainer does; `step` counts
@@ -280,7 +280,7 @@ def densify_after_step(strategy: DefaultStrategy | None, params: Mapping[str, Te
                                     packed=info.get("gaussian_ids") is not None)
 
 
-def max_sh_degree(params: Mapping[str, Tensor]) -> int:
+def max_sh_degree(params: GaussianParams) -> int:
     """The SH degree the colour entries hold (0 without `shN`)."""
     return 0 if KEY_SHN not in params else math.isqrt(params[KEY_SHN].shape[1] + 1) - 1
 
@@ -290,7 +290,7 @@ def active_sh_degree(step: int, config: StepConfig, max_degree: int) -> int:
     return min(step // max(config.sh_degree_interval, 1), max_degree)
 
 
-def render_colors(params: Mapping[str, Tensor], T_world_cam: Float[Tensor, "1 4 4"], sh_degree: int,
+def render_colors(params: GaussianParams, T_world_cam: Float[Tensor, "1 4 4"], sh_degree: int,
                   with_reg: bool) -> Tensor:
     """The colours to rasterise for one camera: RGB from the SH bands up to `sh_degree`, and with `with_reg` the
     regularisation colours as channels 3..5; `[N, D]`, or `[1, N, D]` once view-dependent (sh_degree > 0)."""
@@ -451,7 +451,7 @@ def _validate(scene: GaussianScene, cameras: Cameras, images: Tensor, segment_ma
         raise ValueError("segment maps must hold integer segment ids")
 
 
-def train_scene(scene: GaussianScene, cameras: Cameras, images: Float[Tensor, "C H W 3"],
+def train_scene(scene: GaussianScene, cameras: Cameras, images: Float[Tensor, "C H W 3"] | UInt8[Tensor, "C H W 3"],
                 segment_maps: Int[Tensor, "C H W"] | None, config: TrainConfig, device: torch.device | str, *,
                 checkpoint: Path | None = None, stop_at: int | None = None) -> TrainResult:
     """Optimise the Gaussians on the input views (one view per step); see the module docstring for the loss.

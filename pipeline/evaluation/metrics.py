@@ -222,7 +222,7 @@ def _summaries(classes: Sequence[ClassQuality], dropped: Sequence[int] = ()) -> 
 
 
 def _as_views(*arrays: Integer[np.ndarray, "V H W"]) -> list[np.ndarray]:
-    """Numpy views of [V, H, W] label arrays of one shape (CPU torch tensors convert too)."""
+    """Numpy views of [V, H, W] label arrays of one shape."""
     out = [np.asarray(a) for a in arrays]
     if len({a.shape for a in out}) != 1 or out[0].ndim != 3:
         raise UserError(f"label arrays must all be [V, H, W] of one shape, got {[a.shape for a in out]}")

@@ -353,7 +353,8 @@ class Panst3rSplatModel(Model):
             return image[..., :3] * image[..., 3:] + (1.0 - image[..., 3:]) * background
         return image
 
-    def get_loss_dict(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor],
+    # `batch` is nerfstudio's: the view's tensors plus its "image_idx", an int.
+    def get_loss_dict(self, outputs: Dict[str, Tensor], batch: Dict[str, Any],
                       metrics_dict: Optional[Dict[str, Tensor]] = None) -> Dict[str, Tensor]:
         """`train_scene`'s loss (`splat.train`), its two terms logged apart: `main_loss` (L1 + D-SSIM on RGB) and
         `reg_loss` (the weighted instance-colour term; segment ids outside the legend's palette count as void)."""
@@ -366,12 +367,12 @@ class Panst3rSplatModel(Model):
             loss["reg_loss"] = c.reg_weight * colour_regularisation_loss(outputs[OUT_REG], index, self._reg_palette)
         return loss
 
-    def get_metrics_dict(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    def get_metrics_dict(self, outputs: Dict[str, Tensor], batch: Dict[str, Any]) -> Dict[str, Tensor]:
         gt = self._gt_rgb(batch["image"], outputs.get(OUT_BACKGROUND, self._background()))
         return {"psnr": image_psnr(outputs[OUT_RGB].detach(), gt),
                 "gaussian_count": torch.tensor(float(self.num_points))}
 
-    def get_image_metrics_and_images(self, outputs: Dict[str, Tensor], batch: Dict[str, Tensor]
+    def get_image_metrics_and_images(self, outputs: Dict[str, Tensor], batch: Dict[str, Any]
                                      ) -> Tuple[Dict[str, float], Dict[str, Tensor]]:
         """PSNR and SSIM of one view (torchmetrics, data range 1; no LPIPS: its weights would have to be
         downloaded), the GT | render image, and the panoptic render once labels are lifted."""

@@ -40,7 +40,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
-from jaxtyping import Float, Float32, Int64, UInt8
+from jaxtyping import Bool, Float, Float32, Int64, UInt8
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -51,6 +51,7 @@ from panst3r_splat.pipeline.datasets.panoptic_lifting import read_panoptic_lifti
 from panst3r_splat.pipeline.errors import UserError
 from panst3r_splat.splat.gaussians import Cameras, GaussianScene
 from panst3r_splat.splat.lifting import render_segments
+from panst3r_splat.splat.metrics import image_psnr
 from panst3r_splat.splat.palette import instance_colors, overlay, panoptic_colors, semantic_colors
 from panst3r_splat.splat.rasterize import Backend, rasterize
 from panst3r_splat.splat.scene_io import (
@@ -455,16 +456,12 @@ def write_video(path: Path, frames: Sequence[np.ndarray], fps: int) -> None:
             writer.append_data(np.pad(frame, pad, mode="edge"))
 
 
-def psnr(pred: Float[np.ndarray, "H W 3"], target: UInt8[np.ndarray, "H W 3"],
-         mask: Optional[np.ndarray] = None) -> float:
-    """Peak signal-to-noise ratio (dB) of colours in [0, 1] against a uint8 image (over `mask` pixels if given)."""
-    err = (pred.astype(np.float64) - target.astype(np.float64) / 255.0) ** 2
-    if mask is not None:
-        err = err[np.asarray(mask, dtype=bool)]
-    if err.size == 0:
-        raise ValueError("psnr needs at least one pixel")
-    mse = float(np.mean(err))
-    return float("inf") if mse == 0 else -10.0 * math.log10(mse)
+def photo_psnr(pred: Float[np.ndarray, "H W 3"], photo: UInt8[np.ndarray, "H W 3"],
+               mask: Optional[Bool[np.ndarray, "H W"]] = None) -> float:
+    """PSNR (dB, `splat.metrics.image_psnr`) of colours in [0, 1] against a uint8 photo, over the `mask` pixels if
+    given; in float64, so the reports' numbers do not depend on the render's precision."""
+    covered = None if mask is None else torch.from_numpy(np.asarray(mask, dtype=bool))
+    return float(image_psnr(torch.from_numpy(pred).double(), torch.from_numpy(photo).double() / 255.0, covered))
 
 
 @dataclass(frozen=True)
@@ -562,9 +559,9 @@ def render_scene(scene_dir: Path, out: Path, spec: CameraSpec, options: RenderOp
         rgb, pan = write_view(out, view, scene.segments, options)
         void.append(float((view.segments == 0).mean()))
         if references is not None:
-            scores[view.name] = psnr(view.rgb, references[i])
+            scores[view.name] = photo_psnr(view.rgb, references[i])
             if (view.alpha >= options.min_alpha).any():
-                covered[view.name] = psnr(view.rgb, references[i], view.alpha >= options.min_alpha)
+                covered[view.name] = photo_psnr(view.rgb, references[i], view.alpha >= options.min_alpha)
         if isinstance(spec, OrbitCameras) and options.video:
             frames.append(np.concatenate([rgb, pan], axis=1))
     seconds = (time.perf_counter() - start) / max(len(cameras), 1)

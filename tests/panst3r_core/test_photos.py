@@ -28,7 +28,6 @@ def test_image_records_round_trip_and_read_the_full_photo(tmp_path: Path) -> Non
 
 
 def test_video_records_name_their_frames(tmp_path: Path) -> None:
-    pytest.importorskip("imageio_ffmpeg")  # a declared dependency; absent only in bare environments
     path = write_grey_video(tmp_path / "clip.mp4")
     loaded = im.load_images(path, size=64, max_video_frames=4)
     records = photo_records(path, loaded.names, loaded.orig_hw)

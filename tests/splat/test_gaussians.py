@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from _typecheck import rejects
 from panst3r_splat.core.transforms import rigid_inverse
 from panst3r_splat.splat.gaussians import (
     KEY_SEGMENT_IDS, SH_C0, Cameras, GaussianScene, _voxel_downsample, init_from_points,
@@ -47,11 +48,11 @@ def test_select_keeps_every_tensor_aligned() -> None:
 
 def test_constructor_rejects_misaligned_tensors() -> None:
     scene = _random_scene(n=4)
-    with pytest.raises(ValueError, match="label_conf"):
+    with rejects(ValueError, match="label_conf"):
         scene.replace(label_conf=torch.zeros(3))
-    with pytest.raises(ValueError, match="integer"):
+    with rejects(ValueError, match="integer"):
         scene.replace(segment_ids=torch.zeros(4))
-    with pytest.raises(ValueError, match="sh"):
+    with rejects(ValueError, match="sh"):
         scene.replace(sh=torch.zeros(4, 5, 3))
 
 

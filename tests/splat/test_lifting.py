@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from _typecheck import rejects
 from panst3r_splat.splat.lifting import (
     NO_LABEL, LiftOptions, _lift_per_pixel, _PairSums, lift_segments, render_segments,
 )
@@ -165,11 +166,11 @@ def test_render_segments_chunking_and_ties() -> None:
 
 def test_lifting_rejects_bad_maps() -> None:
     s = _scene()
-    with pytest.raises(ValueError, match="integer segment ids"):
+    with rejects(ValueError, match="integer segment ids"):
         lift_segments(*_geometry(s), s["maps"].double())
-    with pytest.raises(ValueError, match="integer segment ids"):
+    with rejects(ValueError, match="integer segment ids"):
         lift_segments(*_geometry(s), -s["maps"] - 2)
-    with pytest.raises(ValueError, match="segment maps need"):
+    with rejects(ValueError, match="segment maps need"):
         lift_segments(*_geometry(s)[:4], s["viewmats"][:2], s["Ks"][:2], s["maps"])
 
 

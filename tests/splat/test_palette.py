@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
+from _typecheck import rejects
 from panst3r_splat.core import class_table
 from panst3r_splat.splat.palette import (
     instance_colors, overlay, panoptic_colors, segment_color, semantic_colors, semantic_palette,
@@ -49,5 +49,5 @@ def test_overlay_blends() -> None:
     mask = np.array([[True, False, True], [False, False, False]])
     out = overlay(rgb.astype(np.float32) / 255.0, lab, alpha=1.0, mask=mask)
     assert out[0, 0, 0] == 200 and out[0, 1, 0] == 100
-    with pytest.raises(ValueError, match="one size"):
+    with rejects(ValueError, match="one size"):
         overlay(rgb, lab[:1])

@@ -134,7 +134,7 @@ class ViewState:
     def regenerate_colors(self) -> "ViewState":
         return dataclasses.replace(self, color_seed=self.color_seed + 1)
 
-    def is_visible(self, segment_id: int) -> bool:
+    def is_visible(self, segment_id: int | np.integer) -> bool:
         """Whether a segment is drawn (void counts as visible unless something is isolated)."""
         segment_id = int(segment_id)
         if segment_id in self.deleted or segment_id in self.hidden:
@@ -254,10 +254,11 @@ _DEPTH_RAMP = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98
 """Five stops of viridis: near is dark purple, far is yellow."""
 
 
-def depth_colors(depth: Float[np.ndarray, "H W"], alpha: Float[np.ndarray, "H W"], *,
+def depth_colors(depth: Float[np.ndarray, "*shape"], alpha: Float[np.ndarray, "*shape"], *,
                  background: tuple[int, int, int] = (255, 255, 255), min_alpha: float = 0.5
-                 ) -> UInt8[np.ndarray, "H W 3"]:
-    """Depth through a colour ramp stretched between the 2nd and 98th percentile of the covered pixels."""
+                 ) -> UInt8[np.ndarray, "*shape 3"]:
+    """Depth through a colour ramp stretched between the 2nd and 98th percentile of the covered pixels (an image's
+    `[H, W]` or the viewer's points' `[N]`)."""
     covered = np.asarray(alpha) >= min_alpha
     out = np.empty(depth.shape + (3,), np.uint8)
     out[:] = background

@@ -162,7 +162,7 @@ def _input_view_psnr(renders: Path, dataset: Path) -> dict[str, float]:
     """Mean PSNR of the renders of the input views against the dataset's images of the same frames (where the
     sizes agree: the synthetic views are not cropped), as `render` measures it at dataset cameras."""
     from panst3r_splat.pipeline.datasets.panoptic_lifting import read_panoptic_lifting
-    from panst3r_splat.pipeline.stages.render import psnr
+    from panst3r_splat.pipeline.stages.render import photo_psnr
 
     data = read_panoptic_lifting(dataset, split="train", parts=("color",))
     scores = []
@@ -172,7 +172,7 @@ def _input_view_psnr(renders: Path, dataset: Path) -> dict[str, float]:
             with Image.open(path) as f:
                 rendered = np.asarray(f.convert("RGB"), dtype=np.float32) / 255.0
             if rendered.shape == image.shape:
-                scores.append(psnr(rendered, image))
+                scores.append(photo_psnr(rendered, image))
     return {"psnr": float(np.mean(scores))} if scores else {}
 
 

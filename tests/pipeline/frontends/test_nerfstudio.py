@@ -267,7 +267,7 @@ def test_panst3r_data_runs_predict_once_and_caches(tmp_path: Path, perfect_predi
     def fake_run_predict(images: Path, out: Path, options: predict.PredictOptions):
         calls.append((images, out))
         shutil.copytree(perfect_predictions, out)
-        return predict.PredictResult(folder=out, predictions=None, segments=(), merge="qubo")  # type: ignore[arg-type]
+        return predict.PredictResult(folder=out, predictions=load_predictions(out), segments=(), merge="qubo")
 
     monkeypatch.setattr(predict, "run_predict", fake_run_predict)
     images = tmp_path / "photos"

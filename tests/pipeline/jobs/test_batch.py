@@ -17,14 +17,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+import ray
 import torch
 
-ray = pytest.importorskip("ray")
-
-from panst3r_splat.pipeline.jobs.batch import (  # noqa: E402
+from panst3r_splat.pipeline.jobs.batch import (
     SCORES_FILE, SUMMARY_JSON, SUMMARY_MD, BatchOptions, SceneJob, run_batch, run_scene,
 )
-from panst3r_splat.pipeline.frontends.cli import EXIT_SCENES_FAILED, main  # noqa: E402
+from panst3r_splat.pipeline.frontends.cli import EXIT_SCENES_FAILED, main
 
 GOOD = ("room_a", "room_b", "room_c")
 TINY = BatchOptions(size="64", fit_steps=5, budget=300, progress=False)

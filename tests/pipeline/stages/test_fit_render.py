@@ -35,7 +35,7 @@ from panst3r_splat.pipeline.stages.fit import (
 )
 from panst3r_splat.pipeline.stages.render import (
     OUTPUT_DIRS, DatasetCameras, OrbitCameras, RenderOptions, TrainCameras, _fill_void, estimate_alignment,
-    fill_void, orbit_cameras, parse_cameras, render_scene, rotation_errors_deg,
+    fill_void, orbit_cameras, parse_cameras, photo_psnr, render_scene, rotation_errors_deg,
 )
 from panst3r_splat.splat.gaussians import Cameras
 from panst3r_splat.splat.scene_io import load_scene
@@ -180,6 +180,19 @@ def test_render_dataset_test_split_writes_the_evaluation_format(dataset: Path, o
     for size in (None, 512):
         report = evaluate_folders(dataset, out, split="test", size=size)
         assert 0.0 <= report.pq_scene.all.pq <= 1.0 and 0.0 <= report.miou.miou <= 1.0
+
+
+def test_photo_psnr_equals_the_earlier_formula() -> None:
+    """The reports' PSNR (torchmetrics through `photo_psnr`) keeps the numbers of the formula it replaced,
+    -10 log10(mean squared error) in float64 over all pixels, or over the covered ones."""
+    rng = np.random.default_rng(5)
+    rgb = rng.random((6, 7, 3), dtype=np.float32)
+    photo = rng.integers(0, 256, (6, 7, 3), dtype=np.uint8)
+    covered = rng.random((6, 7)) > 0.4
+    err = (rgb.astype(np.float64) - photo.astype(np.float64) / 255.0) ** 2
+    assert photo_psnr(rgb, photo) == pytest.approx(-10 * math.log10(err.mean()), rel=1e-6)
+    assert photo_psnr(rgb, photo, covered) == pytest.approx(-10 * math.log10(err[covered].mean()), rel=1e-6)
+    assert photo_psnr(photo / 255.0, photo) == float("inf")
 
 
 def test_input_views_reproduce_the_ground_truth_labels(dataset: Path, oracle: Path, tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ import dataclasses
 import json
 import logging
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import PIL.Image
@@ -17,7 +16,7 @@ from test_predict import CLASS_NAMES, ORIG_H, ORIG_W, _cli_error, _smooth_image,
 
 from panst3r_splat.core.cameras.metrics import pair_errors
 from panst3r_splat.core.cameras.oracle import local_pointmaps, synthetic_descriptors, world_points
-from panst3r_splat.core.checkpoint import save_checkpoint
+from panst3r_splat.core.checkpoint import LoadedCheckpoint, save_checkpoint
 from panst3r_splat.core.geometry import PrincipalPoint
 from panst3r_splat.core.model import InferenceOutput, PanSt3R
 from panst3r_splat.core.model.config import DescriptorHeadConfig
@@ -30,8 +29,12 @@ from panst3r_splat.pipeline.stages.fit import inputs_from_predictions
 from panst3r_splat.pipeline.stages.predict import cameras_from_matches, resolve_camera_source
 
 
-def _checkpoint(metadata: dict[str, str] | None = None) -> SimpleNamespace:
-    return SimpleNamespace(metadata=metadata or {})
+def _checkpoint(metadata: dict[str, str] | None = None) -> LoadedCheckpoint:
+    """A loaded checkpoint with this metadata (the model on the meta device: only the metadata is read)."""
+    with torch.device("meta"):
+        model = PanSt3R(tiny_config())
+    return LoadedCheckpoint(model=model, config=model.config, format="panst3r_splat", class_names=None,
+                            class_embeddings=None, metadata=metadata or {})
 
 
 def test_auto_follows_metadata_then_descriptor_head_then_head() -> None:

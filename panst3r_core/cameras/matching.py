@@ -118,12 +118,11 @@ def select_pixels(
 
 
 def _nearest(
-    queries: Float[torch.Tensor, "P D"], targets: Float[torch.Tensor, "T D"], chunk_elements: int
+    queries: Float[torch.Tensor, "P D"], targets_t: Float[torch.Tensor, "D T"], chunk_elements: int
 ) -> tuple[Float[torch.Tensor, "P"], Int[torch.Tensor, "P"]]:
-    """Best dot product of each query over the targets and the target's index (queries in chunks to bound
-    memory)."""
-    rows = max(1, chunk_elements // max(targets.shape[0], 1))
-    targets_t = targets.T.contiguous()
+    """Best dot product of each query over the targets (given transposed, contiguous) and the target's index
+    (queries in chunks to bound memory)."""
+    rows = max(1, chunk_elements // max(targets_t.shape[1], 1))
     sims, idx = [], []
     for start in range(0, queries.shape[0], rows):
         s, i = _row_max(queries[start : start + rows] @ targets_t)
@@ -157,18 +156,38 @@ def _row_max(sims: Float[torch.Tensor, "P T"]) -> tuple[Float[torch.Tensor, "P"]
     return best_value, index
 
 
-def _search(
-    queries: Float[torch.Tensor, "P D"], target: Float[torch.Tensor, "H W D"], options: MatchingOptions
-) -> tuple[Float[torch.Tensor, "P"], Int[torch.Tensor, "P"]]:
-    """Best dot product of each query over a whole view and its flat pixel index: the nearest of the view's
-    ``search_stride`` grid, refined to the best pixel of the full-resolution window around it."""
-    H, W, D = target.shape
+@dataclass(frozen=True)
+class _SearchView:
+    """One view's descriptors laid out for :func:`_search`, built once per view (not once per pair)."""
+
+    flat: Float[torch.Tensor, "HW D"]
+    """Every pixel's descriptor, row-major."""
+    grid: Int[torch.Tensor, "G"]
+    """Flat indices of the ``search_stride`` grid."""
+    grid_t: Float[torch.Tensor, "D G"]
+    """The grid's descriptors, transposed and contiguous (the right operand of the similarity product)."""
+    height: int
+    width: int
+
+
+def _search_view(dense: Float[torch.Tensor, "H W D"], options: MatchingOptions) -> _SearchView:
+    H, W, D = dense.shape
     step = max(int(options.search_stride), 1)
     ys, xs = torch.meshgrid(torch.arange(0, H, step), torch.arange(0, W, step), indexing="ij")
     grid = (ys * W + xs).reshape(-1)
-    flat = target.reshape(-1, D)
-    sim, best = _nearest(queries, flat[grid], options.chunk_elements)
-    best = grid[best]
+    flat = dense.reshape(-1, D)
+    return _SearchView(flat=flat, grid=grid, grid_t=flat[grid].T.contiguous(), height=H, width=W)
+
+
+def _search(
+    queries: Float[torch.Tensor, "P D"], view: _SearchView, options: MatchingOptions
+) -> tuple[Float[torch.Tensor, "P"], Int[torch.Tensor, "P"]]:
+    """Best dot product of each query over a whole view and its flat pixel index: the nearest of the view's
+    ``search_stride`` grid, refined to the best pixel of the full-resolution window around it."""
+    H, W = view.height, view.width
+    step = max(int(options.search_stride), 1)
+    sim, best = _nearest(queries, view.grid_t, options.chunk_elements)
+    best = view.grid[best]
     if step == 1:
         return sim, best
     r = step // 2 + step % 2  # the window reaches every pixel between grid points
@@ -176,7 +195,7 @@ def _search(
     wy = (best // W)[:, None, None] + offsets[None, :, None]  # [P, k, 1]
     wx = (best % W)[:, None, None] + offsets[None, None, :]  # [P, 1, k]
     window = (wy.clamp(0, H - 1) * W + wx.clamp(0, W - 1)).reshape(len(best), -1)  # [P, k*k]
-    sims = torch.einsum("pkd,pd->pk", flat[window], queries)
+    sims = torch.einsum("pkd,pd->pk", view.flat[window], queries)
     sim, pick = sims.max(dim=1)
     return sim, window.gather(1, pick[:, None])[:, 0]
 
@@ -189,14 +208,21 @@ def reciprocal_matches(
 ) -> tuple[Int[np.ndarray, "M"], Int[np.ndarray, "M"]]:
     """Flat pixel indices ``(i, j)``: pixel ``i`` of ``a`` (one of ``start_a``) whose nearest neighbour over view
     ``b`` is ``j``, and whose own nearest neighbour over view ``a`` is ``i`` again (within ``options.cycle_px``)."""
+    return _reciprocal(_search_view(dense_a, options), _search_view(dense_b, options), start_a, options)
+
+
+def _reciprocal(
+    view_a: _SearchView, view_b: _SearchView, start_a: Int[np.ndarray, "P"], options: MatchingOptions
+) -> tuple[Int[np.ndarray, "M"], Int[np.ndarray, "M"]]:
+    """:func:`reciprocal_matches` on views laid out once by :func:`_search_view`."""
     if len(start_a) == 0:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty
-    width_a, D = dense_a.shape[1], dense_a.shape[2]
+    width_a = view_a.width
     start = torch.from_numpy(np.asarray(start_a, dtype=np.int64))
-    sim, j = _search(dense_a.reshape(-1, D)[start], dense_b, options)
+    sim, j = _search(view_a.flat[start], view_b, options)
     unique_j, inverse = torch.unique(j, return_inverse=True)
-    back = _search(dense_b.reshape(-1, D)[unique_j], dense_a, options)[1][inverse]  # [P]
+    back = _search(view_b.flat[unique_j], view_a, options)[1][inverse]  # [P]
     near = ((back % width_a - start % width_a).abs() <= options.cycle_px) & (
         (back // width_a - start // width_a).abs() <= options.cycle_px)
     keep = near & (sim > options.min_similarity)
@@ -233,24 +259,21 @@ def match_descriptors(
     the higher view index; matches land on grid pixels, so :meth:`PairMatches.reversed` works)."""
     if len(descriptors) != len(descriptor_conf):
         raise ValueError(f"{len(descriptors)} descriptor maps but {len(descriptor_conf)} confidence maps")
-    dense, starts, widths = [], [], []
+    views, starts = [], []
     for v, (desc, conf) in enumerate(zip(descriptors, descriptor_conf)):
         desc = torch.as_tensor(desc, dtype=torch.float32)
         if desc.ndim != 3 or tuple(conf.shape) != tuple(desc.shape[:2]):
             raise ValueError(f"view {v}: descriptors must be (H, W, D) with (H, W) confidence, got "
                              f"{tuple(desc.shape)} and {tuple(conf.shape)}")
         px = select_pixels(np.asarray(torch.as_tensor(conf, dtype=torch.float32)), options)
-        width = desc.shape[1]
-        dense.append(desc)
-        starts.append(px[:, 1] * width + px[:, 0])
-        widths.append(width)
-    global_desc = torch.stack([_global_descriptor(d.reshape(-1, d.shape[2])[torch.from_numpy(s)])
-                               for d, s in zip(dense, starts)])
+        views.append(_search_view(desc, options))
+        starts.append(px[:, 1] * desc.shape[1] + px[:, 0])
+    global_desc = torch.stack([_global_descriptor(view.flat[torch.from_numpy(s)]) for view, s in zip(views, starts)])
     out: list[PairMatches] = []
     for a, b in select_pairs(global_desc, options):
-        ia, jb = reciprocal_matches(dense[a], dense[b], starts[a], options)
-        pixels_a = np.stack([ia % widths[a], ia // widths[a]], axis=-1)
-        uv_b = np.stack([jb % widths[b], jb // widths[b]], axis=-1).astype(np.float64)
+        ia, jb = _reciprocal(views[a], views[b], starts[a], options)
+        pixels_a = np.stack([ia % views[a].width, ia // views[a].width], axis=-1)
+        uv_b = np.stack([jb % views[b].width, jb // views[b].width], axis=-1).astype(np.float64)
         out.append(PairMatches(a, b, pixels_a, uv_b))
     log.debug("matched %d view pairs, %d matches in all", len(out), sum(len(m) for m in out))
     return out

@@ -122,11 +122,15 @@ def _append_csv(path: Path, row: dict) -> None:
         return
     with path.open(newline="") as f:
         rows = list(csv.DictReader(f))
-    columns = header + [k for k in row if k not in header]
+    _rewrite_csv(path, header + [k for k in row if k not in header], rows + [row])
+
+
+def _rewrite_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
+    """Replace a log with these rows (atomically: a run stopped mid-write keeps the old file)."""
     with atomic_output(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
-        writer.writerows(rows + [row])
+        writer.writerows(rows)
 
 
 def _resume_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
@@ -207,12 +211,8 @@ def _drop_rows_after(path: Path, step: int) -> None:
         reader = csv.DictReader(f)
         columns, rows = list(reader.fieldnames or []), list(reader)
     kept = [row for row in rows if int(row["step"]) <= step]
-    if len(kept) == len(rows):
-        return
-    with atomic_output(path) as tmp, tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(kept)
+    if len(kept) < len(rows):
+        _rewrite_csv(path, columns, kept)
 
 
 def _initial_state(preset: TrainPreset, out: Path, resume: bool, init_from: Path | None,

@@ -77,17 +77,14 @@ def _model_inputs(scene, model) -> tuple[np.ndarray, list, list]:
 
 
 def _load_model(checkpoint: Path) -> dict:
-    import torch
-
+    """The checkpoint's model and its own class embeddings (as `evaluate_model.py` loads them)."""
     from panst3r_splat.core.checkpoint import load_checkpoint
-    from panst3r_splat.core.class_sets import builtin_class_set
 
     loaded = load_checkpoint(checkpoint)
     model = loaded.model.eval()
-    if model.config.descriptor_head is None:
-        raise SystemExit(f"{checkpoint} has no descriptor head: the model kind needs one")
-    class_set = builtin_class_set(model.config.mask_transformer.lang_dim)
-    return {"model": model, "embeddings": torch.from_numpy(class_set.class_embeddings)}
+    if model.config.descriptor_head is None or loaded.class_embeddings is None:
+        raise SystemExit(f"{checkpoint} is not one of our models with a descriptor head: the model kind needs one")
+    return {"model": model, "embeddings": loaded.class_embeddings.float()}
 
 
 def _solve(kind: str, scene, K: np.ndarray, local: np.ndarray, seed: int, options: SolverOptions, model=None):

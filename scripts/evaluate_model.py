@@ -8,11 +8,12 @@ scenes that training watches (`HELD_OUT_SEED_START + i`, i < 100); `train` takes
 have seen, at the evaluation setting), to tell underfitting from overfitting. For each seed: synth (8 input views at the model's 192x144) ->
 `predict` (merge: the checkpoint's default) -> `eval --split train` (PQ^scene, mIoU of the merged predictions on the
 input views) and geometry from the predicted pointmaps against the ground truth: median relative depth error of the
-global points after a Sim(3) alignment (seen from each GT camera), camera rotation error and camera-centre error
-(in units of the scene scale) after that alignment, and the relative rotation error between views with its
-no-rotation baseline; the median relative depth error of the local pointmaps after per-view median scaling; for
-models with a descriptor head, the share of ground-truth correspondences whose nearest descriptor in the other view
-lies within 2 pixels. Prints a table and writes `<out>/model_quality.json`.
+global points after a Sim(3) alignment (seen from each GT camera), camera rotation error and camera-centre error (in
+units of the scene scale) after that alignment, and the relative rotation error between views with its no-rotation
+baseline (on the views whose camera was solved; their share is reported); the median relative depth error of the
+local pointmaps after per-view median scaling; for models with a descriptor head, the share of ground-truth
+correspondences whose nearest descriptor in the other view lies within 2 pixels. Prints a table and writes
+`<out>/model_quality.json`.
 """
 
 from __future__ import annotations
@@ -54,8 +55,11 @@ def evaluate_scene(seed: int, out: Path, args: argparse.Namespace) -> dict[str, 
     gt_local = local_points(scene.depth, K)
     gt_world = points_in_first_camera(gt_local, scene.T_world_cam)
     as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))  # noqa: E731
-    geo = geometry_metrics(as_t(pred.pts3d), as_t(pred.pts3d_local), as_t(gt_world), as_t(gt_local),
-                           torch.from_numpy(scene.depth > 0), as_t(pred.conf))
+    # Views the camera solver could not connect have NaN cameras and points: the geometry is scored on the others,
+    # and the share of connected views is reported beside it.
+    ok = np.ones(args.views, dtype=bool) if pred.camera_ok is None else np.asarray(pred.camera_ok, dtype=bool)
+    geo = geometry_metrics(as_t(pred.pts3d[ok]), as_t(pred.pts3d_local[ok]), as_t(gt_world[ok]), as_t(gt_local[ok]),
+                           torch.from_numpy(scene.depth[ok] > 0), as_t(pred.conf[ok]))
     extra = {"desc_match_acc_2px": _descriptor_accuracy(scene, gt_world, gt_local, args)}
     return {
         "seed": seed,
@@ -69,6 +73,7 @@ def evaluate_scene(seed: int, out: Path, args: argparse.Namespace) -> dict[str, 
         "rel_rot_err_deg": geo.rotation_error_deg,
         "rel_rot_err_identity_deg": geo.rotation_error_identity_deg,
         "local_depth_rel_err": geo.local_depth_rel_error,
+        "views_connected": float(ok.mean()),
         **extra,
         "predict_seconds": seconds,
     }

@@ -259,13 +259,13 @@ def _stages(scene: Path, out: Path, options: BatchOptions) -> dict[str, Any]:
     inputs = inputs_from_predictions(out / PREDICTIONS, poses=scene if options.poses == "dataset" else None)
     fit_scene(inputs, out / SCENE, fit, device)
     if not test:
-        notes.append("no test split: lifted and render-then-predict scores are null" if panli
+        notes.append("no test split: lifted, render-then-predict and PSNR scores are null" if panli
                      else "a folder of images: no ground truth, no scores")
         return {**scores, "notes": notes, "merge": predicted.merge}
     reason = alignment_failure(out / SCENE, scene)
     if reason is not None:
-        notes.append(f"the held-out views cannot be placed in the fitted scene ({reason}): lifted and "
-                     "render-then-predict scores are null")
+        notes.append(f"the held-out views cannot be placed in the fitted scene ({reason}): lifted, "
+                     "render-then-predict and PSNR scores are null")
         return {**scores, "notes": notes, "merge": predicted.merge}
     rendered = render_scene(out / SCENE, out / RENDERS_TEST, DatasetCameras(scene, "test"), RenderOptions(),
                             device=device)

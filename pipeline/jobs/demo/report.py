@@ -90,6 +90,10 @@ def _notes(options: DemoOptions, by_key: dict[str, StageRecord], scores: dict[st
             reason = by_key[key].details["fallback"]
             notes.append(f"the held-out views could not be placed in the fitted scene ({reason}): the lifted scores "
                          "and PSNR are measured on the input views instead")
+            unplaced = by_key[key].details.get("views_without_camera")
+            if unplaced:
+                notes.append(f"input views without a camera ({', '.join(unplaced)}) have no render: their labels are "
+                             "scored as void")
     if by_key["fit"].details.get("note"):
         notes.append(by_key["fit"].details["note"])
     direct = scores.get("direct", {}).get("pq_scene")

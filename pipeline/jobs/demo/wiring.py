@@ -140,6 +140,9 @@ def _render_stage(options: DemoOptions, key: str, folder: str, scene: Path, came
         if reason:
             details["fallback"] = reason
             details.update(_input_view_psnr(out, spec.path))
+            unplaced = _void_labels_for_unrendered(out, spec.path)
+            if unplaced:
+                details["views_without_camera"] = unplaced
         if summary.psnr:
             details["psnr"] = float(np.mean(list(summary.psnr.values())))
         if summary.alignment is not None:
@@ -156,6 +159,24 @@ def _render_stage(options: DemoOptions, key: str, folder: str, scene: Path, came
     if cameras == "orbit":
         settings["orbit_frames"] = options.orbit_frames
     return Stage(key, title, folder, settings, produce, after)
+
+
+def _void_labels_for_unrendered(renders: Path, dataset: Path) -> list[str]:
+    """Write all-void label maps for the input views the fallback render has no camera for (the solver left them
+    unconnected), so the lifted labels are scored on every input view and those count as unlabelled; their names."""
+    from panst3r_splat.pipeline.datasets.panoptic_lifting import read_panoptic_lifting
+    from panst3r_splat.pipeline.evaluation.scene_files import PRED_INSTANCES_DIR, PRED_SEMANTICS_DIR
+
+    data = read_panoptic_lifting(dataset, split="train", parts=("color",))
+    missing = [(name, image.shape[:2]) for name, image in zip(data.frame_names, data.images)
+               if not (renders / PRED_SEMANTICS_DIR / f"{name}.png").is_file()]
+    for name, (h, w) in missing:
+        Image.fromarray(np.zeros((h, w), np.uint8)).save(renders / PRED_SEMANTICS_DIR / f"{name}.png")
+        Image.fromarray(np.zeros((h, w), np.uint16)).save(renders / PRED_INSTANCES_DIR / f"{name}.png")
+    if missing:
+        logger.warning("render: %d input view(s) have no camera (%s); they are scored as unlabelled (void)",
+                       len(missing), ", ".join(name for name, _ in missing))
+    return [name for name, _ in missing]
 
 
 def _input_view_psnr(renders: Path, dataset: Path) -> dict[str, float]:

@@ -332,3 +332,28 @@ def test_benchmark_quick_writes_json_and_plot(tmp_path: Path) -> None:
     assert all(r["steps_per_second"] > 0 for r in report["rasteriser"])
     assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "1. pipeline vs views" in result.stdout and "machine:" in result.stdout
+
+
+def test_input_views_without_a_camera_are_scored_as_void(tmp_path: Path) -> None:
+    """The fallback render (input views) has no image of a view the camera solver left unconnected: the demo writes
+    all-void labels for it, so the lifted scores count it as unlabelled instead of failing on a missing frame."""
+    from PIL import Image
+
+    from panst3r_splat.pipeline.datasets.synth import write_scene
+    from panst3r_splat.pipeline.jobs.demo.wiring import _void_labels_for_unrendered
+
+    data = tmp_path / "data"
+    write_scene(generate_scene(SynthConfig(train_views=3, test_views=1, width=32, height=24), 5), data)
+    train = json.loads((data / "splits.json").read_text())["train"]
+    renders = tmp_path / "renders"
+    for sub, dtype in (("pred_semantics", np.uint8), ("pred_surrogateid", np.uint16)):
+        (renders / sub).mkdir(parents=True)
+        for name in train[1:]:
+            Image.fromarray(np.full((24, 32), 3, dtype)).save(renders / sub / f"{name}.png")
+    assert _void_labels_for_unrendered(renders, data) == [train[0]]
+    for sub in ("pred_semantics", "pred_surrogateid"):
+        with Image.open(renders / sub / f"{train[0]}.png") as image:
+            assert image.size == (32, 24) and not np.asarray(image).any()
+        with Image.open(renders / sub / f"{train[1]}.png") as image:  # rendered views are left alone
+            assert np.asarray(image).min() == 3
+    assert _void_labels_for_unrendered(renders, data) == []

@@ -1,4 +1,4 @@
-"""Time and peak memory of one scene through `predict` with PanSt3R at the released sizes (issue 21).
+"""Time and peak memory of one scene through `predict` with PanSt3R at the released sizes.
 
     python benchmarks/official_sizes.py                         # v1 and v2, 8 and 16 views, 512, CPU
     python benchmarks/official_sizes.py --versions v1 --views 8 --json official.json

@@ -1,4 +1,4 @@
-"""Accuracy and speed of the camera solver (issue #17) on held-out synthetic scenes, from ground truth inputs.
+"""Accuracy and speed of the camera solver on held-out synthetic scenes, from ground truth inputs.
 
     .venv/bin/python scripts/evaluate_cameras.py [--scenes 5] [--views 8] [--width 192 --height 144]
                                                  [--path orbit|sweep|mixed] [--out eval_cameras]

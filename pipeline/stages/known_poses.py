@@ -1,4 +1,4 @@
-"""Known poses (issue #17, the paper's novel-view protocol): a predictions folder's local pointmaps placed under
+"""Known poses (the paper's novel-view protocol): a predictions folder's local pointmaps placed under
 cameras given from outside (a Panoptic Lifting scene's `pose/` + `intrinsic/`), so the fitted scene lives in the
 dataset's frame and `render --cameras dataset:SCENE:test` needs no Sim(3) alignment.
 

@@ -3,7 +3,7 @@
     options = PredictOptions(checkpoint=None, classes=None, size="default", keyframes="auto")
     run_predict(Path("photos"), Path("pred"), options)
 
-Steps (issue "panst3r-splat predict", ../shared/CLI.md "Predictions folder"):
+Steps (docs/formats.md, "Predictions folder"):
 
 1. The source is a folder of images, a single image, a video, or a Panoptic Lifting scene (``splits.json`` +
    ``color/``: the colour frames of ``--split``). Images are prepared as the official demo does

@@ -1,4 +1,4 @@
-"""`fit --predictions P --poses dataset:SCENE` (issue #17, known poses): a predictions folder whose cameras are
+"""`fit --predictions P --poses dataset:SCENE` (known poses): a predictions folder whose cameras are
 wrong and whose local pointmaps are the ground truth at random per-view scales is placed under the scene's own
 cameras (matched by file stem, intrinsics through `to_orig`), the scales come back from image matches, the fitted
 scene is in the dataset frame (identity alignment, no Sim(3) at render time); a missing pose is a one-line error."""

@@ -1,5 +1,5 @@
 """`predict --cameras`: choosing the source, the solver on the model's descriptors, the record it leaves, and fit
-leaving out views without a camera (issue #17)."""
+leaving out views without a camera."""
 
 from __future__ import annotations
 

@@ -92,13 +92,64 @@ def reprojection_errors(
     return np.split(err, np.cumsum([len(m.points_a) for m in matches])[:-1])
 
 
-def _jacobian(p: _Problem, R: np.ndarray, num_views: int, Xr, P, Y, z) -> scipy.sparse.csr_matrix:
-    return _jacobian_parts(p, R, num_views, Xr, P, Y, z)[0]
+def _residual_derivatives(p: _Problem, R: np.ndarray, Xr, P, Y, z) -> tuple[np.ndarray, np.ndarray]:
+    """``([N, 2, 7], [N, 2, 6])``: each residual's derivatives with respect to the parameters of view ``a``
+    (rotation, centre, log scale; the last is also the derivative with respect to the point's own log-depth) and of
+    view ``b`` (rotation, centre).
+
+    With ``g_k`` the gradient of pixel coordinate ``k`` with respect to the world point (``[N, 2, 3]``), a left
+    rotation increment ``w`` of ``a`` moves the point by ``w x Xr`` and one of ``b`` moves ``P`` by ``-w x P``:
+    ``g . (w x v) = w . (v x g)``, so the rotation columns are cross products (no batched ``3 x 3`` products)."""
+    Rb = R[p.vb]  # [N, 3, 3]; Y = R_b^T P
+    fz = p.f / z[:, None]  # [N, 2]
+    # dr_k/dY = (f_k / z) (e_k - Y_k / z e_z); dr_k/dP = that times R_b^T, i.e. a row combination of R_b's columns.
+    g = fz[:, :, None] * (Rb.transpose(0, 2, 1)[:, :2] - (Y[:, :2] / z[:, None])[:, :, None] * Rb[:, None, :, 2])
+    J_a = np.concatenate([np.cross(Xr[:, None], g), g, np.einsum("nki,ni->nk", g, Xr)[:, :, None]], axis=2)
+    J_b = np.concatenate([np.cross(g, P[:, None]), -g], axis=2)
+    return J_a, J_b
 
 
-def _jacobian_parts(p: _Problem, R: np.ndarray, num_views: int, Xr, P, Y, z):
-    """The sparse Jacobian over the view parameters, and ``[N, 2]``: each residual's derivative with respect to
-    the log-depth of its own point."""
+def _column_map(num_views: int, free: np.ndarray) -> np.ndarray:
+    """``[V * 7]``: the column of each view parameter among the unknowns (view-major, the free parameters of views
+    ``1..V-1``), -1 for view 0 (the gauge) and for parameters held fixed."""
+    index = np.full((num_views, PARAMS_PER_VIEW), -1, dtype=np.int64)
+    index[1:, free] = np.arange((num_views - 1) * int(free.sum())).reshape(num_views - 1, -1)
+    return index.ravel()
+
+
+def _view_entries(p: _Problem, J_a: np.ndarray, J_b: np.ndarray, column_of: np.ndarray):
+    """``(cols [2N, 13], vals [2N, 13])``: the view-parameter entries of every residual row (row ``2 i + k`` is
+    coordinate ``k`` of match ``i``); a column of -1 marks an entry that is not an unknown."""
+    cols = np.concatenate([column_of[p.va[:, None] * PARAMS_PER_VIEW + np.arange(7)],
+                           column_of[p.vb[:, None] * PARAMS_PER_VIEW + np.arange(6)]], axis=1)  # [N, 13]
+    vals = np.concatenate([J_a, J_b], axis=2)  # [N, 2, 13]
+    return np.repeat(cols, 2, axis=0), vals.reshape(-1, 13)
+
+
+def _csr_rows(cols: np.ndarray, vals: np.ndarray, num_cols: int) -> scipy.sparse.csr_matrix:
+    """A CSR matrix straight from its rows' entries (``[R, K]``; columns < 0 left out): no sparse assembly (the
+    ``coo -> csr`` sort of millions of entries was most of the refinement's Jacobian time)."""
+    keep = cols >= 0
+    indptr = np.concatenate([[0], np.cumsum(keep.sum(axis=1))])
+    return scipy.sparse.csr_matrix((vals[keep], cols[keep], indptr), shape=(len(cols), num_cols))
+
+
+def _view_jacobian(
+    p: _Problem, J_a: np.ndarray, J_b: np.ndarray, column_of: np.ndarray, num_cols: int, extra=None
+) -> scipy.sparse.csr_matrix:
+    """The sparse ``[2N, num_cols]`` Jacobian: the view-parameter derivatives (:func:`_residual_derivatives`) in
+    the columns of ``column_of`` (:func:`_column_map`), with ``extra = (cols, vals)`` (``[2N, k]`` each: entries
+    in columns after the view parameters) appended to every row."""
+    cols, vals = _view_entries(p, J_a, J_b, column_of)
+    if extra is not None:
+        cols, vals = np.concatenate([cols, extra[0]], axis=1), np.concatenate([vals, extra[1]], axis=1)
+    return _csr_rows(cols, vals, num_cols)
+
+
+def _jacobian_reference(p: _Problem, R: np.ndarray, num_views: int, Xr, P, Y, z) -> scipy.sparse.csr_matrix:
+    """Reference twin of :func:`_residual_derivatives` and :func:`_view_jacobian` (every view parameter free,
+    nothing appended): the chain rule as ``[N, 2, 3] @ [N, 3, k]`` products and a sparse assembly of the blocks of
+    views ``a`` and ``b``."""
     n = len(Y)
     dr_dY = np.zeros((n, 2, 3))
     dr_dY[:, 0, 0] = p.f[:, 0] / z
@@ -106,12 +157,11 @@ def _jacobian_parts(p: _Problem, R: np.ndarray, num_views: int, Xr, P, Y, z):
     dr_dY[:, 0, 2] = -p.f[:, 0] * Y[:, 0] / z**2
     dr_dY[:, 1, 2] = -p.f[:, 1] * Y[:, 1] / z**2
     Rbt = np.transpose(R[p.vb], (0, 2, 1))
-    dY_a = np.concatenate([Rbt @ -_skew(Xr), Rbt, (Rbt @ Xr[:, :, None])], axis=2)  # [N, 3, 7]
-    dY_b = np.concatenate([Rbt @ _skew(P), -Rbt], axis=2)  # [N, 3, 6]
-    blocks = [(p.va, dr_dY @ dY_a), (p.vb, dr_dY @ dY_b)]
+    J_a = dr_dY @ np.concatenate([Rbt @ -_skew(Xr), Rbt, (Rbt @ Xr[:, :, None])], axis=2)  # [N, 2, 7]
+    J_b = dr_dY @ np.concatenate([Rbt @ _skew(P), -Rbt], axis=2)  # [N, 2, 6]
     rows, cols, vals = [], [], []
     r = np.arange(2 * n).reshape(n, 2)
-    for view, J in blocks:
+    for view, J in [(p.va, J_a), (p.vb, J_b)]:
         k = J.shape[2]
         keep = view != 0  # view 0 is the gauge
         cc = (view[keep] - 1)[:, None] * PARAMS_PER_VIEW + np.arange(k)  # [n', k]
@@ -119,9 +169,8 @@ def _jacobian_parts(p: _Problem, R: np.ndarray, num_views: int, Xr, P, Y, z):
         cols.append(np.broadcast_to(cc[:, None, :], (int(keep.sum()), 2, k)).ravel())
         vals.append(J[keep].ravel())
     shape = (2 * n, (num_views - 1) * PARAMS_PER_VIEW)
-    jac = scipy.sparse.coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                                  shape=shape).tocsr()
-    return jac, blocks[0][1][:, :, 6]
+    return scipy.sparse.coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                                   shape=shape).tocsr()
 
 
 def _round(p: _Problem, R0, c0, s0, options: RefineOptions):
@@ -149,22 +198,19 @@ def _round(p: _Problem, R0, c0, s0, options: RefineOptions):
         residual = _project(moved(x), *unpack(x))[0].ravel()
         return np.concatenate([residual, prior * x[num_view_params:]]) if num_points else residual
 
-    columns = np.flatnonzero(np.tile(free, n - 1))
+    column_of = _column_map(n, free)
 
     def jac(x):
         R, c, s = unpack(x)
         q = moved(x)
-        _, Xr, P, Y, z = _project(q, R, c, s)
-        views, d_depth = _jacobian_parts(q, R, n, Xr, P, Y, z)
-        views = views[:, columns]
+        J_a, J_b = _residual_derivatives(q, R, *_project(q, R, c, s)[1:])
         if not num_points:
-            return views
-        rows = np.arange(2 * num_points)
-        depth = scipy.sparse.csr_matrix((d_depth.ravel(), (rows, rows // 2)), shape=(2 * num_points, num_points))
-        top = scipy.sparse.hstack([views, depth])
-        bottom = scipy.sparse.hstack([scipy.sparse.csr_matrix((num_points, num_view_params)),
-                                      prior * scipy.sparse.identity(num_points, format="csr")])
-        return scipy.sparse.vstack([top, bottom]).tocsr()
+            return _view_jacobian(q, J_a, J_b, column_of, num_view_params)
+        depth = (num_view_params + np.repeat(np.arange(num_points), 2)[:, None], J_a[:, :, 6].reshape(-1, 1))
+        top = _view_jacobian(q, J_a, J_b, column_of, num_view_params + num_points, extra=depth)  # + own log-depth
+        bottom = scipy.sparse.csr_matrix((np.full(num_points, prior), num_view_params + np.arange(num_points),
+                                          np.arange(num_points + 1)), shape=(num_points, top.shape[1]))
+        return scipy.sparse.vstack([top, bottom], format="csr")
 
     x0 = np.zeros(num_view_params + num_points)
     result = least_squares(fun, x0, jac=jac, loss="soft_l1", f_scale=options.loss_scale_px, method="trf",
@@ -232,7 +278,8 @@ def estimate_focal_factor(
     def fun(x):
         return _project(problem(x[-1]), *unpack(x))[0].ravel()
 
-    columns = np.flatnonzero(np.tile(np.arange(PARAMS_PER_VIEW) < 6, n - 1))
+    column_of = _column_map(n, np.arange(PARAMS_PER_VIEW) < 6)
+    phi_col = np.full((2 * len(base.va), 1), (n - 1) * 6)
 
     def jac(x):
         R, c, s = unpack(x)
@@ -240,8 +287,8 @@ def estimate_focal_factor(
         r0, Xr, P, Y, z = _project(p, R, c, s)
         eps = 1e-6
         dphi = (_project(problem(x[-1] + eps), R, c, s)[0].ravel() - r0.ravel()) / eps
-        views = _jacobian(p, R, n, Xr, P, Y, z)[:, columns]
-        return scipy.sparse.hstack([views, scipy.sparse.csr_matrix(dphi[:, None])]).tocsr()
+        J_a, J_b = _residual_derivatives(p, R, Xr, P, Y, z)
+        return _view_jacobian(p, J_a, J_b, column_of, (n - 1) * 6 + 1, extra=(phi_col, dphi[:, None]))
 
     best = None
     for start in FOCAL_FACTOR_STARTS:  # the cost has local minima in phi: a couple of starts, the lowest wins

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -123,3 +124,19 @@ def test_blocked_row_maximum_is_torch_max(columns: int) -> None:
     torch.testing.assert_close(value, expected.values)
     first = (sims == expected.values[:, None]).int().argmax(dim=1)  # the first column holding the maximum
     torch.testing.assert_close(index, first)
+
+
+def test_many_views_start_from_fewer_pixels() -> None:
+    H, W, D = 12, 16, 64
+    field = _codes(H * (W + 8), D, 4).reshape(H, W + 8, D)
+    descs = [field[:, :W], field[:, 4 : W + 4], field[:, 8:]]  # each view the previous one shifted 4 pixels left
+    conf = [torch.full((H, W), 3.0)] * 3
+    every_pixel = MatchingOptions(grid_cell=1, max_pixels=H * W, min_similarity=0.9, search_stride=1, cycle_px=0,
+                                  max_pixels_many_views=12)
+    few_views = match_descriptors(descs, conf, every_pixel)
+    assert [len(m) for m in few_views] == [H * (W - 4), H * (W - 8), H * (W - 4)]
+    many_views = match_descriptors(descs, conf, dataclasses.replace(every_pixel, all_pairs_up_to=2, neighbours=2))
+    assert [(m.view_a, m.view_b) for m in many_views] == [(0, 1), (0, 2), (1, 2)]
+    assert all(0 < len(m) <= 12 for m in many_views)  # beyond all_pairs_up_to: max_pixels_many_views start pixels
+    for m in many_views:  # and they are still right
+        np.testing.assert_array_equal(m.uv_b, m.pixels_a - [4 * (m.view_b - m.view_a), 0])

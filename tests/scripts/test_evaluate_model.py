@@ -15,13 +15,19 @@ from panst3r_splat.core.class_sets import builtin_class_set
 from _script_modules import load_script
 
 
-def test_scores_a_v2_checkpoint(tmp_path: Path) -> None:
+def _v2_checkpoint(tmp_path: Path) -> Path:
+    """A randomly initialised second-version model with the built-in class set, saved as the project saves one."""
     torch.manual_seed(0)
     model = PanSt3R(MODEL_PRESETS["builtin_v2"]())
     classes = builtin_class_set(768)
     ckpt = tmp_path / "v2.safetensors"
     save_checkpoint(ckpt, model, class_names=classes.class_names,
                     class_embeddings=torch.from_numpy(classes.class_embeddings), dtype=torch.float16)
+    return ckpt
+
+
+def test_scores_a_v2_checkpoint(tmp_path: Path) -> None:
+    ckpt = _v2_checkpoint(tmp_path)
     script = load_script("scripts/evaluate_model.py", "scripts_evaluate_model")
     script._MODEL.clear()
     args = argparse.Namespace(checkpoint=ckpt, views=3, merge=None, device="cpu", pool="test")
@@ -37,12 +43,7 @@ def test_unconnected_views_are_left_out_of_the_geometry(tmp_path: Path, monkeypa
 
     import numpy as np
 
-    torch.manual_seed(0)
-    model = PanSt3R(MODEL_PRESETS["builtin_v2"]())
-    classes = builtin_class_set(768)
-    ckpt = tmp_path / "v2.safetensors"
-    save_checkpoint(ckpt, model, class_names=classes.class_names,
-                    class_embeddings=torch.from_numpy(classes.class_embeddings), dtype=torch.float16)
+    ckpt = _v2_checkpoint(tmp_path)
     script = load_script("scripts/evaluate_model.py", "scripts_evaluate_model_nan")
     script._MODEL.clear()
     real_load = script.load_predictions

@@ -40,7 +40,10 @@ def constants(dtype: np.dtype, alpha_min: float, alpha_max: float, t_min: float)
 
 @njit(nogil=True, cache=True)
 def bin_tiles(means2d, radii, n_per_cam, tile_w, tile_h, n_cams, order):  # pragma: no cover - compiled
-    """Tile lists, each front to back: (offsets [C*th*tw + 1], flat Gaussian ids, tiles per Gaussian [M]).
+    """Tile lists, each front to back: (offsets [C*th*tw + 1], slots, tiles per Gaussian [M]).
+
+    A slot is a position in `order`: entry i of the lists is the Gaussian with flat id `order[ids[i]]`, so the
+    compositing kernels read and write arrays gathered in depth order, and a tile's list walks them forwards.
 
     The tile box of a Gaussian is gsplat's (`isect_tiles.cu`, float32 arithmetic, as `rasterize_torch._tile_ranges`):
     floor / ceil of (mean -+ radius) / 16, clamped to the tile grid. Gaussians are listed in the order `order`
@@ -77,7 +80,7 @@ def bin_tiles(means2d, radii, n_per_cam, tile_w, tile_h, n_cams, order):  # prag
         for ty in range(boxes[m, 2], boxes[m, 3]):
             for tx in range(boxes[m, 0], boxes[m, 1]):
                 t = (base + ty) * tile_w + tx
-                ids[cursor[t]] = m
+                ids[cursor[t]] = j
                 cursor[t] += 1
     return offsets, ids, tiles_per_gauss
 
@@ -210,9 +213,38 @@ def _tile_box(tile, tile_w, tile_h, width, height):  # pragma: no cover - compil
     return cam, x0, y0, min(x0 + 16, width), min(y0 + 16, height)
 
 
+@njit(nogil=True, cache=True, error_model="numpy")
+def pack_entries(offsets, ids, tile_order, means2d, conics, opacities, extents, width, height, tile_w, tile_h,
+                 unit, n_units, rec, span):  # pragma: no cover - compiled
+    """One record per tile-list entry, so that both compositing passes read their Gaussians in list order.
+
+    `means2d` [S, 2], `conics` [S, 3], `opacities` [S], `extents` [S, 3] are indexed by the slots in `ids`. Entry i
+    gets `rec[i]` = (mean x, mean y, conic a, b, c, opacity, sigma cut-off, 0) in the compositing dtype and
+    `span[i]` = (first, last) pixel column relative to its tile's left edge and (first, last) image row where its
+    alpha can reach 1/255 in that tile (`pixel_extents`); an entry with no such pixel gets an empty column range
+    (first > last). The tiles of `tile_order` are dealt round-robin to `n_units` units, as in the compositing.
+    """
+    for j in range(unit, tile_order.shape[0], n_units):
+        tile = tile_order[j]
+        cam, x0, y0, x1, y1 = _tile_box(tile, tile_w, tile_h, width, height)
+        for i in range(offsets[tile], offsets[tile + 1]):
+            g = ids[i]
+            xa, xb, ya, yb = 1, 0, y0, y0 - 1
+            if extents[g, 0] >= 0:
+                xa, xb = _span(np.float64(means2d[g, 0]), extents[g, 0], x0, x1)
+                ya, yb = _span(np.float64(means2d[g, 1]), extents[g, 1], y0, y1)
+                xa, xb = xa - x0, xb - x0
+                if ya > yb:
+                    xa, xb = 1, 0
+            span[i, 0], span[i, 1], span[i, 2], span[i, 3] = xa, xb, ya, yb
+            rec[i, 0], rec[i, 1] = means2d[g, 0], means2d[g, 1]
+            rec[i, 2], rec[i, 3], rec[i, 4], rec[i, 5] = conics[g, 0], conics[g, 1], conics[g, 2], opacities[g]
+            rec[i, 6], rec[i, 7] = extents[g, 2], 0.0
+
+
 @njit(nogil=True, cache=True, error_model="numpy", fastmath=_FASTMATH)
-def composite_forward(offsets, ids, tile_order, means2d, conics, opacities, colors, extents, pxs, pys,
-                      width, height, tile_w, tile_h, unit, n_units, cst, out, t_final, last):  # pragma: no cover
+def composite_forward(offsets, ids, tile_order, rec, span, colors, pxs, pys, width, height, tile_w, tile_h,
+                      unit, n_units, cst, out, t_final, last):  # pragma: no cover - compiled
     """Front-to-back compositing of every tile (rasterize_to_pixels_fwd.cu); writes `out`, `t_final`, `last`.
 
     `colors` [M, D] have D a multiple of `CHANNEL_BLOCK`. `out` [C*H*W, D] gets sum_k alpha_k T_k c_k, `t_final` [C*H*W] the transmittance left, `last` [C*H*W] the
@@ -243,17 +275,12 @@ def composite_forward(offsets, ids, tile_order, means2d, conics, opacities, colo
         lastl[:] = -1
         start = offsets[tile]
         for i in range(start, offsets[tile + 1]):
+            xa32, xb32 = span[i, 0], span[i, 1]
+            if xa32 > xb32:
+                continue
             g = ids[i]
-            if extents[g, 0] < 0:
-                continue
-            mx, my = means2d[g, 0], means2d[g, 1]
-            ca, cb, cc, op = conics[g, 0], conics[g, 1], conics[g, 2], opacities[g]
-            s_cut = dt.type(extents[g, 2])
-            xa, xb = _span(np.float64(mx), extents[g, 0], x0, x1)
-            ya, yb = _span(np.float64(my), extents[g, 1], y0, y1)
-            if xa > xb:
-                continue
-            xa32, xb32, il = np.int32(xa - x0), np.int32(xb - x0), np.int32(i - start)
+            mx, my, ca, cb, cc, op, s_cut = rec[i, 0], rec[i, 1], rec[i, 2], rec[i, 3], rec[i, 4], rec[i, 5], rec[i, 6]
+            ya, yb, il = span[i, 2], span[i, 3], np.int32(i - start)
             hca = half * ca
             for y in range(ya, yb + 1):
                 r = y - y0
@@ -301,9 +328,9 @@ def _all_stopped(T, n_x, n_y, zero):  # pragma: no cover - compiled
 
 
 @njit(nogil=True, cache=True, error_model="numpy", fastmath=_FASTMATH)
-def composite_backward(offsets, ids, tile_order, means2d, conics, opacities, colors, extents, pxs, pys,
-                       width, height, tile_w, tile_h, unit, n_units, cst, t_final, last, v_out, v_t,
-                       with_colors, with_abs, v_geom, v_colors):  # pragma: no cover - compiled
+def composite_backward(offsets, ids, tile_order, rec, span, colors, pxs, pys, width, height, tile_w, tile_h,
+                       unit, n_units, cst, t_final, last, v_out, v_t, with_colors, with_abs, v_geom,
+                       v_colors):  # pragma: no cover - compiled
     """Back-to-front gradients of every tile (rasterize_to_pixels_bwd.cu), summed per parallel unit.
 
     `v_out` [C*H*W, D] and `v_t` [C*H*W] are the gradients of the composited sum and of the final transmittance.
@@ -354,17 +381,12 @@ def composite_backward(offsets, ids, tile_order, means2d, conics, opacities, col
                 for k in range(D):
                     vo[r, k // _BLOCK, k % _BLOCK, xi] = v_out[q, k]
         for i in range(max_last, start - 1, -1):
+            xa32, xb32 = span[i, 0], span[i, 1]
+            if xa32 > xb32:
+                continue
             g = ids[i]
-            if extents[g, 0] < 0:
-                continue
-            mx, my = means2d[g, 0], means2d[g, 1]
-            ca, cb, cc, op = conics[g, 0], conics[g, 1], conics[g, 2], opacities[g]
-            s_cut = dt.type(extents[g, 2])
-            xa, xb = _span(np.float64(mx), extents[g, 0], x0, x1)
-            ya, yb = _span(np.float64(my), extents[g, 1], y0, y1)
-            if xa > xb:
-                continue
-            xa32, xb32, il = np.int32(xa - x0), np.int32(xb - x0), np.int32(i - start)
+            mx, my, ca, cb, cc, op, s_cut = rec[i, 0], rec[i, 1], rec[i, 2], rec[i, 3], rec[i, 4], rec[i, 5], rec[i, 6]
+            ya, yb, il = span[i, 2], span[i, 3], np.int32(i - start)
             hca = half * ca
             for t in range(8):  # explicit loops: a slice assignment here cost more than the lane sums
                 for xi in range(nl):

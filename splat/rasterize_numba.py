@@ -57,9 +57,10 @@ class _Plan:
     """Tile lists of C cameras (NumPy, for the kernels)."""
 
     offsets: np.ndarray  # [C*th*tw + 1] int64: tile t's list is ids[offsets[t]:offsets[t + 1]]
-    ids: np.ndarray  # [I] int64 flat camera * N + gaussian ids, front to back within a tile
+    ids: np.ndarray  # [I] int64 slots (positions in `order`), front to back within a tile
+    order: np.ndarray  # [S] int64 flat camera * N + gaussian id of each slot: the visible Gaussians by depth
     tile_order: np.ndarray  # [busy tiles] int64, heaviest first (load balance between parallel units)
-    extents: np.ndarray  # [C*N, 3] float64 pixel half-widths and sigma cut-off where alpha can reach 1/255; -1: nowhere
+    extents: np.ndarray  # [S, 3] float64 pixel half-widths and sigma cut-off where alpha can reach 1/255; -1: nowhere
     tile_w: int
     tile_h: int
     width: int
@@ -166,13 +167,14 @@ def _plan_tiles(radii: Tensor, means2d: Tensor, depths: Tensor, conics: Tensor, 
     visible = np.flatnonzero(radii_np > 0)  # culled Gaussians touch no tile: left out of the sort
     order = visible[np.argsort(depths32[visible], kind="stable")]  # one sort, not one per tile (see `bin_tiles`)
     offsets, ids, tiles_per_gauss = kernels.bin_tiles(_np(means2d.reshape(-1, 2)), radii_np, N, tw, th, C, order)
-    extents = np.empty((C * N, 3), dtype=np.float64)
+    extents = np.empty((order.shape[0], 3), dtype=np.float64)
+    conics_s, opac_s = conics_np[order], opac_np[order]
     n_units = _threads()
-    _run_units(lambda u: kernels.pixel_extents(conics_np, opac_np, ALPHA_MIN, extents, u, n_units), n_units)
+    _run_units(lambda u: kernels.pixel_extents(conics_s, opac_s, ALPHA_MIN, extents, u, n_units), n_units)
     counts = np.diff(offsets)
     busy = np.nonzero(counts)[0]
     tile_order = busy[np.argsort(-counts[busy], kind="stable")].astype(np.int64)
-    return _Plan(offsets=offsets, ids=ids, tile_order=tile_order, extents=extents, tile_w=tw, tile_h=th,
+    return _Plan(offsets=offsets, ids=ids, order=order, tile_order=tile_order, extents=extents, tile_w=tw, tile_h=th,
                  width=width, height=height, tiles_per_gauss=torch.from_numpy(tiles_per_gauss).reshape(C, N))
 
 
@@ -188,7 +190,11 @@ def _pixel_centres(plan: _Plan, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray
 
 
 class _CompositeNumba(torch.autograd.Function):
-    """Alpha compositing over a tile plan: returns (sum_k alpha_k T_k c_k [C*H*W, D], T_final [C*H*W])."""
+    """Alpha compositing over a tile plan: returns (sum_k alpha_k T_k c_k [C*H*W, D], T_final [C*H*W]).
+
+    The kernels work on the plan's slots (the visible Gaussians in depth order) and on one record per tile-list
+    entry (`kernels.pack_entries`), so both passes read memory in list order; gradients go back to flat ids.
+    """
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -202,46 +208,54 @@ class _CompositeNumba(torch.autograd.Function):
         absgrad_target: weakref.ref | None,
     ) -> tuple[Tensor, Tensor]:
         dtype = colors.dtype
-        arrays = tuple(_np(t.to(dtype)) for t in (means2d, conics, opacities, _pad_channels(colors)))
-        n_pixels = n_cams * plan.height * plan.width
-        out = np.zeros((n_pixels, arrays[3].shape[1]), dtype=arrays[0].dtype)
-        t_final = np.ones(n_pixels, dtype=arrays[0].dtype)
-        last = np.full(n_pixels, -1, dtype=np.int64)
-        cst = kernels.constants(arrays[0].dtype, ALPHA_MIN, ALPHA_MAX, T_MIN)
-        pxs, pys = _pixel_centres(plan, arrays[0].dtype)
+        slot_arrays = tuple(_np(t.to(dtype))[plan.order] for t in (means2d, conics, opacities))
+        colors_s = _np(_pad_channels(colors))[plan.order]
+        np_dtype = colors_s.dtype
+        rec = np.empty((plan.ids.shape[0], 8), dtype=np_dtype)
+        span = np.empty((plan.ids.shape[0], 4), dtype=np.int32)
         n_units = _threads()
+        tiles = (plan.width, plan.height, plan.tile_w, plan.tile_h)
+        _run_units(lambda u: kernels.pack_entries(plan.offsets, plan.ids, plan.tile_order, *slot_arrays, plan.extents,
+                                                  *tiles, u, n_units, rec, span), n_units)
+        n_pixels = n_cams * plan.height * plan.width
+        out = np.zeros((n_pixels, colors_s.shape[1]), dtype=np_dtype)
+        t_final = np.ones(n_pixels, dtype=np_dtype)
+        last = np.full(n_pixels, -1, dtype=np.int64)
+        cst = kernels.constants(np_dtype, ALPHA_MIN, ALPHA_MAX, T_MIN)
+        pxs, pys = _pixel_centres(plan, np_dtype)
         _run_units(lambda u: kernels.composite_forward(
-            plan.offsets, plan.ids, plan.tile_order, *arrays, plan.extents, pxs, pys, plan.width, plan.height,
-            plan.tile_w, plan.tile_h, u, n_units, cst, out, t_final, last), n_units)
+            plan.offsets, plan.ids, plan.tile_order, rec, span, colors_s, pxs, pys, *tiles, u, n_units, cst, out,
+            t_final, last), n_units)
         out = out[:, : colors.shape[1]]
-        out_t, t_final_t = torch.from_numpy(out), torch.from_numpy(t_final)
-        ctx.plan, ctx.n_cams, ctx.absgrad_target, ctx.arrays, ctx.last = plan, n_cams, absgrad_target, arrays, last
-        ctx.t_final, ctx.n_channels = t_final, colors.shape[1]
+        ctx.plan, ctx.n_cams, ctx.absgrad_target, ctx.entries, ctx.colors_s = plan, n_cams, absgrad_target, \
+            (rec, span), colors_s
+        ctx.t_final, ctx.last, ctx.n_rows, ctx.n_channels = t_final, last, means2d.shape[0], colors.shape[1]
         ctx.geom_dtype, ctx.dtype = means2d.dtype, dtype
-        return out_t, t_final_t
+        return torch.from_numpy(out), torch.from_numpy(t_final)
 
     @staticmethod
     def backward(ctx, v_out: Tensor, v_t: Tensor):  # type: ignore[override]
         plan: _Plan = ctx.plan
-        means2d, conics, opacities, colors = ctx.arrays
         need_geom = any(ctx.needs_input_grad[:3])
         need_colors = ctx.needs_input_grad[3]
         if not (need_geom or need_colors):
             return None, None, None, None, None, None, None
-        dtype = colors.dtype
+        colors_s = ctx.colors_s
+        dtype = colors_s.dtype
         n_units = _threads()
-        M, D = colors.shape  # D: padded to a multiple of kernels.CHANNEL_BLOCK
-        v_geom = np.zeros((n_units, M, 8), dtype=dtype)
-        v_colors = np.zeros((n_units, M, D) if need_colors else (1, 1, D), dtype=dtype)
+        S, D = colors_s.shape  # D: padded to a multiple of kernels.CHANNEL_BLOCK
+        v_geom = np.zeros((n_units, S, 8), dtype=dtype)
+        v_colors = np.zeros((n_units, S, D) if need_colors else (1, 1, D), dtype=dtype)
         cst = kernels.constants(dtype, ALPHA_MIN, ALPHA_MAX, T_MIN)
         pxs, pys = _pixel_centres(plan, dtype)
         v_out_np, v_t_np = _np(_pad_channels(v_out.to(ctx.dtype))), _np(v_t.to(ctx.dtype))
         with_abs = ctx.absgrad_target is not None
         _run_units(lambda u: kernels.composite_backward(
-            plan.offsets, plan.ids, plan.tile_order, means2d, conics, opacities, colors, plan.extents, pxs, pys,
-            plan.width, plan.height, plan.tile_w, plan.tile_h, u, n_units, cst, ctx.t_final, ctx.last, v_out_np,
-            v_t_np, need_colors, with_abs, v_geom[u], v_colors[u if need_colors else 0]), n_units)
-        geom = torch.from_numpy(v_geom.sum(0)).to(ctx.geom_dtype)
+            plan.offsets, plan.ids, plan.tile_order, *ctx.entries, colors_s, pxs, pys, plan.width, plan.height,
+            plan.tile_w, plan.tile_h, u, n_units, cst, ctx.t_final, ctx.last, v_out_np, v_t_np, need_colors,
+            with_abs, v_geom[u], v_colors[u if need_colors else 0]), n_units)
+        order = torch.from_numpy(plan.order)
+        geom = _to_rows(v_geom, order, ctx.n_rows).to(ctx.geom_dtype)
         v_means2d = geom[:, :2] if ctx.needs_input_grad[0] else None
         v_conics = geom[:, 2:5] if ctx.needs_input_grad[1] else None
         v_opac = geom[:, 5] if ctx.needs_input_grad[2] else None
@@ -249,8 +263,15 @@ class _CompositeNumba(torch.autograd.Function):
             target = ctx.absgrad_target()
             if target is not None:
                 target.absgrad = geom[:, 6:8].reshape(target.shape).clone()
-        v_col = torch.from_numpy(v_colors.sum(0)[:, : ctx.n_channels]) if need_colors else None
+        v_col = _to_rows(v_colors, order, ctx.n_rows)[:, : ctx.n_channels] if need_colors else None
         return v_means2d, v_conics, v_opac, v_col, None, None, None
+
+
+def _to_rows(per_unit: np.ndarray, order: Tensor, n_rows: int) -> Tensor:
+    """Sum [U, S, K] per-unit slot gradients over the units and scatter them to [n_rows, K] flat ids (zeros elsewhere)."""
+    summed = torch.from_numpy(per_unit[0] if per_unit.shape[0] == 1 else per_unit.sum(0))
+    rows = torch.zeros(n_rows, per_unit.shape[2], dtype=summed.dtype)
+    return rows.index_copy_(0, order, summed)
 
 
 def rasterize_numba(

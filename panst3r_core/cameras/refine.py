@@ -28,6 +28,11 @@ PARAMS_PER_VIEW = 7
 """Rotation increment (3), centre (3), log scale (1)."""
 FOCAL_MATCHES_PER_PAIR = 40
 """Matches per directed pair used to measure the focal factor (one number: a few suffice)."""
+FOCAL_MAX_MATCHES = 6000
+"""Matches used to measure the focal factor in all (fewer per pair when there are many pairs: 64 views have ~800
+directed pairs, and 40 matches each made the measurement a third of the solve)."""
+FOCAL_MIN_MATCHES_PER_PAIR = 8
+"""Matches per directed pair kept however many pairs there are."""
 FOCAL_FACTOR_STARTS = (1.0, 1.3)
 """Starting points of :func:`estimate_focal_factor` (weak models' focals tend to be short: factors above 1)."""
 
@@ -52,6 +57,12 @@ class RefineOptions:
     """Weight of a point's log-depth change, in pixels of reprojection error per unit (10 % depth: 0.5 px)."""
     max_matches_per_pair: int = 100
     """Matches per directed pair used here (every k-th of the already subsampled set)."""
+    max_matches: int = 20000
+    """Matches used in all: with many pairs each keeps fewer (at least ``min_matches_per_pair``). Every match adds
+    a free depth, so the cost grows with the total; 64 views have ~800 directed pairs, which ~25 matches each
+    constrain as well as 100."""
+    min_matches_per_pair: int = 20
+    """Matches per directed pair kept however many pairs there are."""
 
 
 @dataclass(frozen=True)
@@ -218,6 +229,21 @@ def _round(p: _Problem, R0, c0, s0, options: RefineOptions):
     return unpack(result.x)
 
 
+def _per_pair_cap(num_pairs: int, per_pair: int, total: int, floor: int) -> int:
+    """Matches each of ``num_pairs`` pairs keeps: ``per_pair``, fewer when that would exceed ``total`` in all, never
+    fewer than ``floor``."""
+    return max(floor, min(per_pair, total // max(num_pairs, 1)))
+
+
+def _strided(matches: list[PlacedMatches], cap: int) -> list[PlacedMatches]:
+    """At most ``cap`` matches per pair, an even subsample (every k-th match)."""
+    out = []
+    for m in matches:
+        step = -(-len(m.points_a) // cap)
+        out.append(PlacedMatches(m.view_a, m.view_b, m.points_a[::step], m.rays_b[::step]))
+    return out
+
+
 def refine_cameras(
     matches: list[PlacedMatches],
     K: Float[np.ndarray, "V 3 3"],
@@ -230,12 +256,8 @@ def refine_cameras(
     rotations only with ``options.rotations``)."""
     if len(R_world_cam) < 2 or not matches:
         return R_world_cam, centres, scales
-    cap = options.max_matches_per_pair
-    strided = []
-    for m in matches:  # an even subsample: every k-th match
-        step = -(-len(m.points_a) // cap)
-        strided.append(PlacedMatches(m.view_a, m.view_b, m.points_a[::step], m.rays_b[::step]))
-    p = _problem(strided, K)
+    cap = _per_pair_cap(len(matches), options.max_matches_per_pair, options.max_matches, options.min_matches_per_pair)
+    p = _problem(_strided(matches, cap), K)
     R, c, s = R_world_cam, centres, scales
     for _ in range(options.rounds):
         R, c, s = _round(p, R, c, s, options)
@@ -258,12 +280,8 @@ def estimate_focal_factor(
     n = len(R_world_cam)
     if n < 2 or not matches:
         return 1.0
-    cap = FOCAL_MATCHES_PER_PAIR
-    strided = []
-    for m in matches:
-        step = -(-len(m.points_a) // cap)
-        strided.append(PlacedMatches(m.view_a, m.view_b, m.points_a[::step], m.rays_b[::step]))
-    base = _problem(strided, K)
+    cap = _per_pair_cap(len(matches), FOCAL_MATCHES_PER_PAIR, FOCAL_MAX_MATCHES, FOCAL_MIN_MATCHES_PER_PAIR)
+    base = _problem(_strided(matches, cap), K)
 
     def problem(log_phi: float) -> _Problem:
         phi = float(np.exp(log_phi))

@@ -266,8 +266,7 @@ def estimate_two_view(
     uv_b = np.ascontiguousarray(uv_b, dtype=np.float64)
     if uv_a.shape[0] < max(options.min_inliers, 8):
         return None
-    focal = float(np.mean([K_a[0, 0], K_a[1, 1], K_b[0, 0], K_b[1, 1]]))
-    threshold = options.threshold_px / focal
+    threshold = _threshold(K_a, K_b, options)
     xa, xb = _normalised(uv_a, K_a), _normalised(uv_b, K_b)
     essential = _essential_candidates(xa, xb, threshold, options)
     homography = _homography_candidates(uv_a, uv_b, K_a, K_b, options.threshold_px, options)
@@ -277,6 +276,42 @@ def estimate_two_view(
         candidates += [(R, e_inliers) for R in essential[1]]
     if homography is not None:
         candidates += [(R, homography[0]) for R in homography[1]]
+    return _choose(xa, xb, threshold, candidates, points_a, options)
+
+
+def refit_two_view(
+    uv_a: Float[np.ndarray, "M 2"],
+    uv_b: Float[np.ndarray, "M 2"],
+    K_a: Float[np.ndarray, "3 3"],
+    K_b: Float[np.ndarray, "3 3"],
+    points_a: Float[np.ndarray, "M 3"],
+    previous: TwoViewGeometry,
+    options: TwoViewOptions = TwoViewOptions(),
+) -> TwoViewGeometry | None:
+    """:func:`estimate_two_view` of a pair already estimated under slightly different intrinsics (the camera
+    solver's focal self-calibration): the previous rotation and inliers replace the robust estimators' candidates,
+    then the same checks and polish. (The RANSAC, which on many pairs runs to its iteration cap, was most of the
+    cost of a pass; a focal change of a few per cent moves the rotation by a fraction of a degree, which the polish
+    recovers.)"""
+    uv_a = np.ascontiguousarray(uv_a, dtype=np.float64)
+    uv_b = np.ascontiguousarray(uv_b, dtype=np.float64)
+    if uv_a.shape[0] < max(options.min_inliers, 8) or previous.inliers.shape != (uv_a.shape[0],):
+        return None
+    threshold = _threshold(K_a, K_b, options)
+    xa, xb = _normalised(uv_a, K_a), _normalised(uv_b, K_b)
+    return _choose(xa, xb, threshold, [(previous.R_b_a, previous.inliers)], points_a, options)
+
+
+def _threshold(K_a: np.ndarray, K_b: np.ndarray, options: TwoViewOptions) -> float:
+    """The inlier threshold in normalised units (pixels over the pair's mean focal)."""
+    return options.threshold_px / float(np.mean([K_a[0, 0], K_a[1, 1], K_b[0, 0], K_b[1, 1]]))
+
+
+def _choose(xa: np.ndarray, xb: np.ndarray, threshold: float, candidates: list, points_a: np.ndarray,
+            options: TwoViewOptions) -> TwoViewGeometry | None:
+    """The candidate rotation that best explains the local points (:func:`pointmap_residual`), polished on the
+    Sampson error unless the pair shows no parallax, and its inliers; None when no candidate agrees with the depth
+    or too few matches remain."""
     known = np.isfinite(points_a).all(axis=1) & (np.linalg.norm(np.nan_to_num(points_a), axis=1) > 0)
     rows = np.flatnonzero(known)
     if len(rows) < options.min_inliers or not candidates:

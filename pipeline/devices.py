@@ -22,8 +22,6 @@ def pin_threads(num_cpus: int) -> None:
     """Keep torch's pool and the BLAS / OpenMP pools of this process to `num_cpus` threads (a data-loader or Ray
     worker: one thread per core per process, or busy processes on few cores slow each other down many times)."""
     torch.set_num_threads(max(1, num_cpus))
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # optional: torch's own pool is the one that matters most
-        return
+    from threadpoolctl import threadpool_limits
+
     threadpool_limits(max(1, num_cpus))

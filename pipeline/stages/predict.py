@@ -30,6 +30,7 @@ from typing import Literal
 import numpy as np
 import torch
 from jaxtyping import Float
+from threadpoolctl import threadpool_limits
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -439,8 +440,11 @@ def cameras_from_matches(output: InferenceOutput, pts3d_local: Float[Tensor, "V 
         raise UserError("--cameras matches needs a checkpoint with a descriptor head; use --cameras head")
     local = pts3d_local.double().numpy()
     try:
-        solution = solve_cameras_from_descriptors(local, output.descriptors, output.descriptor_conf,
-                                                  SolverOptions(principal_point=mode))
+        # One BLAS thread: the solver's products are small and many, and a second OpenBLAS thread made a 64-view
+        # solve 1.3-3x slower beside another busy process (panst3r_core/cameras/design.md).
+        with threadpool_limits(1, user_api="blas"):
+            solution = solve_cameras_from_descriptors(local, output.descriptors, output.descriptor_conf,
+                                                      SolverOptions(principal_point=mode))
     except ValueError as err:
         raise UserError(f"--cameras matches: {err}") from None
     missing = np.flatnonzero(~solution.camera_ok)

@@ -138,9 +138,12 @@ def _render_stage(options: DemoOptions, key: str, folder: str, scene: Path, came
                                    "seconds_per_view": summary.seconds_per_view,
                                    "split": "train" if reason else "test"}
         if reason:
+            from panst3r_splat.pipeline.datasets.panoptic_lifting import read_panoptic_lifting
+
+            inputs = read_panoptic_lifting(spec.path, split="train", parts=("color",))  # read once for both
             details["fallback"] = reason
-            details.update(_input_view_psnr(out, spec.path))
-            unplaced = _void_labels_for_unrendered(out, spec.path)
+            details.update(_input_view_psnr(out, inputs))
+            unplaced = _void_labels_for_unrendered(out, inputs)
             if unplaced:
                 details["views_without_camera"] = unplaced
         if summary.psnr:
@@ -161,13 +164,12 @@ def _render_stage(options: DemoOptions, key: str, folder: str, scene: Path, came
     return Stage(key, title, folder, settings, produce, after)
 
 
-def _void_labels_for_unrendered(renders: Path, dataset: Path) -> list[str]:
-    """Write all-void label maps for the input views the fallback render has no camera for (the solver left them
-    unconnected), so the lifted labels are scored on every input view and those count as unlabelled; their names."""
-    from panst3r_splat.pipeline.datasets.panoptic_lifting import read_panoptic_lifting
+def _void_labels_for_unrendered(renders: Path, data: Any) -> list[str]:
+    """Write all-void label maps for the input views (`data`: the scene's input split, read with its colour images)
+    the fallback render has no camera for (the solver left them unconnected), so the lifted labels are scored on
+    every input view and those count as unlabelled; their names."""
     from panst3r_splat.pipeline.evaluation.scene_files import PRED_INSTANCES_DIR, PRED_SEMANTICS_DIR
 
-    data = read_panoptic_lifting(dataset, split="train", parts=("color",))
     missing = [(name, image.shape[:2]) for name, image in zip(data.frame_names, data.images)
                if not (renders / PRED_SEMANTICS_DIR / f"{name}.png").is_file()]
     for name, (h, w) in missing:
@@ -179,13 +181,12 @@ def _void_labels_for_unrendered(renders: Path, dataset: Path) -> list[str]:
     return [name for name, _ in missing]
 
 
-def _input_view_psnr(renders: Path, dataset: Path) -> dict[str, float]:
-    """Mean PSNR of the renders of the input views against the dataset's images of the same frames (where the
-    sizes agree: the synthetic views are not cropped), as `render` measures it at dataset cameras."""
-    from panst3r_splat.pipeline.datasets.panoptic_lifting import read_panoptic_lifting
+def _input_view_psnr(renders: Path, data: Any) -> dict[str, float]:
+    """Mean PSNR of the renders of the input views against the images of `data` (the scene's input split, read with
+    its colour images) of the same frames (where the sizes agree: the synthetic views are not cropped), as `render`
+    measures it at dataset cameras."""
     from panst3r_splat.pipeline.stages.render import photo_psnr
 
-    data = read_panoptic_lifting(dataset, split="train", parts=("color",))
     scores = []
     for name, image in zip(data.frame_names, data.images):
         path = renders / "rgb" / f"{name}.png"

@@ -339,12 +339,14 @@ def test_input_views_without_a_camera_are_scored_as_void(tmp_path: Path) -> None
     all-void labels for it, so the lifted scores count it as unlabelled instead of failing on a missing frame."""
     from PIL import Image
 
+    from panst3r_splat.pipeline.datasets.panoptic_lifting import read_panoptic_lifting
     from panst3r_splat.pipeline.datasets.synth import write_scene
     from panst3r_splat.pipeline.jobs.demo.wiring import _void_labels_for_unrendered
 
-    data = tmp_path / "data"
-    write_scene(generate_scene(SynthConfig(train_views=3, test_views=1, width=32, height=24), 5), data)
-    train = json.loads((data / "splits.json").read_text())["train"]
+    folder = tmp_path / "data"
+    write_scene(generate_scene(SynthConfig(train_views=3, test_views=1, width=32, height=24), 5), folder)
+    train = json.loads((folder / "splits.json").read_text())["train"]
+    data = read_panoptic_lifting(folder, split="train", parts=("color",))
     renders = tmp_path / "renders"
     for sub, dtype in (("pred_semantics", np.uint8), ("pred_surrogateid", np.uint16)):
         (renders / sub).mkdir(parents=True)

@@ -523,7 +523,7 @@ def evaluate(args: EvalArgs) -> None:
 
 @dataclass(frozen=True)
 class ViewArgs:
-    """Browse a fitted scene, a predictions folder or an ns-train run in the browser (viser); Ctrl-C stops it.
+    """Browse a fitted scene, a predictions folder or an ns-train run in the browser (viser); Ctrl-C or `kill` stops it.
 
     A scene's Gaussians are drawn by the browser as splats (WebGL); modes and edits change their colours and
     opacities. This machine renders only the segment map under a click (exact labels) and the depth mode.
@@ -551,7 +551,7 @@ class ViewArgs:
 
 
 def view(args: ViewArgs) -> None:
-    """`panst3r-splat view`: serve the viewer until Ctrl-C."""
+    """`panst3r-splat view`: serve the viewer until Ctrl-C or SIGTERM."""
     import sys
 
     from panst3r_splat.pipeline.devices import resolve_device

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import signal
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -703,9 +705,28 @@ def _look_distance(source: SceneSource | PredictionsSource, index: int) -> float
     return float(np.median(z)) if len(z) else 1.0
 
 
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """Ctrl-C (SIGINT) and SIGTERM set `stop` while the viewer serves (previous handlers restored after).
+
+    Explicit handlers, not Python's KeyboardInterrupt: a process started from a script's background job inherits
+    SIGINT ignored, and Python then installs no handler, so Ctrl-C (and a test's SIGINT) did nothing; and a plain
+    `kill` would otherwise end the viewer without waiting for its renders. Only the main thread can set handlers
+    (a viewer served from another thread stops through `stop_event` alone)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def serve(path: Path, options: ViewerOptions, *, ready: Callable[[str], None] | None = None,
           stop_event: threading.Event | None = None) -> None:
-    """Open `path`, serve it until Ctrl-C (or `stop_event`), and shut down cleanly.
+    """Open `path`, serve it until Ctrl-C, SIGTERM (or `stop_event`), and shut down cleanly.
 
     `ready(url)` is called once the server listens (the command prints the URL).
     """
@@ -723,12 +744,14 @@ def serve(path: Path, options: ViewerOptions, *, ready: Callable[[str], None] | 
         raise UserError(f"port {options.port} on {options.host} is in use: choose another with --port")
     app = ViewerApp(server, source, options)
     host = f"[{options.host}]" if ":" in options.host else options.host
-    if ready is not None:
-        ready(f"http://{host}:{options.port}")
+    stop = stop_event if stop_event is not None else threading.Event()
     try:
-        while stop_event is None or not stop_event.is_set():
-            time.sleep(0.2)
-    except KeyboardInterrupt:
+        with _stop_on_signals(stop):
+            if ready is not None:
+                ready(f"http://{host}:{options.port}")
+            while not stop.wait(0.2):
+                pass
+    except KeyboardInterrupt:  # a SIGINT before the handlers were in place
         pass
     finally:
         app.stop()

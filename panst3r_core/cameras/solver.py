@@ -34,7 +34,7 @@ from panst3r_splat.core.cameras.rotation_averaging import (
     edge_residuals_deg,
 )
 from panst3r_splat.core.cameras.translation import PlacedMatches, TranslationOptions, solve_translations
-from panst3r_splat.core.cameras.two_view import TwoViewGeometry, TwoViewOptions, estimate_two_view, refit_two_view
+from panst3r_splat.core.cameras.two_view import TwoViewGeometry, TwoViewOptions, estimate_two_view
 from panst3r_splat.core.geometry import PrincipalPoint
 
 log = logging.getLogger(__name__)
@@ -206,7 +206,7 @@ def _two_view_all(groups, K, pts3d_local: np.ndarray, options: SolverOptions,
                   ) -> dict[tuple[int, int], TwoViewGeometry]:
     """The two-view geometry of every pair of ``groups`` (those it finds usable). With ``previous`` (the same
     matches under slightly other intrinsics), only its pairs, each refitted from its previous rotation and inliers
-    (:func:`.two_view.refit_two_view`)."""
+    (:func:`.two_view.estimate_two_view` with ``previous``)."""
     import cv2
 
     cv2.setRNGSeed(options.seed)
@@ -218,13 +218,13 @@ def _two_view_all(groups, K, pts3d_local: np.ndarray, options: SolverOptions,
         # Matches used from both views are duplicates here: estimate on the unique ones, map the inliers back.
         unique, inverse = _unique_rows(np.concatenate([ua, ub], axis=1))
         points_a = _points_on_grid(pts3d_local[a], unique[:, :2])
-        if previous is None:
-            geometry = estimate_two_view(unique[:, :2], unique[:, 2:], K[a], K[b], points_a, options.two_view)
-        else:
+        start_from = None
+        if previous is not None:
             inliers = np.zeros(len(unique), dtype=bool)
             inliers[inverse.ravel()] = previous[(a, b)].inliers  # duplicates share their value
-            geometry = refit_two_view(unique[:, :2], unique[:, 2:], K[a], K[b], points_a,
-                                      dataclasses.replace(previous[(a, b)], inliers=inliers), options.two_view)
+            start_from = dataclasses.replace(previous[(a, b)], inliers=inliers)
+        geometry = estimate_two_view(unique[:, :2], unique[:, 2:], K[a], K[b], points_a, options.two_view,
+                                     previous=start_from)
         if geometry is not None:
             pairs[(a, b)] = dataclasses.replace(geometry, inliers=geometry.inliers[inverse.ravel()])
     return pairs

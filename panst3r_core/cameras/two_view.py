@@ -254,6 +254,7 @@ def estimate_two_view(
     K_b: Float[np.ndarray, "3 3"],
     points_a: Float[np.ndarray, "M 3"],
     options: TwoViewOptions = TwoViewOptions(),
+    previous: TwoViewGeometry | None = None,
 ) -> TwoViewGeometry | None:
     """Relative rotation of a pair from pixel matches, or None when the pair is not usable (too few or too
     inconsistent matches).
@@ -261,13 +262,22 @@ def estimate_two_view(
     Candidates: both rotations of the robust essential matrix and those of a robust homography (plus the rotation
     nearest to it, for pure rotations); the one whose :func:`pointmap_residual` on ``points_a`` (view ``a``'s local
     points at the matches, NaN where unknown) is lowest wins, and is polished on the Sampson error unless the pair
-    shows no parallax."""
+    shows no parallax.
+
+    ``previous``: the pair already estimated under slightly different intrinsics (the camera solver's focal
+    self-calibration, a *refit*): its rotation and inliers replace the robust estimators' candidates, then the same
+    checks and polish. (The RANSAC, which on many pairs runs to its iteration cap, was most of the cost of a pass.)"""
     uv_a = np.ascontiguousarray(uv_a, dtype=np.float64)
     uv_b = np.ascontiguousarray(uv_b, dtype=np.float64)
     if uv_a.shape[0] < max(options.min_inliers, 8):
         return None
-    threshold = _threshold(K_a, K_b, options)
+    focal = float(np.mean([K_a[0, 0], K_a[1, 1], K_b[0, 0], K_b[1, 1]]))
+    threshold = options.threshold_px / focal
     xa, xb = _normalised(uv_a, K_a), _normalised(uv_b, K_b)
+    if previous is not None:
+        if previous.inliers.shape != (uv_a.shape[0],):
+            raise ValueError(f"previous inliers are for {previous.inliers.shape[0]} matches, not {uv_a.shape[0]}")
+        return _choose(xa, xb, threshold, [(previous.R_b_a, previous.inliers)], points_a, options)
     essential = _essential_candidates(xa, xb, threshold, options)
     homography = _homography_candidates(uv_a, uv_b, K_a, K_b, options.threshold_px, options)
     candidates = []  # (rotation, inliers of the model it comes from)
@@ -277,34 +287,6 @@ def estimate_two_view(
     if homography is not None:
         candidates += [(R, homography[0]) for R in homography[1]]
     return _choose(xa, xb, threshold, candidates, points_a, options)
-
-
-def refit_two_view(
-    uv_a: Float[np.ndarray, "M 2"],
-    uv_b: Float[np.ndarray, "M 2"],
-    K_a: Float[np.ndarray, "3 3"],
-    K_b: Float[np.ndarray, "3 3"],
-    points_a: Float[np.ndarray, "M 3"],
-    previous: TwoViewGeometry,
-    options: TwoViewOptions = TwoViewOptions(),
-) -> TwoViewGeometry | None:
-    """:func:`estimate_two_view` of a pair already estimated under slightly different intrinsics (the camera
-    solver's focal self-calibration): the previous rotation and inliers replace the robust estimators' candidates,
-    then the same checks and polish. (The RANSAC, which on many pairs runs to its iteration cap, was most of the
-    cost of a pass; a focal change of a few per cent moves the rotation by a fraction of a degree, which the polish
-    recovers.)"""
-    uv_a = np.ascontiguousarray(uv_a, dtype=np.float64)
-    uv_b = np.ascontiguousarray(uv_b, dtype=np.float64)
-    if uv_a.shape[0] < max(options.min_inliers, 8) or previous.inliers.shape != (uv_a.shape[0],):
-        return None
-    threshold = _threshold(K_a, K_b, options)
-    xa, xb = _normalised(uv_a, K_a), _normalised(uv_b, K_b)
-    return _choose(xa, xb, threshold, [(previous.R_b_a, previous.inliers)], points_a, options)
-
-
-def _threshold(K_a: np.ndarray, K_b: np.ndarray, options: TwoViewOptions) -> float:
-    """The inlier threshold in normalised units (pixels over the pair's mean focal)."""
-    return options.threshold_px / float(np.mean([K_a[0, 0], K_a[1, 1], K_b[0, 0], K_b[1, 1]]))
 
 
 def _choose(xa: np.ndarray, xb: np.ndarray, threshold: float, candidates: list, points_a: np.ndarray,

@@ -188,6 +188,14 @@ def _points_on_grid(pts3d_local: np.ndarray, uv: np.ndarray) -> np.ndarray:
     return out
 
 
+def _points_nearest(pts3d_local: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Local points at the pixel nearest to each match position."""
+    height, width = pts3d_local.shape[:2]
+    x = np.clip(np.rint(uv[:, 0]).astype(np.int64), 0, width - 1)
+    y = np.clip(np.rint(uv[:, 1]).astype(np.int64), 0, height - 1)
+    return pts3d_local[y, x]
+
+
 def _unique_rows(rows: Float[np.ndarray, "M 4"]) -> tuple[Float[np.ndarray, "U 4"], Int[np.ndarray, "M"]]:
     """``np.unique(rows, axis=0, return_inverse=True)`` (the same sorted rows and inverse) by one ``lexsort``: the
     structured-array sort behind ``axis=0`` cost more than a millisecond per pair."""
@@ -223,8 +231,9 @@ def _two_view_all(groups, K, pts3d_local: np.ndarray, options: SolverOptions,
             inliers = np.zeros(len(unique), dtype=bool)
             inliers[inverse.ravel()] = previous[(a, b)].inliers  # duplicates share their value
             start_from = dataclasses.replace(previous[(a, b)], inliers=inliers)
+        # The pre-check compares both views' local points at the nearest pixels (ground-truth matches land anywhere).
         geometry = estimate_two_view(unique[:, :2], unique[:, 2:], K[a], K[b], points_a, options.two_view,
-                                     previous=start_from)
+                                     previous=start_from, points_b=_points_nearest(pts3d_local[b], unique[:, 2:]))
         if geometry is not None:
             pairs[(a, b)] = dataclasses.replace(geometry, inliers=geometry.inliers[inverse.ravel()])
     return pairs

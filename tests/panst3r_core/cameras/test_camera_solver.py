@@ -13,7 +13,7 @@ from panst3r_splat.core.cameras import SolverOptions, solve_cameras, solve_camer
 from panst3r_splat.core.cameras.metrics import pair_errors
 from panst3r_splat.core.cameras.refine import RefineOptions
 from panst3r_splat.core.cameras.intrinsics import intrinsics_from_local_pointmaps
-from panst3r_splat.core.cameras.two_view import estimate_two_view
+from panst3r_splat.core.cameras.two_view import TwoViewOptions, estimate_two_view, similarity_consensus
 from panst3r_splat.core.transforms import rotation_angle_deg
 from panst3r_splat.core.cameras.oracle import (
     corrupt_matches,
@@ -233,3 +233,35 @@ def test_self_calibration_refits_after_a_small_focal_change(monkeypatch: pytest.
     else:
         assert calls["estimate"] > num_pairs and calls["refit"] == 0
     assert solution.camera_ok.all() and _errors(solution, scene).median_rotation_deg < 1.0
+
+
+def test_pairs_of_wrong_matches_are_refused_before_ransac(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The similarity pre-check: matches shuffled between views (wrong) score low and the pair is refused without
+    running the robust estimators; the right matches of the same pair, with 30 % outliers, a 20 % short focal and
+    10 % depth noise, pass it."""
+    import panst3r_splat.core.cameras.two_view as two_view_module
+
+    ransac_calls = []
+    essential = two_view_module._essential_candidates
+    monkeypatch.setattr(two_view_module, "_essential_candidates",
+                        lambda *args: ransac_calls.append(1) or essential(*args))
+    scene = room()
+    local = distort_pointmaps(scene.pts3d_local, focal_factor=0.8, depth_noise=0.1, seed=1)
+    exact = ground_truth_matches(scene.depth, scene.K, scene.T_world_cam)
+    m = next(m for m in corrupt_matches(exact, outlier_share=0.3, noise_px=0.5, image_hw=(HEIGHT, WIDTH))
+             if (m.view_a, m.view_b) == (0, 1))
+    K = intrinsics_from_local_pointmaps(local)
+    uv_a = m.pixels_a.astype(float)
+    points_a = local[0][m.pixels_a[:, 1], m.pixels_a[:, 0]]
+    pixels_b = np.rint(m.uv_b).astype(int).clip(0, [WIDTH - 1, HEIGHT - 1])
+    points_b = local[1][pixels_b[:, 1], pixels_b[:, 0]]
+    options = TwoViewOptions()
+    assert similarity_consensus(points_a, points_b, options) > 1.5 * options.min_similarity_consensus
+    assert estimate_two_view(uv_a, m.uv_b, K[0], K[1], points_a, points_b=points_b) is not None
+    assert len(ransac_calls) == 1
+    shuffled = np.random.default_rng(0).permutation(len(uv_a))
+    assert similarity_consensus(points_a, points_b[shuffled], options) < options.min_similarity_consensus
+    assert estimate_two_view(uv_a, m.uv_b[shuffled], K[0], K[1], points_a, points_b=points_b[shuffled]) is None
+    assert len(ransac_calls) == 1  # refused before the RANSAC
+    few = np.full((5, 3), np.nan)
+    assert similarity_consensus(few, few, options) is None  # too few points: no verdict, the pair is not refused

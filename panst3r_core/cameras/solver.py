@@ -179,21 +179,19 @@ def _check_inputs(pts3d_local: np.ndarray, matches: list[PairMatches]) -> None:
             raise ValueError(f"matches of views {m.view_a}->{m.view_b} have pixels outside the {width}x{height} image")
 
 
-def _points_on_grid(pts3d_local: np.ndarray, uv: np.ndarray) -> np.ndarray:
-    """Local points at matches that lie on grid pixels (NaN elsewhere: ground-truth matches land anywhere)."""
-    pixels = np.rint(uv).astype(np.int64)
-    on_grid = np.abs(uv - pixels).max(axis=1) < 1e-6
-    out = np.full((len(uv), 3), np.nan)
-    out[on_grid] = pts3d_local[pixels[on_grid, 1], pixels[on_grid, 0]]
-    return out
-
-
 def _points_nearest(pts3d_local: np.ndarray, uv: np.ndarray) -> np.ndarray:
-    """Local points at the pixel nearest to each match position."""
+    """Local points at the pixel nearest to each match position (a new array)."""
     height, width = pts3d_local.shape[:2]
     x = np.clip(np.rint(uv[:, 0]).astype(np.int64), 0, width - 1)
     y = np.clip(np.rint(uv[:, 1]).astype(np.int64), 0, height - 1)
-    return pts3d_local[y, x]
+    return np.asarray(pts3d_local[y, x], dtype=np.float64)
+
+
+def _points_on_grid(pts3d_local: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Local points at matches that lie on grid pixels (NaN elsewhere: ground-truth matches land anywhere)."""
+    out = _points_nearest(pts3d_local, uv)
+    out[np.abs(uv - np.rint(uv)).max(axis=1) >= 1e-6] = np.nan
+    return out
 
 
 def _unique_rows(rows: Float[np.ndarray, "M 4"]) -> tuple[Float[np.ndarray, "U 4"], Int[np.ndarray, "M"]]:
@@ -226,14 +224,16 @@ def _two_view_all(groups, K, pts3d_local: np.ndarray, options: SolverOptions,
         # Matches used from both views are duplicates here: estimate on the unique ones, map the inliers back.
         unique, inverse = _unique_rows(np.concatenate([ua, ub], axis=1))
         points_a = _points_on_grid(pts3d_local[a], unique[:, :2])
-        start_from = None
-        if previous is not None:
+        if previous is None:
+            # The pre-check compares both views' local points, b's at the nearest pixels (ground-truth matches
+            # land anywhere).
+            geometry = estimate_two_view(unique[:, :2], unique[:, 2:], K[a], K[b], points_a, options.two_view,
+                                         points_b=_points_nearest(pts3d_local[b], unique[:, 2:]))
+        else:  # a refit: no pre-check, the pair passed it
             inliers = np.zeros(len(unique), dtype=bool)
             inliers[inverse.ravel()] = previous[(a, b)].inliers  # duplicates share their value
-            start_from = dataclasses.replace(previous[(a, b)], inliers=inliers)
-        # The pre-check compares both views' local points at the nearest pixels (ground-truth matches land anywhere).
-        geometry = estimate_two_view(unique[:, :2], unique[:, 2:], K[a], K[b], points_a, options.two_view,
-                                     previous=start_from, points_b=_points_nearest(pts3d_local[b], unique[:, 2:]))
+            geometry = estimate_two_view(unique[:, :2], unique[:, 2:], K[a], K[b], points_a, options.two_view,
+                                         previous=dataclasses.replace(previous[(a, b)], inliers=inliers))
         if geometry is not None:
             pairs[(a, b)] = dataclasses.replace(geometry, inliers=geometry.inliers[inverse.ravel()])
     return pairs

@@ -163,7 +163,7 @@ def _placed(m: PairMatches, inliers: np.ndarray, pts3d_local: np.ndarray, K: np.
     uv = m.uv_b[keep]
     rays = np.concatenate([uv, np.ones((len(uv), 1))], axis=1) @ np.linalg.inv(K[m.view_b]).T
     return PlacedMatches(index[m.view_a], index[m.view_b], _sample_points(pts3d_local[m.view_a], m.pixels_a[keep]),
-                         rays)
+                         rays, _points_nearest(pts3d_local[m.view_b], uv))
 
 
 def _check_inputs(pts3d_local: np.ndarray, matches: list[PairMatches]) -> None:

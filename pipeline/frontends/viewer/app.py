@@ -264,7 +264,8 @@ class ViewerApp:
             if self._blend_slider.value != new.blend:
                 self._blend_slider.value = new.blend
         if self.is_scene:
-            self._refresh_splats(old, new)
+            if old is not None:  # the starting state's splats were sent by `_add_splats`
+                self._refresh_splats(old, new)
             left_depth = old is not None and old.mode == RenderMode.DEPTH and new.mode != RenderMode.DEPTH
             for view in list(self._views.values()):
                 if left_depth:
@@ -296,10 +297,15 @@ class ViewerApp:
         if self.source.gaussians.sh_degree > 0:
             logger.info("view: the browser draws the DC colour of each Gaussian (viser's splats take no spherical "
                         "harmonics; the scene has degree %d)", self.source.gaussians.sh_degree)
-        geometry = self._splat_geometry
+        geometry, state = self._splat_geometry, self._state
+        table = color_table(self.source.segments, state.mode, state.color_seed)
+        # Sent in the starting mode's colours: a buffer update queued before a browser's splat renderer is ready
+        # can be lost there (viser's own note on `set_gaussians`), which left `--mode panoptic` in RGB at times.
         return self.server.scene.add_gaussian_splats(
-            "/splats", centers=geometry.centers, covariances=geometry.covariances, rgbs=self._splat_rgb,
-            opacities=geometry.opacities[:, None])
+            "/splats", centers=geometry.centers, covariances=geometry.covariances,
+            rgbs=splat_colors(self._splat_rgb, self._splat_segments, state, table),
+            opacities=splat_opacities(geometry.opacities, self._splat_segments, state),
+            visible=state.mode != RenderMode.DEPTH)
 
     def _splats_text(self) -> str:
         """The GUI's note on what the browser draws."""

@@ -339,6 +339,30 @@ def test_adapter_applies_every_action_to_a_scene(viser_server, tiny_scene, tmp_p
         app.stop()
 
 
+def test_starting_mode_colours_are_sent_with_the_splats(viser_server, tiny_scene, monkeypatch) -> None:
+    """`--mode panoptic`: the splats are created in the label colours, and no splat update is queued at start
+    (a buffer update that reaches a browser before its splat renderer is ready can be lost, which showed RGB)."""
+    from viser._scene_handles import SceneNodeHandle
+
+    folder, _ = tiny_scene
+    source = open_source(folder, torch.device("cpu"))
+    updates: list[tuple[str, str]] = []
+    original = SceneNodeHandle._queue_update
+    monkeypatch.setattr(SceneNodeHandle, "_queue_update",
+                        lambda self, name, value: (updates.append((self.name, name)), original(self, name, value)))
+    app = ViewerApp(viser_server, source, ViewerOptions(device=torch.device("cpu"), mode=RenderMode.PANOPTIC))
+    try:
+        assert not [u for u in updates if u[0] == "/splats"], f"splat updates queued at start: {updates}"
+        palette = {s.id: s.color for s in source.segments}
+        ids = source.segment_ids[app._splat_geometry.index]
+        for seg, color in palette.items():
+            assert (np.abs(app._splats.rgbs[ids == seg].astype(int) - color).max(axis=1) <= 1).all(), seg
+        app.update(lambda s: s.with_mode(RenderMode.RGB))
+        assert ("/splats", "buffer") in updates, "a later mode change recolours the splats"
+    finally:
+        app.stop()
+
+
 def test_max_splats_sends_the_most_visible(viser_server, tiny_scene) -> None:
     folder, _ = tiny_scene
     source = open_source(folder, torch.device("cpu"))

@@ -27,7 +27,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
+from panst3r_splat.pipeline.openmp import quiet_openmp_waits
+
+quiet_openmp_waits()  # as the console command does, before torch loads OpenMP (pipeline/openmp.py)
+
+import torch  # noqa: E402
 
 from panst3r_splat.pipeline.jobs.demo.options import DEMO_SEED, DEFAULT_BUDGET, fit_conf_threshold, synth_resolution
 from panst3r_splat.pipeline.stages.fit import FitInputs, background_color, inputs_from_predictions

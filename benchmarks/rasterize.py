@@ -25,7 +25,11 @@ import sys
 import tempfile
 import time
 
-import torch
+from panst3r_splat.pipeline.openmp import quiet_openmp_waits
+
+quiet_openmp_waits()  # as the console command does, before torch loads OpenMP (pipeline/openmp.py)
+
+import torch  # noqa: E402
 
 from panst3r_splat.splat.lifting import LiftOptions, lift_segments
 from panst3r_splat.splat.rasterize import rasterize

@@ -71,8 +71,9 @@ def machine_lines(report: dict[str, Any]) -> list[str]:
     gpu = f"CUDA ({m['gpu']})" if m.get("gpu") else "CUDA" if cuda else "no CUDA"
     date = report.get("date", "date not recorded")[:10]
     lines = [f"Measured by `benchmarks/run.py` on {date}: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, {gpu}; "
-             f"torch threads in the pipeline sections: {report['settings']['threads']}; "
-             f"the whole run took {report['seconds'] / 60:.1f} min."]
+             f"torch threads in the pipeline sections: {report['settings']['threads']}"
+             + (f", OpenMP wait policy {m['omp_wait_policy']}" if m.get("omp_wait_policy") else "") + "; "
+             + f"the whole run took {report['seconds'] / 60:.1f} min."]
     load = report.get("load_average") or {}
     start, end = load.get("start"), load.get("end")
     if start is not None:

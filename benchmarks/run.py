@@ -50,7 +50,12 @@ from types import ModuleType
 from typing import Any, Callable, Optional
 
 import numpy as np
-import torch
+
+from panst3r_splat.pipeline.openmp import quiet_openmp_waits
+
+quiet_openmp_waits()  # as the console command does, before torch loads OpenMP (pipeline/openmp.py)
+
+import torch  # noqa: E402
 
 from panst3r_splat.core.predictions import load_predictions
 from panst3r_splat.pipeline.datasets.synth import SynthConfig, generate_scene, write_scene
@@ -327,7 +332,8 @@ def format_pipeline(rows: list[dict[str, Any]], keys: tuple[str, ...], label: st
 def format_report(report: dict[str, Any]) -> str:
     m = report["machine"]
     lines = [f"machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, pipeline threads "
-             f"{report['settings']['threads']}" + (f", GPU {m['gpu']}" if "gpu" in m else ""), ""]
+             f"{report['settings']['threads']}, OpenMP wait policy {m.get('omp_wait_policy', 'default')}"
+             + (f", GPU {m['gpu']}" if "gpu" in m else ""), ""]
     views = report["pipeline_vs_views"]
     keys = tuple(k for k in ("synth", "predict_merge", "merge_standard_v2", "merge_qubo", "fit", "render")
                  if any(k in r for r in views))

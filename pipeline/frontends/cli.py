@@ -53,5 +53,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entrypoint() -> None:
-    """Console-script entry point."""
+    """Console-script entry point (`panst3r-splat`, `python -m panst3r_splat.pipeline`)."""
+    from panst3r_splat.pipeline.openmp import quiet_openmp_waits
+
+    quiet_openmp_waits()  # before anything imports torch
     sys.exit(main())

@@ -113,7 +113,8 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         pass
     info: dict[str, Any] = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
                             "torch_threads": torch.get_num_threads(), "device": str(device),
-                            "python": platform.python_version()}
+                            "python": platform.python_version(),
+                            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default")}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info

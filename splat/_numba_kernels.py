@@ -39,6 +39,37 @@ def constants(dtype: np.dtype, alpha_min: float, alpha_max: float, t_min: float)
 
 
 @njit(nogil=True, cache=True)
+def depth_order(depths):  # pragma: no cover - compiled
+    """Stable argsort of float32 `depths` [M], as `np.argsort(depths, kind="stable")` for finite values.
+
+    An LSD radix sort (three passes of 11 bits) of the float bit patterns made order-preserving as unsigned
+    integers (sign bit flipped for positives, every bit for negatives; -0.0 counted as +0.0, a tie as numpy has
+    it): 0.19 against 1.6 ms at 20k depths and 1.0 against 9.1 at 100k. Stable, so ties keep their index order.
+    """
+    M = depths.shape[0]
+    keys = np.empty(M, np.uint32)
+    bits = (depths + np.float32(0.0)).view(np.uint32)  # + 0.0 turns -0.0 into +0.0
+    for i in range(M):
+        b = bits[i]
+        keys[i] = b ^ np.uint32(0xFFFFFFFF) if b >> np.uint32(31) else b | np.uint32(0x80000000)
+    idx = np.arange(M).astype(np.int64)
+    tmp = np.empty(M, np.int64)
+    count = np.empty(2049, np.int64)
+    for shift in (0, 11, 22):
+        count[:] = 0
+        for i in range(M):
+            count[((keys[idx[i]] >> np.uint32(shift)) & np.uint32(2047)) + 1] += 1
+        for d in range(2048):
+            count[d + 1] += count[d]
+        for i in range(M):
+            d = (keys[idx[i]] >> np.uint32(shift)) & np.uint32(2047)
+            tmp[count[d]] = idx[i]
+            count[d] += 1
+        idx, tmp = tmp, idx
+    return idx
+
+
+@njit(nogil=True, cache=True)
 def bin_tiles(means2d, radii, n_per_cam, tile_w, tile_h, n_cams, order):  # pragma: no cover - compiled
     """Tile lists, each front to back: (offsets [C*th*tw + 1], slots, tiles per Gaussian [M]).
 

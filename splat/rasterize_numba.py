@@ -123,9 +123,12 @@ _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 
 
+_CORES = os.cpu_count() or 1
+
+
 def _threads() -> int:
     """Parallel units for the next kernel: torch's thread budget (`torch.set_num_threads`), at most the cores."""
-    return max(1, min(torch.get_num_threads(), os.cpu_count() or 1))
+    return max(1, min(torch.get_num_threads(), _CORES))
 
 
 def _run_units(work: Callable[[int], None], n_units: int) -> None:
@@ -142,7 +145,7 @@ def _run_units(work: Callable[[int], None], n_units: int) -> None:
         return
     with _POOL_LOCK:
         if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) - 1),
+            _POOL = ThreadPoolExecutor(max_workers=max(1, _CORES - 1),
                                        thread_name_prefix="rasterize-numba")
         pool = _POOL
     futures = [pool.submit(work, u) for u in range(1, n_units)]
@@ -165,7 +168,7 @@ def _plan_tiles(radii: Tensor, means2d: Tensor, depths: Tensor, conics: Tensor, 
     depths32, conics_np, opac_np = _np(depths.float().reshape(-1)), _np(conics.reshape(-1, 3)), _np(opacities)
     radii_np = _np(radii.reshape(-1))
     visible = np.flatnonzero(radii_np > 0)  # culled Gaussians touch no tile: left out of the sort
-    order = visible[np.argsort(depths32[visible], kind="stable")]  # one sort, not one per tile (see `bin_tiles`)
+    order = visible[kernels.depth_order(depths32[visible])]  # one stable sort, not one per tile (see `bin_tiles`)
     offsets, ids, tiles_per_gauss = kernels.bin_tiles(_np(means2d.reshape(-1, 2)), radii_np, N, tw, th, C, order)
     extents = np.empty((order.shape[0], 3), dtype=np.float64)
     conics_s, opac_s = conics_np[order], opac_np[order]

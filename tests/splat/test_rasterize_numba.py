@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import threading
 
+import numpy as np
 import pytest
 import torch
 
@@ -241,3 +242,18 @@ def _refine_steps(params: torch.nn.ParameterDict, optimizers: dict, s: dict, bac
                 opt.step()
                 opt.zero_grad()
     return {k: v.detach().clone() for k, v in params.items()}
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 5000])
+def test_depth_order_is_numpys_stable_argsort(n: int) -> None:
+    """The radix depth sort of the tile plan gives numpy's stable order: ties (also -0.0 against 0.0) by index,
+    negative depths, infinities and subnormals included."""
+    from panst3r_splat.splat._numba_kernels import depth_order
+
+    rng = np.random.default_rng(n)
+    for depths in (rng.random(n) * 4 + 0.01, rng.normal(0.0, 3.0, n), np.round(rng.normal(0.0, 2.0, n))):
+        depths = depths.astype(np.float32)
+        depths[::3] = -0.0 if n > 2 else depths[::3]
+        np.testing.assert_array_equal(depth_order(depths), np.argsort(depths, kind="stable"))
+    edge = np.array([np.inf, -np.inf, 1e-40, -1e-40, 0.0, -0.0, 3e38, -3e38, 1.0, 1.0], np.float32)
+    np.testing.assert_array_equal(depth_order(edge), np.argsort(edge, kind="stable"))

@@ -3,7 +3,7 @@
 
 Inside `pipeline/` the rooms follow the data flow too (pipeline/design.md):
 
-    errors, devices, fingerprints  <-  datasets  <-  evaluation, training, stages  <-  jobs  <-  frontends
+    errors, devices, fingerprints, openmp  <-  datasets  <-  evaluation, training, stages  <-  jobs  <-  frontends
 
 `datasets` (scene formats, the synthetic generator) imports no other room; `evaluation` and `training` read
 datasets only; `stages` (one step each) import no job, front end or training code; `jobs` (demo, batch) chain
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PIPELINE = "panst3r_splat.pipeline"
 ROOMS = ("datasets", "evaluation", "training", "stages", "jobs", "frontends")
 """The sub-packages of `pipeline/`, in data-flow order."""
-HELPERS = ("errors.py", "devices.py", "fingerprints.py", "torchvision_hook.py")
+HELPERS = ("errors.py", "devices.py", "fingerprints.py", "openmp.py", "torchvision_hook.py")
 """The shared helpers at the top of `pipeline/` (every room may import them)."""
 FRAMEWORKS = ("nerfstudio", "viser")
 

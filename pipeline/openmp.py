@@ -9,7 +9,7 @@ threads) kept its speed, and the plain-torch reference rasteriser lost 10-20 % (
 
 Only a variable set before torch is imported counts (libgomp reads it when it loads), so the console command sets it
 first thing; a value the user set is kept. Processes that import torch before this package (`ns-train`) keep
-OpenMP's default: start them with `OMP_WAIT_POLICY=PASSIVE` to get the same effect (README, "Threads").
+OpenMP's default: start them with `OMP_WAIT_POLICY=PASSIVE` to get the same effect (README, "2. nerfstudio").
 """
 
 from __future__ import annotations

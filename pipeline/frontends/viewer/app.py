@@ -264,7 +264,7 @@ class ViewerApp:
             if self._blend_slider.value != new.blend:
                 self._blend_slider.value = new.blend
         if self.is_scene:
-            if old is not None:  # the starting state's splats were sent by `_add_splats`
+            if old is not None:
                 self._refresh_splats(old, new)
             left_depth = old is not None and old.mode == RenderMode.DEPTH and new.mode != RenderMode.DEPTH
             for view in list(self._views.values()):
@@ -298,14 +298,20 @@ class ViewerApp:
             logger.info("view: the browser draws the DC colour of each Gaussian (viser's splats take no spherical "
                         "harmonics; the scene has degree %d)", self.source.gaussians.sh_degree)
         geometry, state = self._splat_geometry, self._state
-        table = color_table(self.source.segments, state.mode, state.color_seed)
         # Sent in the starting mode's colours: a buffer update queued before a browser's splat renderer is ready
         # can be lost there (viser's own note on `set_gaussians`), which left `--mode panoptic` in RGB at times.
         return self.server.scene.add_gaussian_splats(
-            "/splats", centers=geometry.centers, covariances=geometry.covariances,
-            rgbs=splat_colors(self._splat_rgb, self._splat_segments, state, table),
-            opacities=splat_opacities(geometry.opacities, self._splat_segments, state),
-            visible=state.mode != RenderMode.DEPTH)
+            "/splats", centers=geometry.centers, covariances=geometry.covariances, rgbs=self._splat_colors(state),
+            opacities=self._splat_opacities(state), visible=state.mode != RenderMode.DEPTH)
+
+    def _splat_colors(self, state: ViewState) -> np.ndarray:
+        """[M, 3] colours in [0, 1] of the sent splats under `state`."""
+        table = color_table(self.source.segments, state.mode, state.color_seed)
+        return splat_colors(self._splat_rgb, self._splat_segments, state, table)
+
+    def _splat_opacities(self, state: ViewState) -> np.ndarray:
+        """[M, 1] opacities of the sent splats under `state` (0 where hidden, isolated away or deleted)."""
+        return splat_opacities(self._splat_geometry.opacities, self._splat_segments, state)
 
     def _splats_text(self) -> str:
         """The GUI's note on what the browser draws."""
@@ -320,24 +326,21 @@ class ViewerApp:
         with self._splat_lock:
             self._choose_splats(max_splats)
             geometry, state = self._splat_geometry, self._state
-            table = color_table(self.source.segments, state.mode, state.color_seed)
-            self._splats.set_gaussians(
-                geometry.centers, geometry.covariances,
-                splat_colors(self._splat_rgb, self._splat_segments, state, table),
-                splat_opacities(geometry.opacities, self._splat_segments, state))
+            self._splats.set_gaussians(geometry.centers, geometry.covariances, self._splat_colors(state),
+                                       self._splat_opacities(state))
         self._splats_md.content = self._splats_text()
 
-    def _refresh_splats(self, old: ViewState | None, new: ViewState) -> None:
-        """New colours / opacities for the browser's splats where the change affects them (no render here)."""
-        recolour = old is None or (old.mode, old.blend, old.selected, old.color_seed) != (
+    def _refresh_splats(self, old: ViewState, new: ViewState) -> None:
+        """New colours / opacities for the browser's splats where the change affects them (no render here; the
+        starting state's went out with the splats themselves, `_add_splats`)."""
+        recolour = (old.mode, old.blend, old.selected, old.color_seed) != (
             new.mode, new.blend, new.selected, new.color_seed)
-        reshow = old is None or (old.hidden, old.isolated, old.deleted) != (new.hidden, new.isolated, new.deleted)
+        reshow = (old.hidden, old.isolated, old.deleted) != (new.hidden, new.isolated, new.deleted)
         with self._splat_lock, self.server.atomic():
             if recolour:
-                table = color_table(self.source.segments, new.mode, new.color_seed)
-                self._splats.rgbs = splat_colors(self._splat_rgb, self._splat_segments, new, table)
+                self._splats.rgbs = self._splat_colors(new)
             if reshow:
-                self._splats.opacities = splat_opacities(self._splat_geometry.opacities, self._splat_segments, new)
+                self._splats.opacities = self._splat_opacities(new)
             self._splats.visible = new.mode != RenderMode.DEPTH
 
     # ----------------------------------------------------------------------------------------------- render

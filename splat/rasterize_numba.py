@@ -7,7 +7,7 @@ with `packed=False, sh_degree=None`):
    camera and cheap next to compositing, and autograd carries the 2D gradients back to means, quaternions and scales.
 2. **Tile binning** (`_numba_kernels.bin_tiles`): every visible Gaussian listed in each 16x16 tile its radius box
    touches, each list front to back by float32 depth, ties by index, as gsplat (one stable sort by depth first).
-3. **Compositing** (`_numba_kernels.composite_forward` / `composite_backward`): gsplat's per-pixel loop, forward and
+3. **Compositing** (`_composite_kernels.composite_forward` / `composite_backward`): gsplat's per-pixel loop, forward and
    analytic backward, one tile at a time, tiles dealt to parallel units; each Gaussian is evaluated only on the
    pixels of its tile where its alpha can reach 1/255 (`pixel_extents`), which drops only pairs the kernel skips.
 
@@ -34,6 +34,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from panst3r_splat.splat import _composite_kernels as composite
 from panst3r_splat.splat import _numba_kernels as kernels
 from panst3r_splat.splat.rasterize_torch import (
     ALPHA_MAX,
@@ -181,13 +182,6 @@ def _plan_tiles(radii: Tensor, means2d: Tensor, depths: Tensor, conics: Tensor, 
                  width=width, height=height, tiles_per_gauss=torch.from_numpy(tiles_per_gauss).reshape(C, N))
 
 
-def _pad_channels(values: Tensor) -> Tensor:
-    """[P, D] -> [P, D'] with zero channels up to a multiple of the kernels' channel block (a copy only if needed)."""
-    D = values.shape[1]
-    padded = -(-D // kernels.CHANNEL_BLOCK) * kernels.CHANNEL_BLOCK
-    return values if padded == D else torch.nn.functional.pad(values, (0, padded - D))
-
-
 def _pixel_centres(plan: _Plan, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     return (np.arange(plan.width) + 0.5).astype(dtype), (np.arange(plan.height) + 0.5).astype(dtype)
 
@@ -196,7 +190,7 @@ class _CompositeNumba(torch.autograd.Function):
     """Alpha compositing over a tile plan: returns (sum_k alpha_k T_k c_k [C*H*W, D], T_final [C*H*W]).
 
     The kernels work on the plan's slots (the visible Gaussians in depth order) and on one record per tile-list
-    entry (`kernels.pack_entries`), so both passes read memory in list order; gradients go back to flat ids.
+    entry (`composite.pack_entries`), so both passes read memory in list order; gradients go back to flat ids.
     """
 
     @staticmethod
@@ -212,27 +206,26 @@ class _CompositeNumba(torch.autograd.Function):
     ) -> tuple[Tensor, Tensor]:
         dtype = colors.dtype
         slot_arrays = tuple(_np(t.to(dtype))[plan.order] for t in (means2d, conics, opacities))
-        colors_s = _np(_pad_channels(colors))[plan.order]
+        colors_s = _np(colors)[plan.order]
         np_dtype = colors_s.dtype
         rec = np.empty((plan.ids.shape[0], 8), dtype=np_dtype)
         span = np.empty((plan.ids.shape[0], 4), dtype=np.int32)
         n_units = _threads()
         tiles = (plan.width, plan.height, plan.tile_w, plan.tile_h)
-        _run_units(lambda u: kernels.pack_entries(plan.offsets, plan.ids, plan.tile_order, *slot_arrays, plan.extents,
-                                                  *tiles, u, n_units, rec, span), n_units)
+        _run_units(lambda u: composite.pack_entries(plan.offsets, plan.ids, plan.tile_order, *slot_arrays,
+                                                    plan.extents, *tiles, u, n_units, rec, span), n_units)
         n_pixels = n_cams * plan.height * plan.width
         out = np.zeros((n_pixels, colors_s.shape[1]), dtype=np_dtype)
         t_final = np.ones(n_pixels, dtype=np_dtype)
         last = np.full(n_pixels, -1, dtype=np.int64)
-        cst = kernels.constants(np_dtype, ALPHA_MIN, ALPHA_MAX, T_MIN)
+        cst = composite.constants(np_dtype, ALPHA_MIN, ALPHA_MAX, T_MIN)
         pxs, pys = _pixel_centres(plan, np_dtype)
-        _run_units(lambda u: kernels.composite_forward(
+        _run_units(lambda u: composite.composite_forward(
             plan.offsets, plan.ids, plan.tile_order, rec, span, colors_s, pxs, pys, *tiles, u, n_units, cst, out,
             t_final, last), n_units)
-        out = out[:, : colors.shape[1]]
         ctx.plan, ctx.n_cams, ctx.absgrad_target, ctx.entries, ctx.colors_s = plan, n_cams, absgrad_target, \
             (rec, span), colors_s
-        ctx.t_final, ctx.last, ctx.n_rows, ctx.n_channels = t_final, last, means2d.shape[0], colors.shape[1]
+        ctx.t_final, ctx.last, ctx.n_rows = t_final, last, means2d.shape[0]
         ctx.geom_dtype, ctx.dtype = means2d.dtype, dtype
         return torch.from_numpy(out), torch.from_numpy(t_final)
 
@@ -246,14 +239,14 @@ class _CompositeNumba(torch.autograd.Function):
         colors_s = ctx.colors_s
         dtype = colors_s.dtype
         n_units = _threads()
-        S, D = colors_s.shape  # D: padded to a multiple of kernels.CHANNEL_BLOCK
+        S, D = colors_s.shape
         v_geom = np.zeros((n_units, S, 8), dtype=dtype)
         v_colors = np.zeros((n_units, S, D) if need_colors else (1, 1, D), dtype=dtype)
-        cst = kernels.constants(dtype, ALPHA_MIN, ALPHA_MAX, T_MIN)
+        cst = composite.constants(dtype, ALPHA_MIN, ALPHA_MAX, T_MIN)
         pxs, pys = _pixel_centres(plan, dtype)
-        v_out_np, v_t_np = _np(_pad_channels(v_out.to(ctx.dtype))), _np(v_t.to(ctx.dtype))
+        v_out_np, v_t_np = _np(v_out.to(ctx.dtype)), _np(v_t.to(ctx.dtype))
         with_abs = ctx.absgrad_target is not None
-        _run_units(lambda u: kernels.composite_backward(
+        _run_units(lambda u: composite.composite_backward(
             plan.offsets, plan.ids, plan.tile_order, *ctx.entries, colors_s, pxs, pys, plan.width, plan.height,
             plan.tile_w, plan.tile_h, u, n_units, cst, ctx.t_final, ctx.last, v_out_np, v_t_np, need_colors,
             with_abs, v_geom[u], v_colors[u if need_colors else 0]), n_units)
@@ -266,7 +259,7 @@ class _CompositeNumba(torch.autograd.Function):
             target = ctx.absgrad_target()
             if target is not None:
                 target.absgrad = geom[:, 6:8].reshape(target.shape).clone()
-        v_col = _to_rows(v_colors, order, ctx.n_rows)[:, : ctx.n_channels] if need_colors else None
+        v_col = _to_rows(v_colors, order, ctx.n_rows) if need_colors else None
         return v_means2d, v_conics, v_opac, v_col, None, None, None
 
 

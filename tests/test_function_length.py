@@ -14,12 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("panst3r_core", "splat", "pipeline", "configs")
 MAX_LINES = 60
 
-EXCEPTIONS = {
-    "splat/_numba_kernels.py::composite_forward": "the compiled per-tile compositing loop: split into inlined Numba "
-    "helpers it measured 24 % slower, as plain calls 4x (splat/design.md)",
-    "splat/_numba_kernels.py::composite_backward": "the compiled per-tile gradient loop: split into inlined Numba "
-    "helpers it measured 52 % slower, as plain calls 4x (splat/design.md)",
-}
+EXCEPTIONS: dict[str, str] = {}
 """`path::function` -> why it stays longer than MAX_LINES."""
 
 

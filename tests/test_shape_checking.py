@@ -13,7 +13,7 @@ from panst3r_splat.configs.synth import SynthConfig
 from panst3r_splat.core import transforms
 from panst3r_splat.core.geometry import rigid_procrustes
 from panst3r_splat.pipeline.evaluation import miou
-from panst3r_splat.splat import _numba_kernels
+from panst3r_splat.splat import _composite_kernels, _numba_kernels
 from panst3r_splat.splat.gaussians import Cameras
 
 
@@ -37,7 +37,9 @@ def test_splat_pipeline_and_configs_are_checked() -> None:
 
 def test_the_numba_kernels_are_left_to_numba() -> None:
     assert type(_numba_kernels.bin_tiles).__name__ == "CPUDispatcher"
-    assert "jaxtyping" not in vars(_numba_kernels)  # the import hook adds `import jaxtyping` to what it rewrites
+    assert type(_composite_kernels.composite_backward).__name__ == "CPUDispatcher"
+    for module in (_numba_kernels, _composite_kernels):
+        assert "jaxtyping" not in vars(module)  # the import hook adds `import jaxtyping` to what it rewrites
 
 
 def test_the_numeric_tower_lets_an_int_be_a_float() -> None:

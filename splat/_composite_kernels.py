@@ -42,20 +42,21 @@ _I64 = ir.IntType(64)
 
 
 class _Vec:
-    """IR helpers for one row: `<16 x fty>` arithmetic with the kernels' fast-math flags."""
+    """IR helpers for one row window of `n` lanes: `<n x fty>` arithmetic with the kernels' fast-math flags."""
 
-    def __init__(self, context, builder, fty: ir.Type):
-        self.context, self.b, self.fty = context, builder, fty
-        self.vt = ir.VectorType(fty, LANES)
-        self.it = ir.VectorType(_I32, LANES)
+    def __init__(self, context, builder, fty: ir.Type, n: int):
+        self.context, self.b, self.fty, self.n = context, builder, fty, n
+        self.vt = ir.VectorType(fty, n)
+        self.it = ir.VectorType(_I32, n)
+        self.suffix = f"v{n}{'f32' if isinstance(fty, ir.FloatType) else 'f64'}"
 
     def splat(self, value: ir.Value) -> ir.Value:
-        vt = ir.VectorType(value.type, LANES)
+        vt = ir.VectorType(value.type, self.n)
         one = self.b.insert_element(ir.Constant(vt, ir.Undefined), value, ir.Constant(_I32, 0))
-        return self.b.shuffle_vector(one, ir.Constant(vt, ir.Undefined), ir.Constant(self.it, [0] * LANES))
+        return self.b.shuffle_vector(one, ir.Constant(vt, ir.Undefined), ir.Constant(self.it, [0] * self.n))
 
     def const(self, x: float) -> ir.Value:
-        return ir.Constant(self.vt, [x] * LANES)
+        return ir.Constant(self.vt, [x] * self.n)
 
     def _fm(self, ins: ir.Instruction) -> ir.Value:
         ins.flags.extend(_FM)
@@ -101,22 +102,22 @@ class _Vec:
     def exp(self, x):
         """exp(x) per lane: Cephes' float32 polynomial (module docstring), libm through `llvm.exp` for float64."""
         if not isinstance(self.fty, ir.FloatType):
-            return self.call("llvm.exp.v16f64", [x])
+            return self.call(f"llvm.exp.{self.suffix}", [x])
         x = self.sel(self.cmp(">", x, self.const(-87.0)), x, self.const(-87.0))
         x = self.sel(self.cmp("<", x, self.const(88.0)), x, self.const(88.0))
-        n = self.call("llvm.floor.v16f32", [self.add(self.mul(x, self.const(1.44269504088896341)), self.const(0.5))])
+        n = self.call(f"llvm.floor.{self.suffix}", [self.add(self.mul(x, self.const(1.44269504088896341)), self.const(0.5))])
         r = self.sub(self.sub(x, self.mul(n, self.const(0.693359375))), self.mul(n, self.const(-2.12194440e-4)))
         p = self.const(1.9875691500e-4)
         for c in (1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1):
             p = self.add(self.mul(p, r), self.const(c))
         p = self.add(self.add(self.mul(self.mul(p, r), r), r), self.const(1.0))
-        k = self.b.add(self.b.fptosi(n, self.it), ir.Constant(self.it, [127] * LANES))
-        two_n = self.b.bitcast(self.b.shl(k, ir.Constant(self.it, [23] * LANES)), self.vt)
+        k = self.b.add(self.b.fptosi(n, self.it), ir.Constant(self.it, [127] * self.n))
+        two_n = self.b.bitcast(self.b.shl(k, ir.Constant(self.it, [23] * self.n)), self.vt)
         return self.mul(p, two_n)
 
     def any(self, mask) -> ir.Value:
-        """Whether any lane of an `<16 x i1>` mask is set."""
-        return self.b.icmp_unsigned("!=", self.b.bitcast(mask, ir.IntType(LANES)), ir.Constant(ir.IntType(LANES), 0))
+        """Whether any lane of an `<n x i1>` mask is set."""
+        return self.b.icmp_unsigned("!=", self.b.bitcast(mask, ir.IntType(self.n)), ir.Constant(ir.IntType(self.n), 0))
 
 
 def _align(fty: ir.Type) -> int:
@@ -152,128 +153,159 @@ def _geometry(v: _Vec, px, fs):
     return dx, sigma, e, oe, alpha
 
 
-def _span_mask(v: _Vec, sigma, alpha, xa, xb, s_cut, alpha_min):
+def _span_mask(v: _Vec, sigma, alpha, window, s_cut, alpha_min):
     """Lanes in the entry's column span whose sigma is in [0, s_cut] and alpha reaches alpha_min."""
     b = v.b
-    lane = ir.Constant(v.it, list(range(LANES)))
+    xa, xb, s = (b.trunc(x, _I32) for x in window)
+    lane = b.add(v.splat(s), ir.Constant(v.it, list(range(v.n))))  # tile columns of the window's lanes
     m = b.and_(b.icmp_signed(">=", lane, v.splat(xa)), b.icmp_signed("<=", lane, v.splat(xb)))
     m = b.and_(m, b.and_(v.cmp(">=", sigma, v.zero()), v.cmp("<=", sigma, v.splat(s_cut))))
     return b.and_(m, v.cmp(">=", alpha, v.splat(alpha_min)))
 
 
-@intrinsic
-def row_forward(typingctx, T, lastl, acc, colors, px, ints, floats):  # pragma: no cover - compiled
-    """Composite one Gaussian over one tile row, front to back (`composite_forward`'s per-row step).
-
-    ints = (g, r, il, xa, xb) int64: the Gaussian's row in `colors`, the tile row, its relative list position and
-    its column span; floats = (mx, cdy, ccy, hca, op, alpha_max, s_cut, alpha_min, t_min). Updates `T[r]`
-    (negated when a pixel stops), `lastl[r]` and `acc[r]`.
-    """
-    dtype = colors.dtype
-    _check_arrays(dtype, T=T, lastl=lastl, acc=acc, colors=colors, px=px)
-    sig = types.none(T, lastl, acc, colors, px, ints, floats)
-
-    def codegen(context, builder, signature, args):
-        aty = signature.args
-        v = _Vec(context, builder, context.get_value_type(dtype))
-        d_T, d_last, d_acc, d_col, d_px = (_data(context, builder, aty[i], args[i]) for i in range(5))
-        g, r, il, xa, xb = _unpack(builder, args[5], 5)
-        mx, cdy, ccy, hca, op, alpha_max, s_cut, alpha_min, t_min = _unpack(builder, args[6], 9)
-        n_ch = cgutils.unpack_tuple(builder, context.make_array(aty[3])(context, builder, args[3]).shape, 2)[1]
-        row = builder.mul(r, ir.Constant(_I64, LANES))
-        px_v = v.load(d_px, ir.Constant(_I64, 0))
-        _, sigma, _, _, alpha = _geometry(v, px_v, (mx, cdy, ccy, hca, op, alpha_max))
-        Tp = v.load(d_T, row)
-        next_t = v.mul(Tp, v.sub(v.const(1.0), alpha))
-        ok = builder.and_(_span_mask(v, sigma, alpha, builder.trunc(xa, _I32), builder.trunc(xb, _I32), s_cut,
-                                     alpha_min), v.cmp(">", Tp, v.zero()))
-        contrib = builder.and_(ok, v.cmp(">", next_t, v.splat(t_min)))
-        neg_t = v.sub(v.zero(), Tp)
-        v.store(v.sel(contrib, next_t, v.sel(ok, neg_t, Tp)), d_T, row)
-        ll = v.load(d_last, row, v.it)
-        v.store(v.sel(contrib, v.splat(builder.trunc(il, _I32)), ll), d_last, row)
-        with builder.if_then(v.any(contrib)):
-            vis = v.sel(contrib, v.mul(alpha, Tp), v.zero())
-            col0, acc0 = builder.mul(g, n_ch), builder.mul(row, n_ch)
-            with cgutils.for_range(builder, n_ch) as loop:
-                k = loop.index
-                c = v.splat(builder.load(builder.gep(d_col, [builder.add(col0, k)])))
-                off = builder.add(acc0, builder.mul(k, ir.Constant(_I64, LANES)))
-                v.store(v.add(v.load(d_acc, off), v.mul(vis, c)), d_acc, off)
-        return context.get_dummy_value()
-
-    return sig, codegen
+def _row_offset(builder, r, s):
+    """Element offset of lane `s` of row `r` in a [16, 16] array."""
+    return builder.add(builder.mul(r, ir.Constant(_I64, LANES)), s)
 
 
-@intrinsic
-def row_backward(typingctx, T, tf_vt, lastl, vo, buf, csum, gsum, colors, px, ints,
-                 floats):  # pragma: no cover - compiled
-    """Gradients of one Gaussian over one tile row, back to front (`composite_backward`'s per-row step).
-
-    ints = (g, r, il, xa, xb) int64 as in `row_forward`; floats = (mx, cdy, ccy, hca, op, alpha_max, s_cut,
-    alpha_min, dy, ca, cb, cc). Recovers the transmittance in front of the Gaussian into `T[r]`, adds its
-    contribution to `buf[r]` (sum of alpha T c behind), and adds the row's lanes of dL/dcolour to `csum` [D, 16]
-    and of the eight sigma-gradient moments to `gsum` [8, 16] (dx^2, dx dy, dy^2, mean x, mean y, |x|, |y|,
-    opacity; as `_numba_kernels.composite_backward` documents).
-    """
-    dtype = colors.dtype
-    _check_arrays(dtype, T=T, tf_vt=tf_vt, lastl=lastl, vo=vo, buf=buf, csum=csum, gsum=gsum, colors=colors, px=px)
-    sig = types.none(T, tf_vt, lastl, vo, buf, csum, gsum, colors, px, ints, floats)
-
-    def codegen(context, builder, signature, args):
-        aty = signature.args
-        v = _Vec(context, builder, context.get_value_type(dtype))
-        d_T, d_tv, d_last, d_vo, d_buf, d_cs, d_gs, d_col, d_px = (
-            _data(context, builder, aty[i], args[i]) for i in range(9))
-        g, r, il, xa, xb = _unpack(builder, args[9], 5)
-        mx, cdy, ccy, hca, op, alpha_max, s_cut, alpha_min, dy, ca, cb, cc = _unpack(builder, args[10], 12)
-        n_ch = cgutils.unpack_tuple(builder, context.make_array(aty[7])(context, builder, args[7]).shape, 2)[1]
-        row = builder.mul(r, ir.Constant(_I64, LANES))
-        px_v = v.load(d_px, ir.Constant(_I64, 0))
-        dx, sigma, e, oe, alpha = _geometry(v, px_v, (mx, cdy, ccy, hca, op, alpha_max))
-        ok = _span_mask(v, sigma, alpha, builder.trunc(xa, _I32), builder.trunc(xb, _I32), s_cut, alpha_min)
-        ll = v.load(d_last, row, v.it)
-        ok = builder.and_(ok, builder.icmp_signed("<=", v.splat(builder.trunc(il, _I32)), ll))
-        with builder.if_then(v.any(ok)):
-            one, zero = v.const(1.0), v.zero()
-            ra = v.div(one, v.sub(one, alpha))
-            Tr = v.load(d_T, row)
-            tn = v.mul(Tr, ra)  # transmittance in front of this Gaussian
-            v.store(v.sel(ok, tn, Tr), d_T, row)
-            ra_m, tn_m, fac = v.sel(ok, ra, zero), v.sel(ok, tn, zero), v.sel(ok, v.mul(alpha, tn), zero)
-            va0 = v.sel(ok, v.mul(v.sub(zero, v.load(d_tv, row)), ra), zero)
-            e_m = v.sel(builder.and_(ok, v.cmp("<", oe, v.splat(alpha_max))), e, zero)
-            va_slot = cgutils.alloca_once(builder, v.vt)
-            builder.store(va0, va_slot)
-            col0, row0 = builder.mul(g, n_ch), builder.mul(row, n_ch)
-            with cgutils.for_range(builder, n_ch) as loop:
-                k = loop.index
-                c = v.splat(builder.load(builder.gep(d_col, [builder.add(col0, k)])))
-                kl = builder.mul(k, ir.Constant(_I64, LANES))
-                off = builder.add(row0, kl)
-                vk, bk = v.load(d_vo, off), v.load(d_buf, off)
-                builder.store(v.add(builder.load(va_slot), v.mul(v.sub(v.mul(c, tn_m), v.mul(bk, ra_m)), vk)),
-                              va_slot)
-                v.store(v.add(bk, v.mul(c, fac)), d_buf, off)
-                v.store(v.add(v.load(d_cs, kl), v.mul(fac, vk)), d_cs, kl)
-            va = builder.load(va_slot)
-            _add_moments(v, d_gs, dx, v.splat(dy), va, e_m, (op, ca, cb, cc, cdy))
-        return context.get_dummy_value()
-
-    return sig, codegen
+def _channel_offset(builder, r, k, n_ch, s):
+    """Element offset of lane `s` of row `r`, channel `k` in a [16, D, 16] array."""
+    return builder.add(builder.mul(builder.add(builder.mul(r, n_ch), k), ir.Constant(_I64, LANES)), s)
 
 
-def _add_moments(v: _Vec, d_gs, dx, dy, va, e_m, scalars) -> None:
-    """gsum[t] += the row's lanes of the eight sigma-gradient moments (`composite_backward`'s last lane loop)."""
-    op, ca, cb, cc, cdy = (v.splat(s) for s in scalars)
+def _n_channels(context, builder, aryty, value):
+    return cgutils.unpack_tuple(builder, context.make_array(aryty)(context, builder, value).shape, 2)[1]
+
+
+def _make_row_forward(n: int):
+    """`row_forward` over a window of `n` lanes (16: the whole row; 8: lanes [s, s + 8))."""
+
+    @intrinsic
+    def row_forward(typingctx, T, lastl, acc, colors, px, ints, floats):  # pragma: no cover - compiled
+        dtype = colors.dtype
+        _check_arrays(dtype, T=T, lastl=lastl, acc=acc, colors=colors, px=px)
+
+        def codegen(context, builder, signature, args):
+            aty = signature.args
+            v = _Vec(context, builder, context.get_value_type(dtype), n)
+            d_T, d_last, d_acc, d_col, d_px = (_data(context, builder, aty[i], args[i]) for i in range(5))
+            g, r, il, xa, xb, s = _unpack(builder, args[5], 6)
+            mx, cdy, ccy, hca, op, alpha_max, s_cut, alpha_min, t_min = _unpack(builder, args[6], 9)
+            row = _row_offset(builder, r, s)
+            _, sigma, _, _, alpha = _geometry(v, v.load(d_px, s), (mx, cdy, ccy, hca, op, alpha_max))
+            Tp = v.load(d_T, row)
+            next_t = v.mul(Tp, v.sub(v.const(1.0), alpha))
+            ok = builder.and_(_span_mask(v, sigma, alpha, (xa, xb, s), s_cut, alpha_min), v.cmp(">", Tp, v.zero()))
+            contrib = builder.and_(ok, v.cmp(">", next_t, v.splat(t_min)))
+            v.store(v.sel(contrib, next_t, v.sel(ok, v.sub(v.zero(), Tp), Tp)), d_T, row)
+            ll = v.load(d_last, row, v.it)
+            v.store(v.sel(contrib, v.splat(builder.trunc(il, _I32)), ll), d_last, row)
+            n_ch = _n_channels(context, builder, aty[3], args[3])
+            # Skipping a row no pixel takes saves its channel loop, but the branch mispredicts: worth it for many
+            # channels only (measured at D = 3: the forward 7-16 % faster without it).
+            few = builder.icmp_signed("<=", n_ch, ir.Constant(_I64, 4))
+            with builder.if_then(builder.or_(few, v.any(contrib))):
+                vis = v.sel(contrib, v.mul(alpha, Tp), v.zero())
+                col0 = builder.mul(g, n_ch)
+                with cgutils.for_range(builder, n_ch) as loop:
+                    k = loop.index
+                    c = v.splat(builder.load(builder.gep(d_col, [builder.add(col0, k)])))
+                    off = _channel_offset(builder, r, k, n_ch, s)
+                    v.store(v.add(v.load(d_acc, off), v.mul(vis, c)), d_acc, off)
+            return context.get_dummy_value()
+
+        return types.none(T, lastl, acc, colors, px, ints, floats), codegen
+
+    return row_forward
+
+
+row_forward16, row_forward8 = _make_row_forward(16), _make_row_forward(8)
+"""Composite one Gaussian over one tile row, front to back (`composite_forward`'s per-row step), on all 16 lanes
+or on the 8 lanes [s, s + 8). ints = (g, r, il, xa, xb, s) int64: the Gaussian's row in `colors`, the tile row, its
+relative list position, its column span and the window's first lane; floats = (mx, cdy, ccy, hca, op, alpha_max,
+s_cut, alpha_min, t_min). Updates `T[r]` (negated when a pixel stops), `lastl[r]` and `acc[r]`."""
+
+
+def _make_row_backward(n: int):
+    """`row_backward` over a window of `n` lanes (16: the whole row; 8: lanes [s, s + 8))."""
+
+    @intrinsic
+    def row_backward(typingctx, T, tf_vt, lastl, vo, buf, csum, gsum, colors, px, ints,
+                     floats):  # pragma: no cover - compiled
+        dtype = colors.dtype
+        _check_arrays(dtype, T=T, tf_vt=tf_vt, lastl=lastl, vo=vo, buf=buf, csum=csum, gsum=gsum, colors=colors,
+                      px=px)
+
+        def codegen(context, builder, signature, args):
+            aty = signature.args
+            v = _Vec(context, builder, context.get_value_type(dtype), n)
+            d_T, d_tv, d_last, d_vo, d_buf, d_cs, d_gs, d_col, d_px = (
+                _data(context, builder, aty[i], args[i]) for i in range(9))
+            g, r, il, xa, xb, s = _unpack(builder, args[9], 6)
+            mx, cdy, ccy, hca, op, alpha_max, s_cut, alpha_min, dy, ca, cb, cc = _unpack(builder, args[10], 12)
+            row = _row_offset(builder, r, s)
+            dx, sigma, e, oe, alpha = _geometry(v, v.load(d_px, s), (mx, cdy, ccy, hca, op, alpha_max))
+            ok = _span_mask(v, sigma, alpha, (xa, xb, s), s_cut, alpha_min)
+            ok = builder.and_(ok, builder.icmp_signed("<=", v.splat(builder.trunc(il, _I32)),
+                                                      v.load(d_last, row, v.it)))
+            with builder.if_then(v.any(ok)):
+                one, zero = v.const(1.0), v.zero()
+                ra = v.div(one, v.sub(one, alpha))
+                Tr = v.load(d_T, row)
+                tn = v.mul(Tr, ra)  # transmittance in front of this Gaussian
+                v.store(v.sel(ok, tn, Tr), d_T, row)
+                ra_m, tn_m, fac = v.sel(ok, ra, zero), v.sel(ok, tn, zero), v.sel(ok, v.mul(alpha, tn), zero)
+                va0 = v.sel(ok, v.mul(v.sub(zero, v.load(d_tv, row)), ra), zero)
+                e_m = v.sel(builder.and_(ok, v.cmp("<", oe, v.splat(alpha_max))), e, zero)
+                n_ch = _n_channels(context, builder, aty[7], args[7])
+                va = _channels_backward(v, (d_vo, d_buf, d_cs, d_col), (g, r, s, n_ch), va0, tn_m, ra_m, fac)
+                _add_moments(v, d_gs, s, dx, v.splat(dy), va, e_m, (op, ca, cb, cc, cdy))
+            return context.get_dummy_value()
+
+        return types.none(T, tf_vt, lastl, vo, buf, csum, gsum, colors, px, ints, floats), codegen
+
+    return row_backward
+
+
+row_backward16, row_backward8 = _make_row_backward(16), _make_row_backward(8)
+"""Gradients of one Gaussian over one tile row, back to front (`composite_backward`'s per-row step), on all 16
+lanes or on the 8 lanes [s, s + 8). ints = (g, r, il, xa, xb, s) as for `row_forward16`; floats = (mx, cdy, ccy,
+hca, op, alpha_max, s_cut, alpha_min, dy, ca, cb, cc). Recovers the transmittance in front of the Gaussian into
+`T[r]`, adds its contribution to `buf[r]` (sum of alpha T c behind), and adds the row's lanes of dL/dcolour to
+`csum` [D, 16] and of the eight sigma-gradient moments to `gsum` [8, 16] (dx^2, dx dy, dy^2, mean x, mean y, |x|,
+|y|, opacity)."""
+
+
+def _channels_backward(v: _Vec, data, index, va0, tn_m, ra_m, fac):
+    """The colour channels of one row: dL/dalpha completed over them (returned), `buf` and `csum` updated."""
+    d_vo, d_buf, d_cs, d_col = data
+    g, r, s, n_ch = index
+    b = v.b
+    va_slot = cgutils.alloca_once(b, v.vt)
+    b.store(va0, va_slot)
+    col0 = b.mul(g, n_ch)
+    with cgutils.for_range(b, n_ch) as loop:
+        k = loop.index
+        c = v.splat(b.load(b.gep(d_col, [b.add(col0, k)])))
+        off, ks = _channel_offset(b, r, k, n_ch, s), b.add(b.mul(k, ir.Constant(_I64, LANES)), s)
+        vk, bk = v.load(d_vo, off), v.load(d_buf, off)
+        b.store(v.add(b.load(va_slot), v.mul(v.sub(v.mul(c, tn_m), v.mul(bk, ra_m)), vk)), va_slot)
+        v.store(v.add(bk, v.mul(c, fac)), d_buf, off)
+        v.store(v.add(v.load(d_cs, ks), v.mul(fac, vk)), d_cs, ks)
+    return b.load(va_slot)
+
+
+def _add_moments(v: _Vec, d_gs, s, dx, dy, va, e_m, scalars) -> None:
+    """gsum[t, s:s + n] += the row's lanes of the eight sigma-gradient moments."""
+    op, ca, cb, cc, cdy = (v.splat(x) for x in scalars)
     v_sigma = v.mul(v.sub(v.zero(), v.mul(op, e_m)), va)
     gx = v.mul(v_sigma, v.add(v.mul(ca, dx), cdy))
     gy = v.mul(v_sigma, v.add(v.mul(cb, dx), v.mul(cc, dy)))
-    fabs = f"llvm.fabs.v16{'f32' if isinstance(v.fty, ir.FloatType) else 'f64'}"
+    fabs = f"llvm.fabs.{v.suffix}"
     terms = (v.mul(v.mul(v_sigma, dx), dx), v.mul(v.mul(v_sigma, dx), dy), v.mul(v.mul(v_sigma, dy), dy), gx, gy,
              v.call(fabs, [gx]), v.call(fabs, [gy]), v.mul(e_m, va))
     for t, term in enumerate(terms):
-        off = ir.Constant(_I64, t * LANES)
+        off = v.b.add(ir.Constant(_I64, t * LANES), s)
         v.store(v.add(v.load(d_gs, off), term), d_gs, off)
 
 
@@ -398,11 +430,16 @@ def composite_forward(offsets, ids, tile_order, rec, span, colors, pxs, pys, wid
             mx, my, ca, cb, cc, op, s_cut = rec[i, 0], rec[i, 1], rec[i, 2], rec[i, 3], rec[i, 4], rec[i, 5], rec[i, 6]
             ya, yb, il = span[i, 2], span[i, 3], np.int64(i - start)
             hca = half * ca
+            s = min(xa, np.int64(8))
+            narrow = xb < s + 8  # the span fits in 8 lanes: half-width vectors
             for y in range(ya, yb + 1):
                 dy = my - pys[y]
                 cdy, ccy = cb * dy, half * cc * dy * dy
-                row_forward(T, lastl, acc, colors, px, (g, np.int64(y - y0), il, xa, xb),
-                            (mx, cdy, ccy, hca, op, alpha_max, s_cut, alpha_min, t_min))
+                fs = (mx, cdy, ccy, hca, op, alpha_max, s_cut, alpha_min, t_min)
+                if narrow:
+                    row_forward8(T, lastl, acc, colors, px, (g, np.int64(y - y0), il, xa, xb, s), fs)
+                else:
+                    row_forward16(T, lastl, acc, colors, px, (g, np.int64(y - y0), il, xa, xb, np.int64(0)), fs)
             if (i - start) % 32 == 31 and _all_stopped(T, x1 - x0, y1 - y0, zero):
                 break
         base = cam * height * width
@@ -471,11 +508,18 @@ def composite_backward(offsets, ids, tile_order, rec, span, colors, pxs, pys, wi
             hca = half * ca
             gsum[:] = zero
             csum[:] = zero
+            s = min(xa, np.int64(8))
+            narrow = xb < s + 8  # the span fits in 8 lanes: half-width vectors
             for y in range(ya, yb + 1):
                 dy = my - pys[y]
                 cdy, ccy = cb * dy, half * cc * dy * dy
-                row_backward(T, tf_vt, lastl, vo, buf, csum, gsum, colors, px, (g, np.int64(y - y0), il, xa, xb),
-                             (mx, cdy, ccy, hca, op, alpha_max, s_cut, alpha_min, dy, ca, cb, cc))
+                fs = (mx, cdy, ccy, hca, op, alpha_max, s_cut, alpha_min, dy, ca, cb, cc)
+                r = np.int64(y - y0)
+                if narrow:
+                    row_backward8(T, tf_vt, lastl, vo, buf, csum, gsum, colors, px, (g, r, il, xa, xb, s), fs)
+                else:
+                    row_backward16(T, tf_vt, lastl, vo, buf, csum, gsum, colors, px, (g, r, il, xa, xb, np.int64(0)),
+                                   fs)
             _add_gaussian_grads(g, gsum, csum, half, with_colors, with_abs, v_geom, v_colors)
 
 

@@ -366,40 +366,43 @@ def _tile_box(tile, tile_w, tile_h, width, height):  # pragma: no cover - compil
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def pack_entries(offsets, ids, tile_order, means2d, conics, opacities, extents, width, height, tile_w, tile_h,
-                 unit, n_units, rec, span):  # pragma: no cover - compiled
+def pack_entries(offsets, ids, tile_order, order, means2d, conics, opacities, extents, width, height, tile_w,
+                 tile_h, unit, n_units, rec, span):  # pragma: no cover - compiled
     """One record per tile-list entry, so that both compositing passes read their Gaussians in list order.
 
-    `means2d` [S, 2], `conics` [S, 3], `opacities` [S], `extents` [S, 3] are indexed by the slots in `ids`. Entry i
-    gets `rec[i]` = (mean x, mean y, conic a, b, c, opacity, sigma cut-off, 0) in the compositing dtype and
-    `span[i]` = (first, last) pixel column relative to its tile's left edge and (first, last) image row where its
-    alpha can reach 1/255 in that tile (`pixel_extents`); an entry with no such pixel gets an empty column range
-    (first > last). The tiles of `tile_order` are dealt round-robin to `n_units` units, as in the compositing.
+    `means2d` [C*N, 2], `conics` [C*N, 3], `opacities` [C*N] are indexed by flat ids, `order[slot]` the flat id of
+    each slot in `ids`, `extents` [S, 3] by slot. Entry i gets `rec[i]` = (mean x, mean y, conic a, b, c, opacity,
+    sigma cut-off, 0) in the compositing dtype and `span[i]` = (first, last) pixel column relative to its tile's left
+    edge and (first, last) image row where its alpha can reach 1/255 in that tile (`pixel_extents`); an entry with
+    no such pixel gets an empty column range (first > last). The tiles of `tile_order` are dealt round-robin to
+    `n_units` units, as in the compositing.
     """
     for j in range(unit, tile_order.shape[0], n_units):
         tile = tile_order[j]
         cam, x0, y0, x1, y1 = _tile_box(tile, tile_w, tile_h, width, height)
         for i in range(offsets[tile], offsets[tile + 1]):
             g = ids[i]
+            f = order[g]
+            rec[i, 0], rec[i, 1] = means2d[f, 0], means2d[f, 1]
+            rec[i, 2], rec[i, 3], rec[i, 4], rec[i, 5] = conics[f, 0], conics[f, 1], conics[f, 2], opacities[f]
             xa, xb, ya, yb = 1, 0, y0, y0 - 1
             if extents[g, 0] >= 0:
-                xa, xb = _span(np.float64(means2d[g, 0]), extents[g, 0], x0, x1)
-                ya, yb = _span(np.float64(means2d[g, 1]), extents[g, 1], y0, y1)
+                xa, xb = _span(np.float64(rec[i, 0]), extents[g, 0], x0, x1)
+                ya, yb = _span(np.float64(rec[i, 1]), extents[g, 1], y0, y1)
                 xa, xb = xa - x0, xb - x0
                 if ya > yb:
                     xa, xb = 1, 0
             span[i, 0], span[i, 1], span[i, 2], span[i, 3] = xa, xb, ya, yb
-            rec[i, 0], rec[i, 1] = means2d[g, 0], means2d[g, 1]
-            rec[i, 2], rec[i, 3], rec[i, 4], rec[i, 5] = conics[g, 0], conics[g, 1], conics[g, 2], opacities[g]
             rec[i, 6], rec[i, 7] = extents[g, 2], 0.0
 
 
 @njit(nogil=True, cache=True, error_model="numpy", fastmath=_FASTMATH)
-def composite_forward(offsets, ids, tile_order, rec, span, colors, pxs, pys, width, height, tile_w, tile_h,
+def composite_forward(offsets, ids, order, tile_order, rec, span, colors, pxs, pys, width, height, tile_w, tile_h,
                       unit, n_units, cst, out, t_final, last):  # pragma: no cover - compiled
     """Front-to-back compositing of every tile (rasterize_to_pixels_fwd.cu); writes `out`, `t_final`, `last`.
 
-    `colors` [M, D] (any D). `out` [C*H*W, D] gets sum_k alpha_k T_k c_k, `t_final` [C*H*W] the transmittance left, `last` [C*H*W] the
+    `colors` [C*N, D] (any D) by flat id, `order` [S] the flat id of each slot of `ids`. `out` [C*H*W, D] gets
+    sum_k alpha_k T_k c_k, `t_final` [C*H*W] the transmittance left, `last` [C*H*W] the
     position in `ids` of the last contributing Gaussian (-1: none). Busy tiles, heaviest first in `tile_order`,
     are dealt round-robin to `n_units` units; this call does unit `unit`. A pixel stops, as in CUDA, at the first
     Gaussian that would take its transmittance to `t_min` or below (that one is left out); a stopped pixel keeps its
@@ -426,7 +429,7 @@ def composite_forward(offsets, ids, tile_order, rec, span, colors, pxs, pys, wid
             xa, xb = np.int64(span[i, 0]), np.int64(span[i, 1])
             if xa > xb:
                 continue
-            g = np.int64(ids[i])
+            g = np.int64(order[ids[i]])  # flat id: row of `colors` (and of the gradients)
             mx, my, ca, cb, cc, op, s_cut = rec[i, 0], rec[i, 1], rec[i, 2], rec[i, 3], rec[i, 4], rec[i, 5], rec[i, 6]
             ya, yb, il = span[i, 2], span[i, 3], np.int64(i - start)
             hca = half * ca
@@ -463,14 +466,15 @@ def _all_stopped(T, n_x, n_y, zero):  # pragma: no cover - compiled
 
 
 @njit(nogil=True, cache=True, error_model="numpy", fastmath=_FASTMATH)
-def composite_backward(offsets, ids, tile_order, rec, span, colors, pxs, pys, width, height, tile_w, tile_h,
+def composite_backward(offsets, ids, order, tile_order, rec, span, colors, pxs, pys, width, height, tile_w, tile_h,
                        unit, n_units, cst, t_final, last, v_out, v_t, with_colors, with_abs, v_geom,
                        v_colors):  # pragma: no cover - compiled
     """Back-to-front gradients of every tile (rasterize_to_pixels_bwd.cu), summed per parallel unit.
 
     `v_out` [C*H*W, D] and `v_t` [C*H*W] are the gradients of the composited sum and of the final transmittance.
-    This call (unit `unit` of `n_units`) adds its Gaussians' gradients into its own `v_geom` [M, 8] (mean x, y,
-    conic a, b, c, opacity, |mean x|, |mean y|) and, when `with_colors`, `v_colors` [M, D]; the caller sums over
+    This call (unit `unit` of `n_units`) adds its Gaussians' gradients into its own `v_geom` [C*N, 8] (mean x, y,
+    conic a, b, c, opacity, |mean x|, |mean y|) and, when `with_colors`, `v_colors` [C*N, D], both by flat id
+    (`order[ids[i]]`, as `colors`); the caller sums over
     units (deterministic: the tiles of a unit are fixed by `tile_order`).
 
     As the CUDA kernel, each pixel's transmittance in front of a Gaussian is recovered from the final one by
@@ -502,7 +506,7 @@ def composite_backward(offsets, ids, tile_order, rec, span, colors, pxs, pys, wi
             xa, xb = np.int64(span[i, 0]), np.int64(span[i, 1])
             if xa > xb:
                 continue
-            g = np.int64(ids[i])
+            g = np.int64(order[ids[i]])  # flat id: row of `colors` (and of the gradients)
             mx, my, ca, cb, cc, op, s_cut = rec[i, 0], rec[i, 1], rec[i, 2], rec[i, 3], rec[i, 4], rec[i, 5], rec[i, 6]
             ya, yb, il = span[i, 2], span[i, 3], np.int64(i - start)
             hca = half * ca
@@ -547,7 +551,7 @@ def _load_tile(base, start, x0, y0, x1, y1, width, t_final, last, v_out, v_t, on
 
 @njit(cache=True, inline="always")
 def _add_gaussian_grads(g, gsum, csum, half, with_colors, with_abs, v_geom, v_colors):  # pragma: no cover
-    """Sum one Gaussian's per-lane moments over the lanes into its rows of `v_geom` [M, 8] and `v_colors`."""
+    """Sum one Gaussian's per-lane moments over the lanes into its rows of `v_geom` [C*N, 8] and `v_colors`."""
     v_geom[g, 0] += lane_sum(gsum, 3)
     v_geom[g, 1] += lane_sum(gsum, 4)
     v_geom[g, 2] += half * lane_sum(gsum, 0)

@@ -106,8 +106,9 @@ def bin_tiles(means2d, radii, n_per_cam, tile_w, tile_h, n_cams, order):  # prag
 
 
 @njit(nogil=True, cache=True, error_model="numpy")
-def pixel_extents(conics, opacities, alpha_min, out, unit, n_units):  # pragma: no cover - compiled
-    """Half-widths [M, 2] of the box outside which a Gaussian's alpha is below `alpha_min` (-1: nowhere above).
+def pixel_extents(conics, opacities, order, alpha_min, out, unit, n_units):  # pragma: no cover - compiled
+    """Half-widths [M, 2] of the box outside which the Gaussians `order` [M] (rows of `conics`, `opacities`) have an
+    alpha below `alpha_min` (-1: nowhere above).
 
     alpha = opacity * exp(-sigma) >= alpha_min needs sigma <= t = log(opacity / alpha_min); the ellipse
     sigma = t has half-widths sqrt(2 t cov_xx), sqrt(2 t cov_yy) with cov = conic^-1. A 2% + 0.01 px margin
@@ -115,10 +116,11 @@ def pixel_extents(conics, opacities, alpha_min, out, unit, n_units):  # pragma: 
     block culling). Column 2 is t itself (with the margin): pixels with a larger sigma are skipped before the
     exponential. Computed in float64; writes rows [unit * M / n_units, (unit + 1) * M / n_units) of `out` [M, 3].
     """
-    M = conics.shape[0]
+    M = order.shape[0]
     for m in range(unit * M // n_units, (unit + 1) * M // n_units):
-        a, b, c = np.float64(conics[m, 0]), np.float64(conics[m, 1]), np.float64(conics[m, 2])
-        op = np.float64(opacities[m])
+        f = order[m]
+        a, b, c = np.float64(conics[f, 0]), np.float64(conics[f, 1]), np.float64(conics[f, 2])
+        op = np.float64(opacities[f])
         det = a * c - b * b
         if not op >= np.float64(alpha_min) * (1.0 - 1e-6):
             out[m, 0] = -1.0

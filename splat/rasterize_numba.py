@@ -172,9 +172,8 @@ def _plan_tiles(radii: Tensor, means2d: Tensor, depths: Tensor, conics: Tensor, 
     order = visible[kernels.depth_order(depths32[visible])]  # one stable sort, not one per tile (see `bin_tiles`)
     offsets, ids, tiles_per_gauss = kernels.bin_tiles(_np(means2d.reshape(-1, 2)), radii_np, N, tw, th, C, order)
     extents = np.empty((order.shape[0], 3), dtype=np.float64)
-    conics_s, opac_s = conics_np[order], opac_np[order]
     n_units = _threads()
-    _run_units(lambda u: kernels.pixel_extents(conics_s, opac_s, ALPHA_MIN, extents, u, n_units), n_units)
+    _run_units(lambda u: kernels.pixel_extents(conics_np, opac_np, order, ALPHA_MIN, extents, u, n_units), n_units)
     counts = np.diff(offsets)
     busy = np.nonzero(counts)[0]
     tile_order = busy[np.argsort(-counts[busy], kind="stable")].astype(np.int64)
@@ -189,8 +188,8 @@ def _pixel_centres(plan: _Plan, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray
 class _CompositeNumba(torch.autograd.Function):
     """Alpha compositing over a tile plan: returns (sum_k alpha_k T_k c_k [C*H*W, D], T_final [C*H*W]).
 
-    The kernels work on the plan's slots (the visible Gaussians in depth order) and on one record per tile-list
-    entry (`composite.pack_entries`), so both passes read memory in list order; gradients go back to flat ids.
+    The kernels work on one record per tile-list entry (`composite.pack_entries`), so both passes read the
+    Gaussians' geometry in list order; colours and gradients are indexed by flat id (camera * N + Gaussian).
     """
 
     @staticmethod
@@ -205,27 +204,27 @@ class _CompositeNumba(torch.autograd.Function):
         absgrad_target: weakref.ref | None,
     ) -> tuple[Tensor, Tensor]:
         dtype = colors.dtype
-        slot_arrays = tuple(_np(t.to(dtype))[plan.order] for t in (means2d, conics, opacities))
-        colors_s = _np(colors)[plan.order]
-        np_dtype = colors_s.dtype
+        flat_arrays = tuple(_np(t) for t in (means2d, conics, opacities))
+        colors_np = _np(colors)
+        np_dtype = colors_np.dtype
         rec = np.empty((plan.ids.shape[0], 8), dtype=np_dtype)
         span = np.empty((plan.ids.shape[0], 4), dtype=np.int32)
         n_units = _threads()
         tiles = (plan.width, plan.height, plan.tile_w, plan.tile_h)
-        _run_units(lambda u: composite.pack_entries(plan.offsets, plan.ids, plan.tile_order, *slot_arrays,
+        _run_units(lambda u: composite.pack_entries(plan.offsets, plan.ids, plan.tile_order, plan.order, *flat_arrays,
                                                     plan.extents, *tiles, u, n_units, rec, span), n_units)
         n_pixels = n_cams * plan.height * plan.width
-        out = np.zeros((n_pixels, colors_s.shape[1]), dtype=np_dtype)
+        out = np.zeros((n_pixels, colors_np.shape[1]), dtype=np_dtype)
         t_final = np.ones(n_pixels, dtype=np_dtype)
         last = np.full(n_pixels, -1, dtype=np.int64)
         cst = composite.constants(np_dtype, ALPHA_MIN, ALPHA_MAX, T_MIN)
         pxs, pys = _pixel_centres(plan, np_dtype)
         _run_units(lambda u: composite.composite_forward(
-            plan.offsets, plan.ids, plan.tile_order, rec, span, colors_s, pxs, pys, *tiles, u, n_units, cst, out,
-            t_final, last), n_units)
-        ctx.plan, ctx.n_cams, ctx.absgrad_target, ctx.entries, ctx.colors_s = plan, n_cams, absgrad_target, \
-            (rec, span), colors_s
-        ctx.t_final, ctx.last, ctx.n_rows = t_final, last, means2d.shape[0]
+            plan.offsets, plan.ids, plan.order, plan.tile_order, rec, span, colors_np, pxs, pys, *tiles, u, n_units, cst,
+            out, t_final, last), n_units)
+        ctx.plan, ctx.n_cams, ctx.absgrad_target, ctx.entries, ctx.colors_np = plan, n_cams, absgrad_target, \
+            (rec, span), colors_np
+        ctx.t_final, ctx.last = t_final, last
         ctx.geom_dtype, ctx.dtype = means2d.dtype, dtype
         return torch.from_numpy(out), torch.from_numpy(t_final)
 
@@ -236,22 +235,21 @@ class _CompositeNumba(torch.autograd.Function):
         need_colors = ctx.needs_input_grad[3]
         if not (need_geom or need_colors):
             return None, None, None, None, None, None, None
-        colors_s = ctx.colors_s
-        dtype = colors_s.dtype
+        colors_np = ctx.colors_np
+        dtype = colors_np.dtype
         n_units = _threads()
-        S, D = colors_s.shape
-        v_geom = np.zeros((n_units, S, 8), dtype=dtype)
-        v_colors = np.zeros((n_units, S, D) if need_colors else (1, 1, D), dtype=dtype)
+        P, D = colors_np.shape
+        v_geom = np.zeros((n_units, P, 8), dtype=dtype)
+        v_colors = np.zeros((n_units, P, D) if need_colors else (1, 1, D), dtype=dtype)
         cst = composite.constants(dtype, ALPHA_MIN, ALPHA_MAX, T_MIN)
         pxs, pys = _pixel_centres(plan, dtype)
         v_out_np, v_t_np = _np(v_out.to(ctx.dtype)), _np(v_t.to(ctx.dtype))
         with_abs = ctx.absgrad_target is not None
         _run_units(lambda u: composite.composite_backward(
-            plan.offsets, plan.ids, plan.tile_order, *ctx.entries, colors_s, pxs, pys, plan.width, plan.height,
-            plan.tile_w, plan.tile_h, u, n_units, cst, ctx.t_final, ctx.last, v_out_np, v_t_np, need_colors,
-            with_abs, v_geom[u], v_colors[u if need_colors else 0]), n_units)
-        order = torch.from_numpy(plan.order)
-        geom = _to_rows(v_geom, order, ctx.n_rows).to(ctx.geom_dtype)
+            plan.offsets, plan.ids, plan.order, plan.tile_order, *ctx.entries, colors_np, pxs, pys, plan.width,
+            plan.height, plan.tile_w, plan.tile_h, u, n_units, cst, ctx.t_final, ctx.last, v_out_np, v_t_np,
+            need_colors, with_abs, v_geom[u], v_colors[u if need_colors else 0]), n_units)
+        geom = _sum_units(v_geom).to(ctx.geom_dtype)
         v_means2d = geom[:, :2] if ctx.needs_input_grad[0] else None
         v_conics = geom[:, 2:5] if ctx.needs_input_grad[1] else None
         v_opac = geom[:, 5] if ctx.needs_input_grad[2] else None
@@ -259,15 +257,13 @@ class _CompositeNumba(torch.autograd.Function):
             target = ctx.absgrad_target()
             if target is not None:
                 target.absgrad = geom[:, 6:8].reshape(target.shape).clone()
-        v_col = _to_rows(v_colors, order, ctx.n_rows) if need_colors else None
+        v_col = _sum_units(v_colors) if need_colors else None
         return v_means2d, v_conics, v_opac, v_col, None, None, None
 
 
-def _to_rows(per_unit: np.ndarray, order: Tensor, n_rows: int) -> Tensor:
-    """Sum [U, S, K] per-unit slot gradients over the units and scatter them to [n_rows, K] flat ids (zeros elsewhere)."""
-    summed = torch.from_numpy(per_unit[0] if per_unit.shape[0] == 1 else per_unit.sum(0))
-    rows = torch.zeros(n_rows, per_unit.shape[2], dtype=summed.dtype)
-    return rows.index_copy_(0, order, summed)
+def _sum_units(per_unit: np.ndarray) -> Tensor:
+    """[U, C*N, K] per-unit gradients (by flat id) summed over the units: [C*N, K]."""
+    return torch.from_numpy(per_unit[0] if per_unit.shape[0] == 1 else per_unit.sum(0))
 
 
 def rasterize_numba(

@@ -5,8 +5,8 @@ beartype (through ``_typecheck.checker``) as it is imported, so a value that con
 that passed it. It must run before anything imports the packages, hence here. Classes that coerce their inputs on
 construction opt out with ``@no_type_check`` (they validate themselves).
 
-Two modules are left out: ``splat._numba_kernels`` and ``splat._composite_kernels``, whose functions Numba compiles
-or which emit LLVM code for it (a checking wrapper cannot be compiled); `splat.rasterize_numba`, which calls them, is
+Three modules are left out: ``splat._numba_kernels``, ``splat._composite_kernels`` and ``splat._ssim_kernels``, whose
+functions Numba compiles or which emit LLVM code for it (a checking wrapper cannot be compiled); `splat.rasterize_numba`, which calls them, is
 checked. The hook takes module
 names and includes everything under a name, so ``splat`` is listed module by module (found by file, nothing imported).
 """
@@ -18,7 +18,8 @@ from pathlib import Path
 
 from jaxtyping import install_import_hook
 
-UNCHECKED = {"panst3r_splat.splat._numba_kernels", "panst3r_splat.splat._composite_kernels"}
+UNCHECKED = {"panst3r_splat.splat._numba_kernels", "panst3r_splat.splat._composite_kernels",
+             "panst3r_splat.splat._ssim_kernels"}
 
 
 def _modules_except(package: str, excluded: set[str]) -> list[str]:

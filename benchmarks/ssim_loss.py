@@ -1,5 +1,6 @@
-"""The fit loss's SSIM: our separable convolution (`splat.train.ssim`) against torchmetrics'
-`structural_similarity_index_measure`, forward + backward, and what the difference is worth in a whole fit step.
+"""The fit loss's SSIM: ours (`splat.train.ssim`: compiled kernels on CPU, separable convolutions in torch elsewhere)
+against torchmetrics' `structural_similarity_index_measure`, forward + backward, and what the difference is worth in
+a whole fit step.
 
     python benchmarks/ssim_loss.py                        # both parts (a few minutes on the shared CPU)
     python benchmarks/ssim_loss.py --kernel-only          # only the forward + backward timing

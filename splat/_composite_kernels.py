@@ -2,11 +2,13 @@
 
 The maths is gsplat 1.4.0's `rasterize_to_pixels_fwd.cu` / `rasterize_to_pixels_bwd.cu` (one pixel = one CUDA thread
 there, one vector lane here). The loop order is Gaussian-outer, pixel-inner inside a 16x16 tile: `pack_entries`
-writes one record per tile-list entry, and `composite_forward` / `composite_backward` walk each tile's list and,
-for every entry, the tile rows its pixel box covers. One row (16 pixels) is one call of `row_forward` /
-`row_backward`: Numba intrinsics that emit LLVM vector code, one `<16 x float>` per per-pixel quantity, kept in
-registers. Written as Numba loops over the 16 lanes, LLVM vectorised each loop but wrapped it in run-time alias
-checks, a scalar remainder and spills to scratch arrays, and a row cost about twice its arithmetic (`design.md`).
+writes one record per tile-list entry, and `composite_forward` / `composite_backward` walk each tile's list and, for
+every entry, the tile rows its pixel box covers. One row is one call of `row_forward16` / `row_backward16`, or of
+their 8-lane twins when the entry's columns fit in 8: Numba intrinsics that emit LLVM vector code, one `<16 x float>`
+(or `<8 x float>`) per per-pixel quantity, kept in registers. Written as Numba loops over the 16 lanes, LLVM
+vectorised each loop but wrapped it in run-time alias checks, a scalar remainder and spills to scratch arrays, and a
+row cost about twice its arithmetic (`design.md`). At 100k Gaussians the rows of gradients and colours an entry 8
+places further on are prefetched (`prefetch_row`): they are mostly out of the caches.
 The backward pass sums each Gaussian's gradient over the tile's pixels lane by lane and once over the lanes at its
 end (the CUDA kernel's warp reduction), and writes it once.
 

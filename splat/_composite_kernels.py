@@ -46,8 +46,8 @@ _I64 = ir.IntType(64)
 class _Vec:
     """IR helpers for one row window of `n` lanes: `<n x fty>` arithmetic with the kernels' fast-math flags."""
 
-    def __init__(self, context, builder, fty: ir.Type, n: int):
-        self.context, self.b, self.fty, self.n = context, builder, fty, n
+    def __init__(self, builder, fty: ir.Type, n: int):
+        self.b, self.fty, self.n = builder, fty, n
         self.vt = ir.VectorType(fty, n)
         self.it = ir.VectorType(_I32, n)
         self.suffix = f"v{n}{'f32' if isinstance(fty, ir.FloatType) else 'f64'}"
@@ -107,7 +107,8 @@ class _Vec:
             return self.call(f"llvm.exp.{self.suffix}", [x])
         x = self.sel(self.cmp(">", x, self.const(-87.0)), x, self.const(-87.0))
         x = self.sel(self.cmp("<", x, self.const(88.0)), x, self.const(88.0))
-        n = self.call(f"llvm.floor.{self.suffix}", [self.add(self.mul(x, self.const(1.44269504088896341)), self.const(0.5))])
+        n = self.add(self.mul(x, self.const(1.44269504088896341)), self.const(0.5))
+        n = self.call(f"llvm.floor.{self.suffix}", [n])
         r = self.sub(self.sub(x, self.mul(n, self.const(0.693359375))), self.mul(n, self.const(-2.12194440e-4)))
         p = self.const(1.9875691500e-4)
         for c in (1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1):
@@ -131,13 +132,11 @@ def _data(context, builder, aryty, value) -> ir.Value:
 
 
 def _check_arrays(dtype, **arrays) -> None:
+    """Every array C-contiguous and of the data's dtype (`lastl`: int32)."""
     for name, ty in arrays.items():
-        if not (isinstance(ty, types.Array) and ty.layout == "C"):
-            raise TypeError(f"{name} must be a C-contiguous array, got {ty}")
-        if name not in ("lastl",) and ty.dtype != dtype:
-            raise TypeError(f"{name} must hold {dtype}, got {ty.dtype}")
-    if arrays.get("lastl") is not None and arrays["lastl"].dtype != types.int32:
-        raise TypeError(f"lastl must hold int32, got {arrays['lastl'].dtype}")
+        expected = types.int32 if name == "lastl" else dtype
+        if not (isinstance(ty, types.Array) and ty.layout == "C" and ty.dtype == expected):
+            raise TypeError(f"{name} must be a C-contiguous array of {expected}, got {ty}")
 
 
 def _unpack(builder, tup, n):
@@ -189,7 +188,7 @@ def _make_row_forward(n: int):
 
         def codegen(context, builder, signature, args):
             aty = signature.args
-            v = _Vec(context, builder, context.get_value_type(dtype), n)
+            v = _Vec(builder, context.get_value_type(dtype), n)
             d_T, d_last, d_acc, d_col, d_px = (_data(context, builder, aty[i], args[i]) for i in range(5))
             g, r, il, xa, xb, s = _unpack(builder, args[5], 6)
             mx, cdy, ccy, hca, op, alpha_max, s_cut, alpha_min, t_min = _unpack(builder, args[6], 9)
@@ -240,7 +239,7 @@ def _make_row_backward(n: int):
 
         def codegen(context, builder, signature, args):
             aty = signature.args
-            v = _Vec(context, builder, context.get_value_type(dtype), n)
+            v = _Vec(builder, context.get_value_type(dtype), n)
             d_T, d_tv, d_last, d_vo, d_buf, d_cs, d_gs, d_col, d_px = (
                 _data(context, builder, aty[i], args[i]) for i in range(9))
             g, r, il, xa, xb, s = _unpack(builder, args[9], 6)
@@ -311,16 +310,25 @@ def _add_moments(v: _Vec, d_gs, s, dx, dy, va, e_m, scalars) -> None:
         v.store(v.add(v.load(d_gs, off), term), d_gs, off)
 
 
+def _check_rows(name: str, arr) -> None:
+    if not (isinstance(arr, types.Array) and arr.ndim == 2 and arr.layout == "C"
+            and arr.dtype in (types.float32, types.float64)):
+        raise TypeError(f"{name} needs a C-contiguous 2D float array, got {arr}")
+
+
+def _row_start(context, builder, aryty, arr, row) -> ir.Value:
+    """Pointer to `arr[row, 0]`."""
+    ary = context.make_array(aryty)(context, builder, arr)
+    return cgutils.get_item_pointer(context, builder, aryty, ary, [row, context.get_constant(types.intp, 0)])
+
+
 @intrinsic
 def prefetch_row(typingctx, arr, row):  # pragma: no cover - compiled
-    """Ask the cache for `arr[row, 0]` (a C-contiguous 2D array; `llvm.prefetch`, for writing, high locality)."""
-    if not (isinstance(arr, types.Array) and arr.ndim == 2 and arr.layout == "C"):
-        raise TypeError(f"prefetch_row needs a C-contiguous 2D array, got {arr}")
+    """Ask the cache for `arr[row, 0]` (a C-contiguous 2D float array; `llvm.prefetch`, for writing, high locality)."""
+    _check_rows("prefetch_row", arr)
 
     def codegen(context, builder, signature, args):
-        aryty = signature.args[0]
-        ary = context.make_array(aryty)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1], context.get_constant(types.intp, 0)])
+        ptr = _row_start(context, builder, signature.args[0], args[0], args[1])
         i8p = ir.IntType(8).as_pointer()
         fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, _I32, _I32, _I32]),
                                             "llvm.prefetch.p0")
@@ -337,14 +345,11 @@ def lane_sum(typingctx, arr, row):  # pragma: no cover - compiled
     A Gaussian's 8 gradient moments and D colour gradients are summed over the 16 lanes at its end; written as
     loops, those sums compiled to scalar adds and cost 10 % of the backward pass.
     """
-    if not (isinstance(arr, types.Array) and arr.ndim == 2 and arr.layout == "C"
-            and arr.dtype in (types.float32, types.float64)):
-        raise TypeError(f"lane_sum needs a C-contiguous 2D float array, got {arr}")
+    _check_rows("lane_sum", arr)
 
     def codegen(context, builder, signature, args):
         aryty = signature.args[0]
-        ary = context.make_array(aryty)(context, builder, args[0])
-        start = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1], context.get_constant(types.intp, 0)])
+        start = _row_start(context, builder, aryty, args[0], args[1])
         fty = context.get_value_type(aryty.dtype)
         vty = ir.VectorType(fty, 16)
         vec = builder.load(builder.bitcast(start, vty.as_pointer()), align=aryty.dtype.bitwidth // 8)

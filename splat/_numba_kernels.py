@@ -1,15 +1,7 @@
 """Numba-compiled CPU kernels of the rasteriser: depth sort, tile binning, pixel extents and projection.
 
-The compositing kernels are in `_composite_kernels.py`.
-
-Plain NumPy arrays in, plain NumPy arrays out; `rasterize_numba.py` wraps them for torch. The maths is gsplat 1.4.0's
-`rasterize_to_pixels_fwd.cu` / `rasterize_to_pixels_bwd.cu` (one pixel = one CUDA thread there, one inner-loop
-iteration here); the loop order is Gaussian-outer, pixel-inner inside a 16x16 tile, so the backward pass sums each
-Gaussian's gradient over the tile's pixels in registers (the CUDA kernel's warp reduction) and writes it once.
-
-Float constants come in the `cst` array of the data's dtype (`_CONSTANTS`) and pixel centres in `pxs` / `pys`,
-because Numba promotes a float32 value to float64 when it meets a Python float or an int: with typed constants,
-float32 inputs are composited in float32 exactly as the CUDA kernel and the torch twin do.
+Plain NumPy arrays in, plain NumPy arrays out; `rasterize_numba.py` wraps them for torch. The compositing kernels,
+forward and backward, are in `_composite_kernels.py`.
 
 Kernels are compiled on first use for the dtypes they meet (float32, float64) and cached on disk (`cache=True`:
 Numba's cache, next to this file or in the user's cache folder when the package folder is read-only, or in

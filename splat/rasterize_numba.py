@@ -220,8 +220,8 @@ class _CompositeNumba(torch.autograd.Function):
         cst = composite.constants(np_dtype, ALPHA_MIN, ALPHA_MAX, T_MIN)
         pxs, pys = _pixel_centres(plan, np_dtype)
         _run_units(lambda u: composite.composite_forward(
-            plan.offsets, plan.ids, plan.order, plan.tile_order, rec, span, colors_np, pxs, pys, *tiles, u, n_units, cst,
-            out, t_final, last), n_units)
+            plan.offsets, plan.ids, plan.order, plan.tile_order, rec, span, colors_np, pxs, pys, *tiles, u, n_units,
+            cst, out, t_final, last), n_units)
         ctx.plan, ctx.n_cams, ctx.absgrad_target, ctx.entries, ctx.colors_np = plan, n_cams, absgrad_target, \
             (rec, span), colors_np
         ctx.t_final, ctx.last = t_final, last

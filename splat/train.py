@@ -34,8 +34,8 @@ from torch.profiler import record_function
 from tqdm.auto import tqdm
 
 from panst3r_splat.core.atomic_io import atomic_output
-from panst3r_splat.splat import _ssim_kernels as ssim_kernels
 from panst3r_splat.core.transforms import rigid_inverse
+from panst3r_splat.splat import _ssim_kernels as ssim_kernels
 from panst3r_splat.splat.gaussians import (
     KEY_MEANS, KEY_OPACITIES, KEY_QUATS, KEY_REG_COLORS, KEY_SCALES, KEY_SH0, KEY_SHN, LABEL_KEYS, Cameras,
     GaussianParams, GaussianScene, sh_colors,

@@ -6,9 +6,9 @@ that passed it. It must run before anything imports the packages, hence here. Cl
 construction opt out with ``@no_type_check`` (they validate themselves).
 
 Three modules are left out: ``splat._numba_kernels``, ``splat._composite_kernels`` and ``splat._ssim_kernels``, whose
-functions Numba compiles or which emit LLVM code for it (a checking wrapper cannot be compiled); `splat.rasterize_numba`, which calls them, is
-checked. The hook takes module
-names and includes everything under a name, so ``splat`` is listed module by module (found by file, nothing imported).
+functions Numba compiles or which emit LLVM code for it (a checking wrapper cannot be compiled); their callers
+(`splat.rasterize_numba`, `splat.train`) are checked. The hook takes module names and includes everything under a
+name, so ``splat`` is listed module by module (found by file, nothing imported).
 """
 
 from __future__ import annotations
